@@ -1,0 +1,83 @@
+//! Session configuration: what the engine asks the kernel for and how it
+//! serves.
+
+/// How a session serves requests and what it asks for at INIT. Fields left
+/// at their defaults give a sensible multi-threaded server without the
+/// writeback cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Worker threads (0: one per CPU).
+    pub threads: usize,
+    /// Give each worker its own /dev/fuse fd (`FUSE_DEV_IOC_CLONE`), so that
+    /// replies go back on the fd the request came from. Falls back to the
+    /// shared fd when the ioctl fails.
+    pub clone_fd: bool,
+    /// Pages per request to ask for; capped by `fs.fuse.max_pages_limit`.
+    pub max_pages: u32,
+    /// Largest WRITE to accept (0: max_pages * 4096).
+    pub max_write: u32,
+    /// Background requests in flight (0: the kernel's default).
+    pub max_background: u16,
+    /// Congestion threshold (0: the kernel's default).
+    pub congestion_threshold: u16,
+    /// Ask for the writeback cache.
+    pub writeback_cache: bool,
+    /// Ask for kernel passthrough (`FUSE_PASSTHROUGH`); excludes the
+    /// writeback cache.
+    pub passthrough: bool,
+    /// Passthrough stacking depth to announce.
+    pub max_stack_depth: u32,
+    /// Ask for FUSE over io_uring.
+    pub io_uring: bool,
+    /// Let the kernel send several READs of one file at once.
+    pub async_read: bool,
+    /// Let the kernel run lookups and readdirs of one directory in parallel.
+    pub parallel_dirops: bool,
+    /// The filesystem clears suid/sgid itself on write, truncate and chown
+    /// (`FUSE_HANDLE_KILLPRIV_V2`).
+    pub handle_killpriv_v2: bool,
+    /// Ask for READDIRPLUS (adaptive).
+    pub readdirplus: bool,
+    /// Lock the request buffers in memory where RLIMIT_MEMLOCK allows.
+    pub mlock_buffers: bool,
+    /// Call `prctl(PR_SET_IO_FLUSHER)` before workers start.
+    pub io_flusher: bool,
+    /// Unmount on SIGINT, SIGTERM and SIGHUP while [`Session::run`] serves.
+    ///
+    /// [`Session::run`]: crate::Session::run
+    pub handle_signals: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            threads: 0,
+            clone_fd: true,
+            max_pages: 256,
+            max_write: 0,
+            max_background: 0,
+            congestion_threshold: 0,
+            writeback_cache: false,
+            passthrough: false,
+            max_stack_depth: 1,
+            io_uring: false,
+            async_read: true,
+            parallel_dirops: true,
+            handle_killpriv_v2: false,
+            readdirplus: false,
+            mlock_buffers: true,
+            io_flusher: true,
+            handle_signals: false,
+        }
+    }
+}
+
+impl Config {
+    /// The worker count, resolving 0 to the number of CPUs.
+    pub fn worker_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The [`Filesystem`] trait: what a filesystem built on the engine implements.
+
+use std::ffi::OsStr;
+
+use crate::connection::Connection;
+use crate::dirent::{DirEntries, DirEntriesPlus};
+use crate::errno::Errno;
+use crate::request::Caller;
+use crate::types::{
+    AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs, WriteFlags, Xattr,
+};
+
+/// Open flags of OPEN and CREATE, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenFlags {
+    /// The caller's `open(2)` flags (`O_RDONLY`, `O_TRUNC`, ...). With the
+    /// writeback cache the kernel has already stripped nothing: deciding what
+    /// to do with `O_APPEND` and `O_WRONLY` is the filesystem's job.
+    pub flags: u32,
+    /// The kernel asks to clear suid/sgid because the open truncates
+    /// (`FUSE_OPEN_KILL_SUIDGID`, with handle_killpriv_v2).
+    pub kill_suidgid: bool,
+}
+
+/// The arguments of COPY_FILE_RANGE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRange {
+    /// Source node and handle.
+    pub node_in: NodeId,
+    /// Source handle.
+    pub fh_in: FileHandle,
+    /// Source offset.
+    pub off_in: u64,
+    /// Destination node.
+    pub node_out: NodeId,
+    /// Destination handle.
+    pub fh_out: FileHandle,
+    /// Destination offset.
+    pub off_out: u64,
+    /// Bytes to copy.
+    pub len: u64,
+    /// `copy_file_range(2)` flags (zero today).
+    pub flags: u64,
+}
+
+/// A filesystem served by the engine.
+///
+/// Methods take `&self` and may run concurrently on several worker threads,
+/// so implementations do their own locking. Each returns a typed result; an
+/// `Err(errno)` becomes the reply's error. The default of every method is
+/// `Err(ENOSYS)`; for several operations the kernel remembers an ENOSYS
+/// answer and stops sending the operation (noted per method), so a default
+/// costs one round trip, not one per call.
+///
+/// Lookup counts: every successful reply carrying an [`Entry`] with a
+/// non-zero node (lookup, mknod, mkdir, symlink, link, create, tmpfile, and
+/// each READDIRPLUS entry) adds one to that node's count; FORGET and
+/// BATCH_FORGET subtract. A node must stay valid while its count is above
+/// zero. The root node is never forgotten.
+#[allow(unused_variables, clippy::too_many_arguments)]
+pub trait Filesystem: Send + Sync + 'static {
+    /// Called once, after INIT was negotiated and before the reply is sent
+    /// and any other request is served. An error fails the mount.
+    fn init(&self, conn: &Connection) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// Called once when the session ends (DESTROY, or the connection went
+    /// away): flush whatever must reach stable storage.
+    fn destroy(&self) {}
+
+    /// Looks `name` up in directory `parent`. Adds one lookup on success.
+    fn lookup(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<Entry, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Subtracts `nlookup` from the node's lookup count. No reply is sent.
+    fn forget(&self, node: NodeId, nlookup: u64) {}
+
+    /// FORGET for many nodes at once. The default calls [`forget`] for each.
+    ///
+    /// [`forget`]: Filesystem::forget
+    fn batch_forget(&self, nodes: &mut dyn Iterator<Item = (NodeId, u64)>) {
+        for (node, nlookup) in nodes {
+            self.forget(node, nlookup);
+        }
+    }
+
+    /// Returns the node's attributes; `fh` is set when the kernel asks
+    /// through an open file (fstat).
+    fn getattr(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: Option<FileHandle>,
+    ) -> Result<AttrReply, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Changes attributes (chmod, chown, truncate, utimens) and returns the
+    /// result.
+    fn setattr(&self, req: &Caller, node: NodeId, changes: &SetAttr) -> Result<AttrReply, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Returns a symlink's target.
+    fn readlink(&self, req: &Caller, node: NodeId) -> Result<Vec<u8>, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Creates a symlink `name` in `parent` pointing to `target`.
+    fn symlink(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        name: &OsStr,
+        target: &OsStr,
+    ) -> Result<Entry, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Creates a file node (regular, fifo, socket or device). `mode` has the
+    /// type bits; `umask` is the caller's, already applied by the kernel
+    /// unless the filesystem negotiated `FUSE_DONT_MASK`.
+    fn mknod(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> Result<Entry, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Creates a directory.
+    fn mkdir(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Entry, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Removes a non-directory name.
+    fn unlink(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Removes an empty directory.
+    fn rmdir(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Renames; `flags` are `renameat2(2)`'s (`RENAME_NOREPLACE`,
+    /// `RENAME_EXCHANGE`, `RENAME_WHITEOUT`). ENOSYS with non-zero flags makes
+    /// the kernel answer EINVAL for flags from then on.
+    fn rename(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        name: &OsStr,
+        new_parent: NodeId,
+        new_name: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Creates a hard link `new_name` in `new_parent` to `node`.
+    fn link(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        new_parent: NodeId,
+        new_name: &OsStr,
+    ) -> Result<Entry, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Opens a file. ENOSYS (with protocol 7.23+) means "opens always
+    /// succeed and need no handle": the kernel stops sending OPEN.
+    fn open(&self, req: &Caller, node: NodeId, flags: OpenFlags) -> Result<Opened, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Reads into `buf` (as long as the kernel asked for, or shorter if the
+    /// reply buffer is smaller) and returns how many bytes were read; fewer
+    /// than asked means end of file, unless the file is in direct-I/O mode.
+    fn read(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Writes `data`, borrowed from the request buffer, and returns how many
+    /// bytes were written.
+    fn write(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        flags: WriteFlags,
+    ) -> Result<u32, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Called on every close(2) of a file descriptor (there may be several
+    /// per open). ENOSYS: the kernel stops sending FLUSH.
+    fn flush(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        lock_owner: u64,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// The last reference to an open file is gone. `release_flags` has
+    /// `FUSE_RELEASE_FLUSH` / `FUSE_RELEASE_FLOCK_UNLOCK`. The reply's error
+    /// is ignored by the kernel.
+    fn release(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        flags: u32,
+        release_flags: u32,
+        lock_owner: u64,
+    ) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// Flushes a file to stable storage. ENOSYS: the kernel stops sending
+    /// FSYNC and fsync(2) succeeds.
+    fn fsync(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        datasync: bool,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Opens a directory. ENOSYS (7.29+): opendir always succeeds.
+    fn opendir(&self, req: &Caller, node: NodeId, flags: u32) -> Result<Opened, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Lists directory entries from `offset` (0, or a cookie given with an
+    /// earlier entry) into `out` until it is full or the directory ends.
+    fn readdir(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        out: &mut DirEntries<'_>,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// READDIR with attributes: each pushed entry with a non-zero node adds
+    /// one lookup. Only sent when the filesystem asked for readdirplus.
+    fn readdirplus(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        out: &mut DirEntriesPlus<'_>,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Closes a directory handle.
+    fn releasedir(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// fsync(2) on a directory. ENOSYS: the kernel stops sending FSYNCDIR.
+    fn fsyncdir(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        datasync: bool,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Filesystem statistics. The default describes an empty filesystem
+    /// (what the kernel assumes on ENOSYS too).
+    fn statfs(&self, req: &Caller, node: NodeId) -> Result<StatFs, Errno> {
+        Ok(StatFs {
+            bsize: 512,
+            namelen: 255,
+            ..Default::default()
+        })
+    }
+
+    /// Sets an extended attribute; `flags` are `setxattr(2)`'s. ENOSYS: the
+    /// kernel answers EOPNOTSUPP for all xattr calls from then on.
+    fn setxattr(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        name: &OsStr,
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Reads an extended attribute; `size` 0 asks for the size only. Answer
+    /// ERANGE when the value is larger than a non-zero `size`.
+    fn getxattr(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        name: &OsStr,
+        size: u32,
+    ) -> Result<Xattr, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Lists extended attribute names (NUL-separated); `size` as for
+    /// [`getxattr`](Filesystem::getxattr).
+    fn listxattr(&self, req: &Caller, node: NodeId, size: u32) -> Result<Xattr, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Removes an extended attribute.
+    fn removexattr(&self, req: &Caller, node: NodeId, name: &OsStr) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// access(2). Not sent with `default_permissions`. ENOSYS: the kernel
+    /// treats every later access check as granted.
+    fn access(&self, req: &Caller, node: NodeId, mask: u32) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Creates and opens a regular file. Adds one lookup on success.
+    /// ENOSYS: the kernel falls back to MKNOD + OPEN from then on.
+    fn create(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: OpenFlags,
+    ) -> Result<(Entry, Opened), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Tests for a POSIX lock (F_GETLK / F_OFD_GETLK). ENOSYS: the kernel
+    /// keeps locks locally and stops sending lock requests.
+    fn getlk(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        lock_owner: u64,
+        lock: Lock,
+    ) -> Result<Lock, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// Takes or releases a lock; `sleep` waits for it (SETLKW: check
+    /// [`Caller::is_interrupted`] while waiting and answer EINTR); `flock`
+    /// marks a BSD flock(2) lock rather than a POSIX one.
+    fn setlk(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        lock_owner: u64,
+        lock: Lock,
+        sleep: bool,
+        flock: bool,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// fallocate(2). ENOSYS: the kernel answers EOPNOTSUPP from then on.
+    fn fallocate(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: u32,
+    ) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// lseek(2) for SEEK_DATA/SEEK_HOLE (the kernel does SEEK_SET/CUR/END
+    /// itself). ENOSYS: the kernel uses its generic implementation.
+    fn lseek(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        whence: u32,
+    ) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// copy_file_range(2) between two open files; returns bytes copied.
+    /// ENOSYS: the kernel copies through the page cache from then on.
+    fn copy_file_range(&self, req: &Caller, range: &CopyRange) -> Result<u64, Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// syncfs(2) on the mount. ENOSYS: the kernel stops sending SYNCFS.
+    fn syncfs(&self, req: &Caller, node: NodeId) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
+    /// O_TMPFILE: creates an unnamed file in `parent` and opens it. Adds one
+    /// lookup. ENOSYS: the kernel answers EOPNOTSUPP from then on.
+    fn tmpfile(
+        &self,
+        req: &Caller,
+        parent: NodeId,
+        mode: u32,
+        umask: u32,
+        flags: OpenFlags,
+    ) -> Result<(Entry, Opened), Errno> {
+        Err(Errno::ENOSYS)
+    }
+}

@@ -1,0 +1,74 @@
+//! # fastfuse — a FUSE server engine
+//!
+//! Speaks the Linux kernel's FUSE protocol (7.45), mounts, negotiates INIT,
+//! and serves requests on several worker threads, each reading its own
+//! cloned /dev/fuse fd into a preallocated buffer. WRITE data reaches the
+//! filesystem as a slice of that buffer, and READ and READDIR replies are
+//! written straight into the reply buffer: no copies, no allocation per
+//! request on those paths.
+//!
+//! A filesystem implements [`Filesystem`]; [`Session`] mounts and serves it.
+//!
+//! ```no_run
+//! use std::ffi::OsStr;
+//! use std::time::Duration;
+//! use fastfuse::{Attr, AttrReply, Caller, Config, Errno, Filesystem, FileHandle, MountOptions, NodeId, Session};
+//!
+//! /// An empty read-only directory.
+//! struct Empty;
+//!
+//! impl Filesystem for Empty {
+//!     fn getattr(&self, _: &Caller, node: NodeId, _: Option<FileHandle>) -> Result<AttrReply, Errno> {
+//!         if node != NodeId::ROOT {
+//!             return Err(Errno::ENOENT);
+//!         }
+//!         let attr = Attr { ino: 1, mode: libc::S_IFDIR | 0o755, nlink: 2, ..Default::default() };
+//!         Ok(AttrReply { attr, timeout: Duration::from_secs(1) })
+//!     }
+//!     fn lookup(&self, _: &Caller, _: NodeId, _: &OsStr) -> Result<fastfuse::Entry, Errno> {
+//!         Err(Errno::ENOENT)
+//!     }
+//! }
+//!
+//! let session = Session::mount(Empty, "/mnt/empty", &MountOptions::default(), Config::default())?;
+//! session.run()?; // until unmounted
+//! # Ok::<(), fastfuse::SessionError>(())
+//! ```
+//!
+//! The pieces, one module each: [`mount`](crate::MountOptions) (mount(2) and
+//! fusermount3), INIT negotiation ([`init`](crate::Negotiated)), request
+//! decoding ([`request`]), reply encoding, dispatch, the /dev/fuse
+//! transport, statistics ([`stats`]).
+#![deny(unsafe_code)]
+
+mod config;
+mod connection;
+mod dirent;
+mod dispatch;
+mod errno;
+mod filesystem;
+mod init;
+mod interrupt;
+mod mount;
+mod reply;
+pub mod request;
+mod session;
+pub mod stats;
+mod sys;
+mod transport;
+mod types;
+
+pub use config::Config;
+pub use connection::Connection;
+pub use dirent::{DirEntries, DirEntriesPlus};
+pub use errno::Errno;
+pub use fastfuse_abi as abi;
+pub use filesystem::{CopyRange, Filesystem, OpenFlags};
+pub use init::{negotiate, InitError, InitReply, Negotiated};
+pub use mount::{mount_device, MountError, MountOptions};
+pub use request::Caller;
+pub use session::{BackgroundSession, Session, SessionError};
+pub use types::{
+    attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
+    TimeOrNow, Unique, WriteFlags, Xattr,
+};

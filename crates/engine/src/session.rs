@@ -1,0 +1,361 @@
+//! A session: a mount, its INIT handshake, and the workers serving it.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fastfuse_abi as abi;
+use thiserror::Error;
+use zerocopy::IntoBytes;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::dispatch::Dispatcher;
+use crate::errno::Errno;
+use crate::filesystem::Filesystem;
+use crate::init::{self, InitError, InitReply, Negotiated};
+use crate::mount::{self, Mount, MountError, MountOptions};
+use crate::reply;
+use crate::request::{self, Body, Layout, Operation};
+use crate::stats::{Stats, StatsServer};
+use crate::sys;
+use crate::transport::dev::DevWorker;
+use crate::transport::{Server, Transport};
+
+/// Why a session could not start or stopped abnormally.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// Mounting failed.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// The kernel's INIT could not be agreed.
+    #[error(transparent)]
+    Init(#[from] InitError),
+    /// The filesystem's `init` refused the connection.
+    #[error("the filesystem refused INIT: {0}")]
+    FsInit(Errno),
+    /// The kernel sent something other than INIT first, or INIT was
+    /// malformed.
+    #[error("FUSE handshake failed: {0}")]
+    Handshake(String),
+    /// An I/O error, with what was being done.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] io::Error),
+}
+
+/// A mounted filesystem that has agreed INIT and is ready to serve.
+pub struct Session<F: Filesystem> {
+    mount: Arc<Mount>,
+    dev: Arc<OwnedFd>,
+    server: Arc<Server<F>>,
+    connection: Connection,
+    config: Config,
+}
+
+/// Reads INIT, negotiates, lets the filesystem see the result, replies.
+fn handshake<F: Filesystem>(
+    fs: &F,
+    dev: &Arc<OwnedFd>,
+    config: &Config,
+) -> Result<(Negotiated, Connection), SessionError> {
+    let mut buf = vec![0u8; (1 << 20) + 2 * init::PAGE_SIZE];
+    loop {
+        let n = match sys::read(dev.as_fd(), &mut buf) {
+            Ok(n) => n,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) => continue,
+            Err(e) => return Err(SessionError::Io("reading INIT", e)),
+        };
+        let (header, body) = request::decode_header(&buf[..n])
+            .map_err(|e| SessionError::Handshake(e.to_string()))?;
+        let op = request::decode(&header, Body::Contiguous(body), Layout::default())
+            .map_err(|e| SessionError::Handshake(e.to_string()))?;
+        let Operation::Init(kernel) = op else {
+            return Err(SessionError::Handshake(format!(
+                "expected INIT, got opcode {}",
+                header.opcode
+            )));
+        };
+        let limit = init::max_pages_limit();
+        let send = |payload: &[u8], result: Result<usize, Errno>| {
+            let out = reply::out_header(header.unique, result);
+            sys::writev(dev.as_fd(), &[out.as_bytes(), payload])
+                .map_err(|e| SessionError::Io("replying to INIT", e))
+        };
+        match init::negotiate(&kernel, config, limit) {
+            Ok(InitReply::MajorOnly(out)) => {
+                send(out.as_bytes(), Ok(size_of::<abi::InitOut>()))?;
+                // The kernel answers with an INIT in our major version.
+                continue;
+            }
+            Ok(InitReply::Agreed {
+                out,
+                len,
+                negotiated,
+            }) => {
+                tracing::debug!(
+                    kernel = format!("{}.{}", kernel.major, kernel.minor),
+                    offered = format!("{:#x}", negotiated.offered),
+                    asked = ?config,
+                    agreed = format!("{:#x}", negotiated.flags),
+                    max_write = negotiated.max_write,
+                    max_pages = negotiated.max_pages,
+                    "INIT negotiated"
+                );
+                let connection = Connection::new(negotiated, dev.clone());
+                if let Err(e) = fs.init(&connection) {
+                    let _ = send(&[], Err(e));
+                    return Err(SessionError::FsInit(e));
+                }
+                send(&out.as_bytes()[..len], Ok(len))?;
+                return Ok((negotiated, connection));
+            }
+            Err(e) => {
+                let _ = send(&[], Err(Errno::EIO));
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+impl<F: Filesystem> Session<F> {
+    /// Mounts `fs` at `mountpoint` and completes the INIT handshake. The
+    /// filesystem is visible (requests queue) once this returns; call
+    /// [`run`](Session::run) or [`spawn`](Session::spawn) to serve them.
+    pub fn mount(
+        fs: F,
+        mountpoint: impl AsRef<Path>,
+        options: &MountOptions,
+        config: Config,
+    ) -> Result<Session<F>, SessionError> {
+        let (mount, dev) = mount::mount(mountpoint.as_ref(), options)?;
+        let mount = Arc::new(mount);
+        let dev = Arc::new(dev);
+        // On failure the Mount's drop detaches it; no server was running, so
+        // nothing could be waiting on it.
+        let (negotiated, connection) = handshake(&fs, &dev, &config)?;
+        let request_buffer_size = negotiated.request_buffer_size();
+        let server = Server {
+            dispatcher: Dispatcher::new(fs),
+            layout: Layout {
+                minor: negotiated.minor,
+                setxattr_ext: negotiated.has(abi::init::FUSE_SETXATTR_EXT),
+            },
+            stats: Arc::new(Stats::default()),
+            request_buffer_size,
+            reply_buffer_size: negotiated.max_pages as usize * init::PAGE_SIZE + init::PAGE_SIZE,
+        };
+        Ok(Session {
+            mount,
+            dev,
+            server: Arc::new(server),
+            connection,
+            config,
+        })
+    }
+
+    /// The connection: negotiated values, passthrough, notifications.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Where the filesystem is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        self.mount.mountpoint()
+    }
+
+    /// The session's statistics.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.server.stats.clone()
+    }
+
+    fn start_workers(&self) -> Result<Vec<JoinHandle<()>>, SessionError> {
+        let count = self.config.worker_count();
+        if self.config.io_flusher {
+            if let Err(e) = sys::set_io_flusher() {
+                tracing::info!("PR_SET_IO_FLUSHER not set ({e}); needs CAP_SYS_RESOURCE");
+            }
+        }
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let fd = if i == 0 || !self.config.clone_fd {
+                self.dev.clone()
+            } else {
+                match sys::clone_dev_fd(self.dev.as_fd()) {
+                    Ok(fd) => Arc::new(fd),
+                    Err(e) => {
+                        tracing::warn!("FUSE_DEV_IOC_CLONE failed ({e}); sharing one fd");
+                        self.dev.clone()
+                    }
+                }
+            };
+            let worker = DevWorker::new(
+                fd,
+                self.server.request_buffer_size,
+                self.server.reply_buffer_size,
+                self.config.mlock_buffers,
+            );
+            let server = self.server.clone();
+            let io_flusher = self.config.io_flusher;
+            let handle = std::thread::Builder::new()
+                .name(format!("fastfuse-{i}"))
+                .spawn(move || {
+                    if io_flusher {
+                        let _ = sys::set_io_flusher();
+                    }
+                    if let Err(e) = worker.serve(&server) {
+                        tracing::error!("worker {i} stopped: {e}");
+                    }
+                })
+                .map_err(|e| SessionError::Io("spawning a worker", e))?;
+            workers.push(handle);
+        }
+        tracing::info!(
+            workers = count,
+            cloned_fds = self.config.clone_fd,
+            mountpoint = %self.mount.mountpoint().display(),
+            "serving"
+        );
+        Ok(workers)
+    }
+
+    /// Serves until the filesystem is unmounted (and, with
+    /// [`Config::handle_signals`], until SIGINT/SIGTERM/SIGHUP, which
+    /// unmount it after flushing dirty pages). Returns after every worker
+    /// has stopped and the filesystem's `destroy` ran.
+    pub fn run(self) -> Result<(), SessionError> {
+        let bg = self.spawn()?;
+        bg.join();
+        Ok(())
+    }
+
+    /// Serves on background threads. The returned handle unmounts (after
+    /// flushing) when dropped.
+    pub fn spawn(self) -> Result<BackgroundSession, SessionError> {
+        let signals = if self.config.handle_signals {
+            // Blocked before workers start, so that they inherit the mask
+            // and only the signal thread takes these signals.
+            sys::block_shutdown_signals().map_err(|e| SessionError::Io("blocking signals", e))?;
+            Some(SignalThread::start(self.mount.clone()))
+        } else {
+            None
+        };
+        let stats_server = match StatsServer::start(self.server.stats.clone(), self.mount.device())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("statistics socket unavailable: {e}");
+                None
+            }
+        };
+        let workers = self.start_workers()?;
+        let server = self.server.clone();
+        let destroy: Box<dyn FnOnce() + Send> = Box::new(move || server.dispatcher.destroy_once());
+        Ok(BackgroundSession {
+            mount: self.mount,
+            stats: self.server.stats.clone(),
+            workers,
+            destroy: Some(destroy),
+            signals,
+            _stats_server: stats_server,
+        })
+    }
+}
+
+/// Waits for shutdown signals and unmounts when one comes.
+struct SignalThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SignalThread {
+    fn start(mount: Arc<Mount>) -> SignalThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fastfuse-signals".into())
+            .spawn(move || {
+                while !thread_stop.load(Ordering::Acquire) {
+                    if let Some(sig) = sys::wait_shutdown_signal(Duration::from_millis(200)) {
+                        tracing::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
+                        if let Err(e) = mount.unmount(true) {
+                            tracing::error!("unmount failed: {e}");
+                        }
+                    }
+                }
+            })
+            .ok();
+        SignalThread { stop, thread }
+    }
+}
+
+impl Drop for SignalThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A session serving on background threads.
+pub struct BackgroundSession {
+    mount: Arc<Mount>,
+    stats: Arc<Stats>,
+    workers: Vec<JoinHandle<()>>,
+    destroy: Option<Box<dyn FnOnce() + Send>>,
+    signals: Option<SignalThread>,
+    _stats_server: Option<StatsServer>,
+}
+
+impl BackgroundSession {
+    /// Where the filesystem is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        self.mount.mountpoint()
+    }
+
+    /// The session's statistics.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Flushes dirty pages, unmounts, and waits for the workers to stop.
+    pub fn unmount(mut self) -> io::Result<()> {
+        let r = self.mount.unmount(true);
+        self.finish();
+        r
+    }
+
+    /// Waits until the filesystem is unmounted by someone else (umount,
+    /// fusermount3 -u, a signal with `handle_signals`).
+    pub fn join(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(destroy) = self.destroy.take() {
+            destroy();
+        }
+        self.signals.take();
+    }
+}
+
+impl Drop for BackgroundSession {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() {
+            if let Err(e) = self.mount.unmount(true) {
+                tracing::error!(
+                    "unmounting {} failed: {e}",
+                    self.mount.mountpoint().display()
+                );
+            }
+            self.finish();
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Request statistics: per-opcode counts and latency histograms, and a
+//! histogram of WRITE sizes. Each worker owns a shard that only it writes
+//! (so counting is an uncontended atomic add); a snapshot sums the shards.
+//!
+//! While mounted, a session serves snapshots as JSON on an abstract Unix
+//! socket named after the mount's device number; [`query`] reads them.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fastfuse_abi::Opcode;
+use serde::{Deserialize, Serialize};
+
+/// Opcodes are indexed directly; everything above (CUSE_INIT) shares the
+/// last slot.
+const OP_SLOTS: usize = 64;
+/// Latency buckets: bucket `i` counts requests of `[2^i, 2^(i+1))` ns.
+const LATENCY_BUCKETS: usize = 40;
+/// WRITE size buckets: bucket `i` counts writes of `(2^(i-1), 2^i]` bytes.
+const SIZE_BUCKETS: usize = 32;
+
+struct OpCounters {
+    count: AtomicU64,
+    errors: AtomicU64,
+    total_ns: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for OpCounters {
+    fn default() -> Self {
+        OpCounters {
+            count: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            total_ns: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// One worker's counters. Only its worker writes them; Relaxed ordering is
+/// enough because readers want eventually consistent totals, not a
+/// consistent cut.
+pub struct Shard {
+    transport: &'static str,
+    ops: [OpCounters; OP_SLOTS],
+    write_sizes: [AtomicU64; SIZE_BUCKETS],
+}
+
+fn slot(opcode: u32) -> usize {
+    (opcode as usize).min(OP_SLOTS - 1)
+}
+
+fn log2_bucket(v: u64, buckets: usize) -> usize {
+    ((u64::BITS - v.leading_zeros()) as usize).min(buckets - 1)
+}
+
+impl Shard {
+    /// Counts one answered request.
+    pub fn record(&self, opcode: u32, elapsed: Duration, failed: bool) {
+        let c = &self.ops[slot(opcode)];
+        let ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        c.count.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        c.total_ns.fetch_add(ns, Ordering::Relaxed);
+        c.latency[log2_bucket(ns, LATENCY_BUCKETS).saturating_sub(1)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the size of one WRITE.
+    pub fn record_write(&self, size: usize) {
+        let bucket = log2_bucket((size as u64).saturating_sub(1), SIZE_BUCKETS);
+        self.write_sizes[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The statistics of one session.
+pub struct Stats {
+    started: Instant,
+    shards: Mutex<Vec<Arc<Shard>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            shards: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Stats {
+    /// A new shard for a worker serving through `transport`.
+    pub fn shard(&self, transport: &'static str) -> Arc<Shard> {
+        let shard = Arc::new(Shard {
+            transport,
+            ops: std::array::from_fn(|_| OpCounters::default()),
+            write_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
+        });
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(shard.clone());
+        shard
+    }
+
+    /// Sums every shard into a snapshot.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ops: BTreeMap<String, OpStats> = BTreeMap::new();
+        let mut transports: BTreeMap<String, u64> = BTreeMap::new();
+        let mut write_sizes = [0u64; SIZE_BUCKETS];
+        for shard in shards.iter() {
+            for (raw, c) in shard.ops.iter().enumerate() {
+                let count = c.count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                *transports.entry(shard.transport.to_string()).or_default() += count;
+                let name = Opcode::from_raw(raw as u32).map_or("OTHER", Opcode::name);
+                let e = ops.entry(name.to_string()).or_default();
+                e.count += count;
+                e.errors += c.errors.load(Ordering::Relaxed);
+                e.total_ns += c.total_ns.load(Ordering::Relaxed);
+                e.latency_log2_ns.resize(LATENCY_BUCKETS, 0);
+                for (dst, src) in e.latency_log2_ns.iter_mut().zip(&c.latency) {
+                    *dst += src.load(Ordering::Relaxed);
+                }
+            }
+            for (dst, src) in write_sizes.iter_mut().zip(&shard.write_sizes) {
+                *dst += src.load(Ordering::Relaxed);
+            }
+        }
+        for op in ops.values_mut() {
+            while op.latency_log2_ns.last() == Some(&0) {
+                op.latency_log2_ns.pop();
+            }
+        }
+        StatsSnapshot {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            requests_by_transport: transports,
+            ops,
+            write_sizes: write_sizes
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(i, &n)| WriteSizeBucket {
+                    up_to_bytes: 1u64 << i,
+                    count: n,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Counters of one opcode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OpStats {
+    /// Requests answered (or taken, for those without reply).
+    pub count: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Sum of service times, in nanoseconds.
+    pub total_ns: u64,
+    /// Histogram: entry `i` counts requests served in `[2^i, 2^(i+1))` ns.
+    pub latency_log2_ns: Vec<u64>,
+}
+
+/// One bucket of the WRITE size histogram.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteSizeBucket {
+    /// Writes larger than half of this and at most this many bytes.
+    pub up_to_bytes: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// A point-in-time copy of a session's statistics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatsSnapshot {
+    /// Seconds since the session started.
+    pub uptime_secs: f64,
+    /// Requests served per transport ("dev", "uring").
+    pub requests_by_transport: BTreeMap<String, u64>,
+    /// Per opcode, by the kernel's name ("WRITE", "LOOKUP", ...).
+    pub ops: BTreeMap<String, OpStats>,
+    /// WRITE sizes, only non-empty buckets.
+    pub write_sizes: Vec<WriteSizeBucket>,
+}
+
+impl StatsSnapshot {
+    /// The number of WRITEs of exactly a power-of-two bucket `up_to_bytes`.
+    pub fn writes_up_to(&self, up_to_bytes: u64) -> u64 {
+        self.write_sizes
+            .iter()
+            .find(|b| b.up_to_bytes == up_to_bytes)
+            .map_or(0, |b| b.count)
+    }
+}
+
+/// The abstract socket name for the mount with device `major:minor`.
+fn socket_name(dev: (u32, u32)) -> String {
+    format!("fastfuse-stats-{}:{}", dev.0, dev.1)
+}
+
+/// Serves snapshots on the abstract socket until dropped.
+pub(crate) struct StatsServer {
+    stop: Arc<AtomicBool>,
+    name: String,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StatsServer {
+    pub(crate) fn start(stats: Arc<Stats>, dev: (u32, u32)) -> io::Result<StatsServer> {
+        let name = socket_name(dev);
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fastfuse-stats".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if thread_stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Ok(mut conn) = conn {
+                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                        let _ = conn.write_all(&json);
+                    }
+                }
+            })?;
+        Ok(StatsServer {
+            stop,
+            name,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StatsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept loop so that it sees the flag.
+        if let Ok(addr) = SocketAddr::from_abstract_name(&self.name) {
+            let _ = UnixStream::connect_addr(&addr);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads the statistics of the fastfuse session mounted at `mountpoint`
+/// (in this or another process). Does not touch the mount itself, so it
+/// answers even when the filesystem is busy.
+pub fn query(mountpoint: &Path) -> io::Result<StatsSnapshot> {
+    let dev = crate::mount::mount_device(mountpoint)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not a mount point", mountpoint.display()),
+        )
+    })?;
+    let addr = SocketAddr::from_abstract_name(socket_name(dev))?;
+    let mut conn = UnixStream::connect_addr(&addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "no fastfuse session serves statistics for {}: {e}",
+                mountpoint.display()
+            ),
+        )
+    })?;
+    let mut json = Vec::new();
+    conn.read_to_end(&mut json)?;
+    serde_json::from_slice(&json).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_sizes_land_in_power_of_two_buckets() {
+        let stats = Stats::default();
+        let shard = stats.shard("dev");
+        shard.record_write(1 << 20);
+        shard.record_write(4096);
+        shard.record_write(4097);
+        shard.record_write(1);
+        let snap = stats.snapshot();
+        assert_eq!(snap.writes_up_to(1 << 20), 1);
+        assert_eq!(snap.writes_up_to(4096), 1);
+        assert_eq!(snap.writes_up_to(8192), 1);
+        assert_eq!(snap.writes_up_to(1), 1);
+    }
+
+    #[test]
+    fn shards_are_summed_per_opcode_and_transport() {
+        let stats = Stats::default();
+        let a = stats.shard("dev");
+        let b = stats.shard("uring");
+        a.record(Opcode::Lookup as u32, Duration::from_micros(3), false);
+        b.record(Opcode::Lookup as u32, Duration::from_micros(5), true);
+        let snap = stats.snapshot();
+        let lookup = &snap.ops["LOOKUP"];
+        assert_eq!((lookup.count, lookup.errors), (2, 1));
+        assert_eq!(lookup.total_ns, 8000);
+        assert_eq!(lookup.latency_log2_ns.iter().sum::<u64>(), 2);
+        assert_eq!(snap.requests_by_transport["dev"], 1);
+        assert_eq!(snap.requests_by_transport["uring"], 1);
+    }
+}

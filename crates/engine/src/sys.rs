@@ -1,0 +1,297 @@
+//! The syscall boundary: every `unsafe` block of the engine lives here, each
+//! wrapper named after the call it makes.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use fastfuse_abi as abi;
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `read(fd, buf)` — [read(2)](https://man7.org/linux/man-pages/man2/read.2.html).
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable region of buf.len() bytes for the
+    // duration of the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `writev(fd, iov)` — [writev(2)](https://man7.org/linux/man-pages/man2/writev.2.html).
+pub fn writev(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
+    let n = parts.len().min(iov.len());
+    for (dst, src) in iov.iter_mut().zip(parts) {
+        dst.iov_base = src.as_ptr() as *mut _;
+        dst.iov_len = src.len();
+    }
+    // SAFETY: the first n iovecs point to live slices that outlive the call;
+    // writev only reads them.
+    let ret = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), n as libc::c_int) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Opens `/dev/fuse` for reading and writing, close-on-exec.
+pub fn open_dev_fuse() -> io::Result<OwnedFd> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e}")))?;
+    Ok(file.into())
+}
+
+/// `ioctl(new, FUSE_DEV_IOC_CLONE, &old)` — attaches a fresh /dev/fuse fd to
+/// the connection of `old`, so that it gets its own request queue position
+/// and replies go back on the fd the request came from.
+pub fn clone_dev_fd(old: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let new = open_dev_fuse()?;
+    let old_fd: u32 = old.as_raw_fd() as u32;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 through the pointer, which
+    // points to a live local.
+    check(unsafe {
+        libc::ioctl(
+            new.as_raw_fd(),
+            abi::ioctl::FUSE_DEV_IOC_CLONE as _,
+            &old_fd as *const u32,
+        )
+    })?;
+    Ok(new)
+}
+
+/// `ioctl(dev, FUSE_DEV_IOC_BACKING_OPEN, &map)` — registers `file` as a
+/// passthrough backing file and returns its backing id (needs
+/// CAP_SYS_ADMIN in the initial user namespace).
+pub fn backing_open(dev: BorrowedFd<'_>, file: BorrowedFd<'_>) -> io::Result<i32> {
+    let map = abi::BackingMap {
+        fd: file.as_raw_fd(),
+        flags: 0,
+        padding: 0,
+    };
+    // SAFETY: the ioctl reads a struct fuse_backing_map through the pointer,
+    // which points to a live, correctly laid out local.
+    check(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            abi::ioctl::FUSE_DEV_IOC_BACKING_OPEN as _,
+            &map as *const abi::BackingMap,
+        )
+    })
+}
+
+/// `ioctl(dev, FUSE_DEV_IOC_BACKING_CLOSE, &id)` — drops a backing id.
+pub fn backing_close(dev: BorrowedFd<'_>, id: i32) -> io::Result<()> {
+    let id: u32 = id as u32;
+    // SAFETY: the ioctl reads one u32 through the pointer to a live local.
+    check(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            abi::ioctl::FUSE_DEV_IOC_BACKING_CLOSE as _,
+            &id as *const u32,
+        )
+    })?;
+    Ok(())
+}
+
+/// `mount(source, target, fstype, flags, data)` —
+/// [mount(2)](https://man7.org/linux/man-pages/man2/mount.2.html).
+pub fn mount(source: &str, target: &Path, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
+    let source = CString::new(source)?;
+    let target = cstring(target)?;
+    let fstype = CString::new(fstype)?;
+    let data = CString::new(data)?;
+    // SAFETY: all four pointers are NUL-terminated strings alive for the call.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags as libc::c_ulong,
+            data.as_ptr().cast(),
+        )
+    })?;
+    Ok(())
+}
+
+/// `umount2(target, flags)` —
+/// [umount2(2)](https://man7.org/linux/man-pages/man2/umount2.2.html).
+pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
+    let target = cstring(target)?;
+    // SAFETY: target is a NUL-terminated string alive for the call.
+    check(unsafe { libc::umount2(target.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// `syncfs(fd)` — [syncfs(2)](https://man7.org/linux/man-pages/man2/syncfs.2.html).
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed, open fd.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// `mlock(buf)` — keeps a buffer resident so that serving a request never
+/// faults it in under memory pressure.
+pub fn mlock(buf: &[u8]) -> io::Result<()> {
+    // SAFETY: the range is a live allocation; mlock does not touch contents.
+    check(unsafe { libc::mlock(buf.as_ptr().cast(), buf.len()) })?;
+    Ok(())
+}
+
+/// `prctl(PR_SET_IO_FLUSHER, 1)` — marks the process as one that writeback
+/// depends on, so that its allocations avoid reclaim that waits on I/O.
+pub fn set_io_flusher() -> io::Result<()> {
+    // From <linux/prctl.h>; the libc crate does not export it.
+    const PR_SET_IO_FLUSHER: libc::c_int = 57;
+    // SAFETY: plain prctl with integer arguments.
+    check(unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// The real uid and gid of the process.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// The effective uid of the process.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The signals a session unmounts on.
+pub const SHUTDOWN_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn shutdown_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the zeroed set in place.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in SHUTDOWN_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP in the calling thread (and in threads it
+/// spawns later), so that only [`wait_shutdown_signal`] receives them.
+pub fn block_shutdown_signals() -> io::Result<()> {
+    let set = shutdown_sigset();
+    // SAFETY: set is initialised; the old-set pointer may be null.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+/// `sigtimedwait` on the shutdown signals: the signal number, or `None`
+/// after `timeout`.
+pub fn wait_shutdown_signal(timeout: std::time::Duration) -> Option<libc::c_int> {
+    let set = shutdown_sigset();
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set and ts are initialised locals; info may be null.
+    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Receives one file descriptor sent with SCM_RIGHTS on `sock` (how
+/// fusermount3 hands back the /dev/fuse fd).
+pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one cmsghdr carrying one int, 8-aligned.
+    let mut cmsg_buf = [0u64; 4];
+    // SAFETY: msghdr is plain data; zeroed is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cmsg_buf);
+    loop {
+        // SAFETY: msg points to live buffers sized as declared in it.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "fusermount3 closed the socket without sending a file descriptor",
+            ));
+        }
+        break;
+    }
+    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel
+    // just filled, within msg_controllen.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "fusermount3 sent no file descriptor",
+            ));
+        }
+        let fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Clears close-on-exec on `fd` so that a child process inherits it.
+pub fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_SETFD with an integer argument on a borrowed open fd.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) })?;
+    Ok(())
+}
+
+/// Writes a whole notification message; notifications are not answered.
+pub fn write_all_parts(fd: &impl AsFd, parts: &[&[u8]]) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let n = writev(fd.as_fd(), parts)?;
+    if n != total {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write to /dev/fuse: {n} of {total} bytes"),
+        ));
+    }
+    Ok(())
+}
