@@ -15,7 +15,8 @@ const CONTENT: &[u8] = b"Hello from fastfuse!\n";
 const FILE: NodeId = NodeId(2);
 const TTL: Duration = Duration::from_secs(60);
 
-struct Hello;
+/// The filesystem: static content, no state.
+pub struct Hello;
 
 fn attr(node: NodeId) -> Option<Attr> {
     let (mode, size, nlink) = match node {

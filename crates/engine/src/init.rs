@@ -65,7 +65,7 @@ impl Negotiated {
     /// The size a request buffer must have: the largest WRITE plus room for
     /// the headers (the kernel refuses reads into anything smaller).
     pub fn request_buffer_size(&self) -> usize {
-        (self.max_write as usize + PAGE_SIZE).max(abi::FUSE_MIN_READ_BUFFER as usize)
+        (self.max_write as usize + PAGE_SIZE).max(abi::FUSE_MIN_READ_BUFFER)
     }
 }
 
@@ -187,9 +187,9 @@ pub fn negotiate(
         ..Default::default()
     };
     let len = if minor < 5 {
-        abi::FUSE_COMPAT_INIT_OUT_SIZE as usize
+        abi::FUSE_COMPAT_INIT_OUT_SIZE
     } else if minor < 23 {
-        abi::FUSE_COMPAT_22_INIT_OUT_SIZE as usize
+        abi::FUSE_COMPAT_22_INIT_OUT_SIZE
     } else {
         size_of::<abi::InitOut>()
     };

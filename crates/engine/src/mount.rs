@@ -445,13 +445,14 @@ fn parse_mountinfo(info: &str, mountpoint: &Path) -> Option<(u32, u32)> {
     let want = want.trim_end_matches('/');
     let want = if want.is_empty() { "/" } else { want };
     info.lines()
+        .rev()
         .filter_map(|line| {
             let mut fields = line.split(' ');
             let dev = fields.nth(2)?;
             let mp = fields.nth(1)?;
             (unescape_mountinfo(mp) == want).then_some(dev)
         })
-        .last()
+        .next()
         .and_then(|dev| {
             let (ma, mi) = dev.split_once(':')?;
             Some((ma.parse().ok()?, mi.parse().ok()?))

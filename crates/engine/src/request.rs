@@ -426,7 +426,7 @@ pub fn decode<'a>(
             let size = if layout.setxattr_ext {
                 size_of::<abi::SetxattrIn>()
             } else {
-                abi::FUSE_COMPAT_SETXATTR_IN_SIZE as usize
+                abi::FUSE_COMPAT_SETXATTR_IN_SIZE
             };
             let arg: abi::SetxattrIn = a.fixed_sized(size)?;
             let name = a.name()?;
@@ -483,4 +483,240 @@ pub fn decode<'a>(
         Opcode::Statx => O::Statx(a.fixed()?),
         other => O::Unsupported(other),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request: header fields, then the body bytes.
+    fn req(opcode: u32, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(40 + body.len() as u32).to_ne_bytes()); // len
+        v.extend_from_slice(&opcode.to_ne_bytes()); // opcode
+        v.extend_from_slice(&7u64.to_ne_bytes()); // unique
+        v.extend_from_slice(&nodeid.to_ne_bytes()); // nodeid
+        v.extend_from_slice(&1000u32.to_ne_bytes()); // uid
+        v.extend_from_slice(&1001u32.to_ne_bytes()); // gid
+        v.extend_from_slice(&42u32.to_ne_bytes()); // pid
+        v.extend_from_slice(&0u16.to_ne_bytes()); // total_extlen
+        v.extend_from_slice(&0u16.to_ne_bytes()); // padding
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn decode_bytes(bytes: &[u8]) -> Result<Operation<'_>, DecodeError> {
+        let (h, body) = decode_header(bytes)?;
+        decode(&h, Body::Contiguous(body), Layout::default())
+    }
+
+    #[test]
+    fn lookup_borrows_the_name() {
+        let bytes = req(Opcode::Lookup as u32, 1, b"file.txt\0");
+        let (h, _) = decode_header(&bytes).unwrap();
+        assert_eq!(
+            (h.unique, h.nodeid, h.uid, h.gid, h.pid),
+            (7, 1, 1000, 1001, 42)
+        );
+        match decode_bytes(&bytes).unwrap() {
+            Operation::Lookup { name } => assert_eq!(name, "file.txt"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_data_is_the_tail_of_the_buffer() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&3u64.to_ne_bytes()); // fh
+        body.extend_from_slice(&4096u64.to_ne_bytes()); // offset
+        body.extend_from_slice(&5u32.to_ne_bytes()); // size
+        body.extend_from_slice(&1u32.to_ne_bytes()); // write_flags: FUSE_WRITE_CACHE
+        body.extend_from_slice(&0u64.to_ne_bytes()); // lock_owner
+        body.extend_from_slice(&2u32.to_ne_bytes()); // flags: O_RDWR
+        body.extend_from_slice(&0u32.to_ne_bytes()); // padding
+        body.extend_from_slice(b"hello");
+        let bytes = req(Opcode::Write as u32, 9, &body);
+        match decode_bytes(&bytes).unwrap() {
+            Operation::Write { arg, data } => {
+                assert_eq!(
+                    (arg.fh, arg.offset, arg.size, arg.write_flags),
+                    (3, 4096, 5, 1)
+                );
+                assert_eq!(data, b"hello");
+                // Borrowed, not copied: the slice points into the buffer.
+                assert_eq!(data.as_ptr(), bytes[bytes.len() - 5..].as_ptr());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rename2_and_symlink_take_two_names() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&5u64.to_ne_bytes()); // newdir
+        body.extend_from_slice(&1u32.to_ne_bytes()); // flags: RENAME_NOREPLACE
+        body.extend_from_slice(&0u32.to_ne_bytes()); // padding
+        body.extend_from_slice(b"a\0b\0");
+        match decode_bytes(&req(Opcode::Rename2 as u32, 1, &body)).unwrap() {
+            Operation::Rename {
+                new_dir,
+                flags,
+                name,
+                new_name,
+            } => assert_eq!(
+                (new_dir, flags, name.to_str(), new_name.to_str()),
+                (5, 1, Some("a"), Some("b"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        match decode_bytes(&req(Opcode::Symlink as u32, 1, b"link\0target\0")).unwrap() {
+            Operation::Symlink { name, target } => assert_eq!(
+                (name.to_str(), target.to_str()),
+                (Some("link"), Some("target"))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_forget_reads_every_entry() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&2u32.to_ne_bytes()); // count
+        body.extend_from_slice(&0u32.to_ne_bytes()); // dummy
+        for (node, n) in [(10u64, 1u64), (11, 3)] {
+            body.extend_from_slice(&node.to_ne_bytes()); // nodeid
+            body.extend_from_slice(&n.to_ne_bytes()); // nlookup
+        }
+        match decode_bytes(&req(Opcode::BatchForget as u32, 0, &body)).unwrap() {
+            Operation::BatchForget(f) => {
+                let v: Vec<_> = f.map(|o| (o.nodeid, o.nlookup)).collect();
+                assert_eq!(v, [(10, 1), (11, 3)]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A count larger than the entries sent is refused.
+        body[0] = 3;
+        assert!(matches!(
+            decode_bytes(&req(Opcode::BatchForget as u32, 0, &body)),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn short_header_is_an_error() {
+        let bytes = req(Opcode::Lookup as u32, 1, b"x\0");
+        assert_eq!(
+            decode_header(&bytes[..39]).unwrap_err(),
+            DecodeError::ShortHeader(39)
+        );
+        assert_eq!(decode_header(&[]).unwrap_err(), DecodeError::ShortHeader(0));
+    }
+
+    #[test]
+    fn length_larger_than_received_is_an_error() {
+        let mut bytes = req(Opcode::Lookup as u32, 1, b"x\0");
+        bytes[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert_eq!(
+            decode_header(&bytes).unwrap_err(),
+            DecodeError::LengthMismatch {
+                header: 1000,
+                received: 42
+            }
+        );
+    }
+
+    #[test]
+    fn name_without_nul_is_an_error() {
+        let bytes = req(Opcode::Lookup as u32, 1, b"no-terminator");
+        assert_eq!(
+            decode_bytes(&bytes).unwrap_err(),
+            DecodeError::MissingNul(Opcode::Lookup)
+        );
+        let bytes = req(Opcode::Symlink as u32, 1, b"link\0target");
+        assert_eq!(
+            decode_bytes(&bytes).unwrap_err(),
+            DecodeError::MissingNul(Opcode::Symlink)
+        );
+    }
+
+    #[test]
+    fn unknown_opcode_decodes_as_unknown() {
+        let bytes = req(9999, 1, b"");
+        assert!(matches!(
+            decode_bytes(&bytes).unwrap(),
+            Operation::Unknown(9999)
+        ));
+    }
+
+    #[test]
+    fn truncated_fixed_args_and_write_data_are_errors() {
+        // READ with half a fuse_read_in.
+        let bytes = req(Opcode::Read as u32, 1, &[0u8; 20]);
+        assert!(matches!(
+            decode_bytes(&bytes),
+            Err(DecodeError::Truncated {
+                opcode: Opcode::Read,
+                wanted: 40,
+                left: 20
+            })
+        ));
+        // WRITE whose size claims more data than was sent.
+        let mut body = vec![0u8; 40];
+        body[16..20].copy_from_slice(&100u32.to_ne_bytes()); // size
+        body.extend_from_slice(&[1u8; 10]);
+        assert!(matches!(
+            decode_bytes(&req(Opcode::Write as u32, 1, &body)),
+            Err(DecodeError::Truncated {
+                opcode: Opcode::Write,
+                wanted: 100,
+                left: 10
+            })
+        ));
+    }
+
+    #[test]
+    fn extension_length_beyond_body_is_an_error() {
+        let mut bytes = req(Opcode::Lookup as u32, 1, b"x\0");
+        bytes[36..38].copy_from_slice(&4u16.to_ne_bytes()); // total_extlen: 32 bytes
+        assert_eq!(decode_bytes(&bytes).unwrap_err(), DecodeError::BadExtLen(4));
+    }
+
+    #[test]
+    fn split_layout_reads_the_struct_from_the_op_area() {
+        let bytes = req(Opcode::Mkdir as u32, 1, b"");
+        let (h, _) = decode_header(&bytes).unwrap();
+        let mut op = [0u8; 128];
+        op[0..4].copy_from_slice(&0o755u32.to_ne_bytes()); // mode
+        op[4..8].copy_from_slice(&0o022u32.to_ne_bytes()); // umask
+        let body = Body::Split {
+            op: &op,
+            payload: b"dir\0",
+        };
+        match decode(&h, body, Layout::default()).unwrap() {
+            Operation::Mkdir { arg, name } => {
+                assert_eq!(
+                    (arg.mode, arg.umask, name.to_str()),
+                    (0o755, 0o022, Some("dir"))
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes, any opcode: decoding returns, never panics.
+        #[test]
+        fn decoding_random_requests_never_panics(
+            opcode in 0u32..60,
+            extlen in 0u16..4,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let mut bytes = req(opcode, 1, &body);
+            bytes[36..38].copy_from_slice(&extlen.to_ne_bytes());
+            let _ = decode_bytes(&bytes);
+            let (h, _) = decode_header(&bytes).unwrap();
+            let split = Body::Split { op: &body[..body.len().min(128)], payload: &body };
+            let _ = decode(&h, split, Layout { minor: 45, setxattr_ext: true });
+        }
+    }
 }

@@ -1,0 +1,274 @@
+//! Integration tests that mount for real (they need root or fusermount3).
+//! Every mount is undone by a guard, also when an assertion fails.
+
+#[allow(dead_code)]
+#[path = "../examples/hello.rs"]
+mod hello;
+#[allow(dead_code)]
+#[path = "../examples/memfs.rs"]
+mod memfs;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastfuse::{BackgroundSession, Config, Filesystem, MountOptions, Session};
+
+fn is_mounted(path: &Path) -> bool {
+    fastfuse::mount_device(path).ok().flatten().is_some()
+}
+
+/// A filesystem served in this process on a temporary mountpoint.
+struct Mounted {
+    session: Option<BackgroundSession>,
+    dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    fn new(fs: impl Filesystem, config: Config) -> Mounted {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = MountOptions {
+            fsname: "fastfuse-test".into(),
+            ..Default::default()
+        };
+        let session = Session::mount(fs, dir.path(), &opts, config)
+            .unwrap()
+            .spawn()
+            .unwrap();
+        Mounted {
+            session: Some(session),
+            dir,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn session(&self) -> &BackgroundSession {
+        self.session.as_ref().unwrap()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // Unmount (and join the workers) before the directory goes away.
+        drop(self.session.take());
+    }
+}
+
+fn two_threads() -> Config {
+    Config {
+        threads: 2,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn mount_unmount_cycles() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..5 {
+        let s = Session::mount(
+            hello::Hello,
+            dir.path(),
+            &MountOptions::default(),
+            two_threads(),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+        assert!(is_mounted(dir.path()));
+        s.unmount().unwrap();
+        assert!(!is_mounted(dir.path()));
+    }
+}
+
+#[test]
+fn hello_file_reads_through_std_fs() {
+    let m = Mounted::new(hello::Hello, two_threads());
+    let text = std::fs::read_to_string(m.path().join("hello")).unwrap();
+    assert_eq!(text, "Hello from fastfuse!\n");
+    let names: Vec<_> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["hello"]);
+    let err = std::fs::metadata(m.path().join("nope")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let err = std::fs::write(m.path().join("hello"), b"x").unwrap_err();
+    assert!(
+        matches!(err.raw_os_error(), Some(libc::EACCES | libc::EROFS)),
+        "{err}"
+    );
+}
+
+#[test]
+fn memfs_serves_many_threads_at_once() {
+    let m = Mounted::new(memfs::MemFs::default(), Config::default());
+    let root = m.path().to_path_buf();
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let dir = root.join(format!("t{t}"));
+                std::fs::create_dir(&dir).unwrap();
+                for i in 0..40 {
+                    let p = dir.join(format!("f{i}"));
+                    let body = format!("thread {t} file {i}").repeat(i + 1);
+                    std::fs::write(&p, &body).unwrap();
+                    assert_eq!(std::fs::read_to_string(&p).unwrap(), body);
+                    let q = dir.join(format!("g{i}"));
+                    std::fs::rename(&p, &q).unwrap();
+                    if i % 2 == 0 {
+                        std::fs::remove_file(&q).unwrap();
+                    }
+                }
+                let mut names: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
+                names.sort();
+                let mut want: Vec<_> = (0..40)
+                    .filter(|i| i % 2 == 1)
+                    .map(|i| format!("g{i}"))
+                    .collect();
+                want.sort();
+                assert_eq!(names, want);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 6);
+}
+
+#[test]
+fn one_mib_write_arrives_as_one_write_request() {
+    let m = Mounted::new(memfs::MemFs::default(), two_threads());
+    let path = m.path().join("big");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&data).unwrap();
+    drop(f);
+    let snap = m.session().stats().snapshot();
+    assert_eq!(snap.writes_up_to(1 << 20), 1, "{:?}", snap.write_sizes);
+    assert_eq!(snap.ops["WRITE"].count, 1, "{:?}", snap.ops["WRITE"]);
+    // Read back through a second handle, from an offset.
+    let mut f = std::fs::File::open(&path).unwrap();
+    f.seek(SeekFrom::Start(12345)).unwrap();
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).unwrap();
+    assert_eq!(back, &data[12345..]);
+    // The same numbers are readable from outside through the stats socket.
+    let remote = fastfuse::stats::query(m.path()).unwrap();
+    assert_eq!(remote.writes_up_to(1 << 20), 1);
+    assert_eq!(
+        remote.requests_by_transport.keys().collect::<Vec<_>>(),
+        ["dev"]
+    );
+}
+
+#[test]
+fn lazy_umount_ends_a_running_session() {
+    let fs = Arc::new(memfs::MemFs::default());
+    let dir = tempfile::tempdir().unwrap();
+    let s = Session::mount(fs, dir.path(), &MountOptions::default(), two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.path().join("f"), b"data").unwrap();
+    let status = Command::new("umount")
+        .arg("-l")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        s.join();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("session did not end after umount -l");
+    assert!(!is_mounted(dir.path()));
+}
+
+/// A daemon process (an example binary) and its mountpoint; killed by pid
+/// and unmounted on drop if the test did not get that far.
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+fn example(name: &str) -> PathBuf {
+    // Integration tests live in target/<profile>/deps; examples one up.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+impl Daemon {
+    fn start(name: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(example(name)).arg(dir.path()).spawn().unwrap();
+        let d = Daemon { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(d.dir.path()) {
+            assert!(Instant::now() < deadline, "{name} did not mount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0);
+    }
+
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(self.dir.path()) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn sigterm_leaves_no_mount_behind() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut d = Daemon::start("memfs");
+        std::fs::write(d.dir.path().join("x"), b"before the signal").unwrap();
+        d.signal(sig);
+        let status = d.wait(Duration::from_secs(10));
+        assert!(status.success(), "{status}");
+        assert!(!is_mounted(d.dir.path()));
+    }
+}
