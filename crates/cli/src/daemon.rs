@@ -1,0 +1,94 @@
+//! Running in the background: the command re-executes itself in the
+//! foreground as a detached child and returns once that child says the mount
+//! is live (or why it failed), so that a script can use the mount on its
+//! next line.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// Names the fd on which a daemonized child reports readiness.
+const READY_FD: &str = "FASTFUSE_READY_FD";
+
+/// Starts this program again with `--foreground` added, detached from the
+/// terminal, and waits for its report. `log` receives its stderr.
+pub fn spawn_and_wait(log: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (mut ours, theirs) = UnixStream::pair().context("creating the readiness socket")?;
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
+        .context("passing the readiness socket")?;
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let exe = std::env::current_exe().context("finding this program")?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--foreground")
+        .env(READY_FD, theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .context("starting the daemon")?;
+    drop(theirs);
+    let mut report = String::new();
+    ours.read_to_string(&mut report)
+        .context("waiting for the daemon")?;
+    match report.strip_prefix("ok") {
+        Some(_) => Ok(()),
+        None => {
+            let status = child.wait()?;
+            if report.is_empty() {
+                bail!("the daemon exited ({status}) before mounting");
+            }
+            bail!("{}", report.trim_end())
+        }
+    }
+}
+
+/// The readiness channel of a daemonized child, if this process is one.
+pub struct Readiness(Option<UnixStream>);
+
+impl Readiness {
+    /// Takes the channel named in the environment (once).
+    pub fn from_env() -> Readiness {
+        let fd = std::env::var(READY_FD)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        std::env::remove_var(READY_FD);
+        Readiness(fd.and_then(|fd| {
+            // Only trust an fd that is open and a socket.
+            std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+            #[allow(unsafe_code)]
+            // SAFETY: the parent passed this fd to us for exactly this use,
+            // and nothing else in this process owns it.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            Some(UnixStream::from(owned))
+        }))
+    }
+
+    /// Reports success: the parent exits 0.
+    pub fn ready(&mut self) {
+        if let Some(mut s) = self.0.take() {
+            let _ = s.write_all(b"ok\n");
+        }
+    }
+
+    /// Reports a failure: the parent prints it and exits 1.
+    pub fn failed(&mut self, err: &anyhow::Error) {
+        if let Some(mut s) = self.0.take() {
+            let _ = write!(s, "{err:#}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Mounting: the command line of libfuse's passthrough_ll and passthrough_hp,
+//! turned into an engine [`Config`], [`MountOptions`] and passthrough
+//! [`Options`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fastfuse::{Config, MountOptions, Session};
+use fastfuse_passthrough::{BypassRw, Options, PassthroughFs};
+
+use crate::daemon::{self, Readiness};
+
+/// Arguments of a mount.
+#[derive(clap::Args, Debug, Default)]
+pub struct MountArgs {
+    /// The source directory (or give it as `-o source=SRC`).
+    #[arg(value_name = "SRC")]
+    first: Option<PathBuf>,
+    /// The mountpoint.
+    #[arg(value_name = "MNT")]
+    second: Option<PathBuf>,
+    /// Mount and filesystem options, comma-separated; may repeat. Mount:
+    /// ro, allow_other, default_permissions, no_default_permissions,
+    /// fsname=, subtype=, auto_unmount, suid, dev, noexec, noatime, max_read=.
+    /// Filesystem: source=SRC, writeback (default), no_writeback,
+    /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
+    /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
+    /// xattr, no_xattr, readdirplus, no_readdirplus.
+    #[arg(short = 'o', value_name = "OPTS")]
+    options: Vec<String>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    num_threads: Option<usize>,
+    /// One worker thread.
+    #[arg(long)]
+    single: bool,
+    /// Give each worker its own /dev/fuse fd (the default; kept for
+    /// passthrough_hp's command line).
+    #[arg(long)]
+    clone_fd: bool,
+    /// Kernel passthrough: the kernel reads and writes the source files
+    /// itself (needs CAP_SYS_ADMIN; turns the writeback cache off).
+    #[arg(long, conflicts_with = "nopassthrough")]
+    passthrough: bool,
+    /// No kernel passthrough (the default; kept for passthrough_hp's
+    /// command line).
+    #[arg(long)]
+    nopassthrough: bool,
+    /// Testbench: 0 normal; 1 WRITE data is copied but not stored; 2 WRITEs
+    /// are answered at once. Data written with 1 or 2 is LOST.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    bypass_rw: u8,
+    /// Bypass the page cache (FOPEN_DIRECT_IO).
+    #[arg(long)]
+    direct_io: bool,
+    /// Attribute and entry cache timeout in seconds (default 1).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Stay in the foreground.
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Debug logging (implies --foreground).
+    #[arg(short = 'd', long)]
+    debug: bool,
+    /// Where a daemonized fastfuse writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Write the serving process's pid here once the mount is live.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+}
+
+/// Everything a mount needs, resolved from the arguments.
+#[derive(Debug)]
+struct Plan {
+    source: PathBuf,
+    mountpoint: PathBuf,
+    mount: MountOptions,
+    config: Config,
+    fs: Options,
+}
+
+fn parse_num<T: std::str::FromStr>(opt: &str, value: Option<&str>) -> anyhow::Result<T> {
+    value
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("option {opt:?} wants a number"))
+}
+
+fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
+    let mut mount = MountOptions {
+        subtype: Some("fastfuse".into()),
+        ..Default::default()
+    };
+    let mut config = Config {
+        writeback_cache: true,
+        readdirplus: true,
+        handle_signals: true,
+        ..Default::default()
+    };
+    let mut fs = Options::default();
+    let mut source = None;
+    let mut default_permissions = None;
+    let mut bypass = args.bypass_rw;
+    for opt in args.options.iter().flat_map(|o| o.split(',')) {
+        if opt == "default_permissions" {
+            default_permissions = Some(true);
+        }
+        if opt.is_empty() || mount.apply(opt).context("mount option")? {
+            continue;
+        }
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match key {
+            "source" => source = value.map(PathBuf::from),
+            "writeback" => config.writeback_cache = true,
+            "no_writeback" => config.writeback_cache = false,
+            "max_threads" | "num_threads" => config.threads = parse_num(opt, value)?,
+            "timeout" | "attr_timeout" | "entry_timeout" => {
+                fs.timeout = Duration::from_secs_f64(parse_num(opt, value)?)
+            }
+            "direct_io" => fs.direct_io = true,
+            "passthrough" => config.passthrough = true,
+            "clone_fd" => config.clone_fd = true,
+            "bypass_rw" => bypass = parse_num(opt, value)?,
+            "max_pages" => config.max_pages = parse_num(opt, value)?,
+            "max_background" => config.max_background = parse_num(opt, value)?,
+            "congestion_threshold" => config.congestion_threshold = parse_num(opt, value)?,
+            "xattr" => fs.xattr = true,
+            "no_xattr" => fs.xattr = false,
+            "readdirplus" => config.readdirplus = true,
+            "no_readdirplus" => config.readdirplus = false,
+            "no_default_permissions" => default_permissions = Some(false),
+            // passthrough_ll options that have no meaning here.
+            "flock" | "no_flock" | "cache" | "splice_read" | "splice_write" | "splice_move"
+            | "no_splice_read" | "no_splice_write" | "no_splice_move" => {}
+            _ => bail!("unknown option {opt:?} (see --help)"),
+        }
+    }
+    let (source, mountpoint) = match (&args.first, &args.second, source) {
+        (Some(src), Some(mnt), None) => (src.clone(), mnt.clone()),
+        (Some(mnt), None, Some(src)) => (src, mnt.clone()),
+        (Some(_), Some(_), Some(_)) => bail!("give the source either as SRC or as -o source=, not both"),
+        _ => bail!("usage: fastfuse [OPTIONS] SRC MNT, or fastfuse -o source=SRC [OPTIONS] MNT"),
+    };
+    if args.single {
+        config.threads = 1;
+    }
+    if let Some(n) = args.num_threads {
+        config.threads = n;
+    }
+    if args.clone_fd {
+        config.clone_fd = true;
+    }
+    if args.passthrough {
+        config.passthrough = true;
+    }
+    if args.nopassthrough {
+        config.passthrough = false;
+    }
+    if args.direct_io {
+        fs.direct_io = true;
+    }
+    if let Some(t) = args.timeout {
+        if !(t >= 0.0 && t.is_finite()) {
+            bail!("--timeout wants a number of seconds >= 0");
+        }
+        fs.timeout = Duration::from_secs_f64(t);
+    }
+    fs.bypass_rw = BypassRw::try_from(bypass).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.passthrough {
+        // The kernel refuses passthrough on a writeback-cache mount.
+        config.writeback_cache = false;
+        fs.kernel_passthrough = true;
+    }
+    if config.writeback_cache && fs.timeout.is_zero() {
+        bail!("the writeback cache needs a non-zero timeout (or use -o no_writeback)");
+    }
+    // With allow_other, let the kernel check permissions unless told not to:
+    // otherwise any user could reach any file the daemon can.
+    mount.default_permissions = default_permissions.unwrap_or(mount.allow_other);
+    if mount.fsname == "fastfuse" {
+        mount.fsname = source.display().to_string();
+    }
+    let is_root = rustix::process::geteuid().is_root();
+    fs.switch_credentials = is_root && mount.allow_other;
+    Ok(Plan {
+        source,
+        mountpoint,
+        mount,
+        config,
+        fs,
+    })
+}
+
+/// Runs a mount: in the foreground until unmounted, or daemonized.
+pub fn run(args: MountArgs) -> anyhow::Result<()> {
+    let plan = plan(&args)?;
+    let foreground = args.foreground || args.debug;
+    if !foreground {
+        return daemon::spawn_and_wait(args.log_file.as_deref());
+    }
+    let level = if args.debug { "debug" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut readiness = Readiness::from_env();
+    match mount(plan) {
+        Ok(session) => {
+            if let Some(path) = &args.pid_file {
+                std::fs::write(path, format!("{}\n", std::process::id()))
+                    .with_context(|| format!("writing pid file {}", path.display()))?;
+            }
+            readiness.ready();
+            session.run().context("serving")?;
+            Ok(())
+        }
+        Err(e) => {
+            readiness.failed(&e);
+            Err(e)
+        }
+    }
+}
+
+fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
+    tracing::debug!(?plan, "mounting");
+    if plan.fs.bypass_rw != BypassRw::Off {
+        tracing::warn!(
+            "--bypass-rw {}: WRITE data is NOT stored; this mode is for benchmarking the transport only",
+            plan.fs.bypass_rw as u8
+        );
+    }
+    if plan.config.passthrough && !rustix::process::geteuid().is_root() {
+        bail!("kernel passthrough (--passthrough) needs CAP_SYS_ADMIN: run as root, or drop --passthrough");
+    }
+    match fastfuse_passthrough::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => tracing::warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+    let fs = PassthroughFs::new(&plan.source, plan.fs)
+        .with_context(|| format!("source {}", plan.source.display()))?;
+    let session = Session::mount(fs, &plan.mountpoint, &plan.mount, plan.config)?;
+    let n = session.connection().negotiated();
+    if plan.fs.kernel_passthrough && !n.passthrough() {
+        tracing::warn!("the kernel did not agree to passthrough; serving reads and writes in the daemon");
+    }
+    tracing::info!(
+        writeback_cache = n.writeback_cache(),
+        passthrough = n.passthrough(),
+        max_write = n.max_write,
+        "mounted {} on {}",
+        plan.source.display(),
+        plan.mountpoint.display()
+    );
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(line: &[&str]) -> anyhow::Result<Plan> {
+        let cli = crate::Cli::try_parse_from(std::iter::once("fastfuse").chain(line.iter().copied()))?;
+        plan(&cli.mount)
+    }
+
+    #[test]
+    fn passthrough_ll_command_line() {
+        let p = parse(&["-o", "writeback", "-o", "max_threads=4", "-o", "source=/src", "/mnt"]).unwrap();
+        assert_eq!(p.source, PathBuf::from("/src"));
+        assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
+        assert!(p.config.writeback_cache);
+        assert_eq!(p.config.threads, 4);
+    }
+
+    #[test]
+    fn passthrough_hp_command_line() {
+        let p = parse(&["--num-threads", "8", "--clone-fd", "--bypass-rw", "2", "--foreground", "/s", "/m"]).unwrap();
+        assert_eq!((p.config.threads, p.config.clone_fd), (8, true));
+        assert_eq!(p.fs.bypass_rw, BypassRw::NoIo);
+        assert!(parse(&["--bypass-rw", "3", "/s", "/m"]).is_err());
+    }
+
+    #[test]
+    fn modes_and_permissions() {
+        let p = parse(&["-o", "no_writeback", "/s", "/m"]).unwrap();
+        assert!(!p.config.writeback_cache);
+        let p = parse(&["--passthrough", "/s", "/m"]).unwrap();
+        assert!(p.config.passthrough && !p.config.writeback_cache && p.fs.kernel_passthrough);
+        let p = parse(&["-o", "allow_other", "/s", "/m"]).unwrap();
+        assert!(p.mount.allow_other && p.mount.default_permissions);
+        let p = parse(&["-o", "allow_other,no_default_permissions", "/s", "/m"]).unwrap();
+        assert!(!p.mount.default_permissions);
+        assert!(parse(&["-o", "bogus", "/s", "/m"]).is_err());
+        assert!(parse(&["-o", "timeout=0", "/s", "/m"]).is_err());
+        assert!(parse(&["/m"]).is_err());
+    }
+}

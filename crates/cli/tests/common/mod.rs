@@ -1,0 +1,172 @@
+//! Shared by the end-to-end tests: a tmpfs source, a fastfuse daemon serving
+//! it, and cleanup that runs even when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fastfuse binary under test.
+pub fn fastfuse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fastfuse")
+}
+
+/// Whether something is mounted exactly at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    fastfuse::mount_device(path).ok().flatten().is_some()
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tmpfs mounted on a temporary directory; unmounted and removed on drop.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` (e.g. "512m").
+    pub fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new().prefix("fastfuse-src").tempdir().unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "fastfuse-test"])
+            .arg(dir.path()));
+        Tmpfs { dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if is_mounted(self.dir.path()) {
+            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        }
+    }
+}
+
+/// A fastfuse daemon in the foreground (so its pid is ours to end) serving
+/// a fresh tmpfs source on a temporary mountpoint.
+pub struct Served {
+    pub source: Tmpfs,
+    mnt: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Served {
+    /// Mounts with extra command-line arguments (before SRC MNT).
+    pub fn start(args: &[&str]) -> Served {
+        Self::start_on(Tmpfs::new("1g"), args)
+    }
+
+    /// Mounts an existing source.
+    pub fn start_on(source: Tmpfs, args: &[&str]) -> Served {
+        let mnt = tempfile::Builder::new().prefix("fastfuse-mnt").tempdir().unwrap();
+        let child = Command::new(fastfuse_bin())
+            .args(args)
+            .arg("--foreground")
+            .arg(source.path())
+            .arg(mnt.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = Served {
+            source,
+            mnt,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(s.mnt.path()) {
+            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("fastfuse exited before mounting: {status}");
+            }
+            assert!(Instant::now() < deadline, "fastfuse did not mount in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// The mountpoint.
+    pub fn mnt(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Unmounts and waits for the daemon to exit by itself; returns its
+    /// exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        if is_mounted(self.mnt.path()) {
+            let _ = Command::new("umount").arg(self.mnt.path()).status();
+            if is_mounted(self.mnt.path()) {
+                let _ = Command::new("umount").arg("-l").arg(self.mnt.path()).status();
+            }
+        }
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                panic!("fastfuse (pid {}) did not exit after unmount: {status}", child.id());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if std::thread::panicking() {
+                // Unmount and end by pid, without asserting again.
+                let _ = Command::new("umount").arg("-l").arg(self.mnt.path()).status();
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            } else {
+                self.stop();
+            }
+        }
+    }
+}
+
+/// Recursively lists files under `root` with their contents' sizes and
+/// modes, for comparing two trees.
+pub fn tree(root: &Path) -> Vec<(PathBuf, u64, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path().strip_prefix(root).unwrap().to_path_buf(), m.len(), m.mode()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what fastfuse's tests and bench need on a fresh Debian 12 machine.
+# Idempotent: only what is missing is installed. Run as root.
+set -euo pipefail
+
+need=()
+for pkg in fuse3 fio mergerfs bindfs attr util-linux; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+# The POSIX suite and the data-integrity exerciser, pinned to the versions
+# the README's results were taken with.
+command -v pjdfstest >/dev/null || cargo install --locked --quiet pjdfstest --version 0.2.2
+command -v fsx >/dev/null || cargo install --locked --quiet fsx --version 0.3.2
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# The fusectl filesystem shows each FUSE connection (and lets one abort a
+# stuck one); the tests read it.
+if [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections; then
+    mount -t fusectl none /sys/fs/fuse/connections || true
+fi
