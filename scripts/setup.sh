@@ -26,3 +26,10 @@ rustup component add clippy rustfmt >/dev/null 2>&1 || true
 if [ -d /sys/fs/fuse/connections ] && ! mountpoint -q /sys/fs/fuse/connections; then
     mount -t fusectl none /sys/fs/fuse/connections || true
 fi
+
+# Debian's udev rule makes /dev/fuse 0666 so that users can mount through
+# fusermount3; containers often create it 0600. The unprivileged-mount
+# tests need the standard mode.
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+    chmod 0666 /dev/fuse
+fi

@@ -106,15 +106,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let mountpoint = std::env::args_os()
-        .nth(1)
-        .ok_or("usage: hello MOUNTPOINT")?;
-    let options = MountOptions {
+    // hello MOUNTPOINT [-o OPTIONS]
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mountpoint = args.first().ok_or("usage: hello MOUNTPOINT [-o OPTIONS]")?;
+    let mut options = MountOptions {
         fsname: "hello".into(),
         subtype: Some("hello".into()),
         read_only: true,
         ..Default::default()
     };
+    if let (Some("-o"), Some(opts)) = (args.get(1).map(String::as_str), args.get(2)) {
+        for opt in opts.split(',') {
+            if !options.apply(opt)? {
+                return Err(format!("unknown option {opt}").into());
+            }
+        }
+    }
     let config = Config {
         threads: 2,
         handle_signals: true,

@@ -216,8 +216,22 @@ fn example(name: &str) -> PathBuf {
 
 impl Daemon {
     fn start(name: &str) -> Daemon {
+        Self::start_with(name, |cmd| cmd, |_| {}, &[])
+    }
+
+    /// Starts example `name` on a fresh mountpoint; `wrap` may put a command
+    /// in front (e.g. to drop privileges), `prepare` may change the
+    /// mountpoint first.
+    fn start_with(
+        name: &str,
+        wrap: impl FnOnce(&mut Command) -> &mut Command,
+        prepare: impl FnOnce(&Path),
+        extra: &[&str],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(example(name)).arg(dir.path()).spawn().unwrap();
+        prepare(dir.path());
+        let mut cmd = Command::new(example(name));
+        let child = wrap(&mut cmd).arg(dir.path()).args(extra).spawn().unwrap();
         let d = Daemon { child, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !is_mounted(d.dir.path()) {
@@ -271,4 +285,71 @@ fn sigterm_leaves_no_mount_behind() {
         assert!(status.success(), "{status}");
         assert!(!is_mounted(d.dir.path()));
     }
+}
+
+#[test]
+fn mounting_over_a_non_empty_directory_works() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hidden"), b"under the mount").unwrap();
+    {
+        let s = Session::mount(
+            hello::Hello,
+            dir.path(),
+            &MountOptions::default(),
+            two_threads(),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+        assert!(!dir.path().join("hidden").exists());
+        assert!(dir.path().join("hello").exists());
+        s.unmount().unwrap();
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("hidden")).unwrap(),
+        b"under the mount"
+    );
+}
+
+/// Runs a command as `nobody`, the way an unprivileged user mounts.
+fn as_nobody(cmd: &mut Command) -> &mut Command {
+    let program = cmd.get_program().to_owned();
+    *cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(program)
+}
+
+fn chown_nobody(path: &Path) {
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+}
+
+#[test]
+fn unprivileged_mount_goes_through_fusermount3() {
+    let mut d = Daemon::start_with("hello", as_nobody, chown_nobody, &[]);
+    let text = std::fs::read_to_string(d.dir.path().join("hello"));
+    // Without allow_other even root is kept out of a user's mount.
+    assert_eq!(text.unwrap_err().raw_os_error(), Some(libc::EACCES));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(d.dir.path().to_str().unwrap()))
+        .unwrap();
+    assert!(
+        line.contains("fuse.hello") && line.contains("user_id=65534"),
+        "{line}"
+    );
+    let status = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "fusermount3",
+            "-u",
+        ])
+        .arg(d.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(d.wait(Duration::from_secs(10)).success());
 }

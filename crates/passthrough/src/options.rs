@@ -1,0 +1,101 @@
+//! What the passthrough filesystem can be asked to do differently.
+
+use std::time::Duration;
+
+use crate::error::PassthroughError;
+
+/// How the passthrough filesystem behaves. `Copy`, so that a caller can
+/// keep using its values after handing them to [`PassthroughFs::new`].
+///
+/// [`PassthroughFs::new`]: crate::PassthroughFs::new
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How long the kernel may cache attributes and names (attr and entry
+    /// timeout). Default 1 s. Keep it non-zero under the writeback cache:
+    /// with 0 the kernel asks GETATTR before every write.
+    pub timeout: Duration,
+    /// The seed's testbench modes for WRITE; [`BypassRw::Off`] by default.
+    pub bypass_rw: BypassRw,
+    /// Let the kernel read and write regular files itself
+    /// (`FOPEN_PASSTHROUGH` with a backing id) when the session agreed
+    /// passthrough. Needs CAP_SYS_ADMIN; excludes the writeback cache.
+    pub kernel_passthrough: bool,
+    /// Open every file with `FOPEN_DIRECT_IO`: no page cache in the kernel.
+    pub direct_io: bool,
+    /// Create files, nodes, directories, symlinks and links (and answer
+    /// ACCESS) as the calling process's fsuid/fsgid and groups, so that
+    /// new files belong to their creator. For a daemon running as root
+    /// with `allow_other`.
+    pub switch_credentials: bool,
+    /// Serve extended attributes (default). `false` answers ENOSYS, after
+    /// which the kernel answers EOPNOTSUPP itself without asking again.
+    pub xattr: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(1),
+            bypass_rw: BypassRw::Off,
+            kernel_passthrough: false,
+            direct_io: false,
+            switch_credentials: false,
+            xattr: true,
+        }
+    }
+}
+
+/// The seed's `--bypass-rw` levels: what a WRITE does with its payload.
+/// They measure the kernel and transport alone. READ and every other
+/// operation behave normally in all levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum BypassRw {
+    /// 0: writes reach the source.
+    #[default]
+    Off = 0,
+    /// 1: the payload is copied into a per-thread scratch buffer and the
+    /// WRITE answered as complete; the source is not touched.
+    CopyOnly = 1,
+    /// 2: the WRITE is answered as complete at once: no copy, no I/O.
+    NoIo = 2,
+}
+
+impl TryFrom<u8> for BypassRw {
+    type Error = PassthroughError;
+
+    /// 0, 1 or 2; anything else is [`PassthroughError::InvalidBypassRw`].
+    /// (libfuse stored the level in a bool, so its 2 behaved as 1; here
+    /// each level is its own.)
+    fn try_from(level: u8) -> Result<BypassRw, PassthroughError> {
+        match level {
+            0 => Ok(BypassRw::Off),
+            1 => Ok(BypassRw::CopyOnly),
+            2 => Ok(BypassRw::NoIo),
+            n => Err(PassthroughError::InvalidBypassRw(n)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bypass_levels_are_distinct() {
+        assert_eq!(BypassRw::try_from(0).unwrap(), BypassRw::Off);
+        assert_eq!(BypassRw::try_from(1).unwrap(), BypassRw::CopyOnly);
+        assert_eq!(BypassRw::try_from(2).unwrap(), BypassRw::NoIo);
+        assert_eq!(BypassRw::NoIo as u8, 2);
+        let err = BypassRw::try_from(3).unwrap_err();
+        assert!(err.to_string().contains('3'), "{err}");
+    }
+
+    #[test]
+    fn defaults() {
+        let o = Options::default();
+        assert_eq!(o.timeout, Duration::from_secs(1));
+        assert!(o.xattr && !o.direct_io && !o.kernel_passthrough && !o.switch_credentials);
+        assert_eq!(o.bypass_rw, BypassRw::Off);
+    }
+}

@@ -1,0 +1,651 @@
+//! Safe wrappers over the system calls the passthrough filesystem makes.
+//!
+//! The only module of the crate allowed `unsafe` (the credential switch in
+//! `creds` is safe code over the per-thread wrappers here). Every wrapper
+//! takes borrowed descriptors and `&CStr` paths, so the only invariants a
+//! `// SAFETY:` comment has to argue are the C call's own: pointers valid
+//! for the lengths passed, and descriptors that stay open for the duration
+//! of the call (guaranteed by the borrow).
+//!
+//! Each wrapper's doc starts with the call it makes; the man page of that
+//! call is the reference. Errors are `io::Error::last_os_error()`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// Turns a `-1`-on-error return value into an `io::Result`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`check`] for calls that return `ssize_t`.
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Whether `err` is EINTR, after which a call that changed nothing is
+/// simply repeated.
+fn interrupted(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EINTR)
+}
+
+/// `openat(dir, path, flags, mode)` — [openat(2)]. `O_CLOEXEC` is always
+/// added: the daemon never wants these descriptors in a child.
+///
+/// [openat(2)]: https://man7.org/linux/man-pages/man2/openat.2.html
+pub(crate) fn openat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `path` is NUL-terminated and outlives the call; `dir` is
+        // open for the call (borrowed). openat(2) takes the mode as a
+        // variadic `unsigned int`, which is what `mode_t` is on Linux.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                libc::c_uint::from(mode),
+            )
+        };
+        match check(fd) {
+            // SAFETY: openat(2) returned a new descriptor that nothing else
+            // owns.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(e) if interrupted(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `open(path, flags)` — [open(2)] of an absolute path, with `O_CLOEXEC`.
+/// Used once, for the source root and `/proc/self/fd`.
+///
+/// [open(2)]: https://man7.org/linux/man-pages/man2/open.2.html
+pub(crate) fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated; the returned descriptor is new and
+    // owned by nobody else.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: as above: a fresh descriptor from open(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An all-zero `struct stat`, the out-parameter of the stat calls.
+fn zeroed_stat() -> libc::stat {
+    // SAFETY: `struct stat` is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `fstatat(dir, path, &st, flags)` — [fstatat(2)]. With `path` empty and
+/// `AT_EMPTY_PATH` it stats `dir` itself, which works on `O_PATH` fds.
+///
+/// [fstatat(2)]: https://man7.org/linux/man-pages/man2/fstatat.2.html
+pub(crate) fn fstatat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<libc::stat> {
+    let mut st = zeroed_stat();
+    // SAFETY: `path` is NUL-terminated, `st` is a valid out-pointer for one
+    // `struct stat`, `dir` is open for the call.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), path.as_ptr(), &mut st, flags) })?;
+    Ok(st)
+}
+
+/// `fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)`: the attributes
+/// of the inode `fd` refers to, `O_PATH` or not.
+pub(crate) fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    fstatat(fd, c"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `readlinkat(dir, path, buf)` — [readlinkat(2)]; an empty `path` reads
+/// the symlink `dir` itself refers to (an `O_PATH|O_NOFOLLOW` fd).
+///
+/// [readlinkat(2)]: https://man7.org/linux/man-pages/man2/readlinkat.2.html
+pub(crate) fn readlinkat(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes; `path` is
+    // NUL-terminated; `dir` is open.
+    check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// `mknodat(dir, path, mode, dev)` — [mknodat(2)].
+///
+/// [mknodat(2)]: https://man7.org/linux/man-pages/man2/mknodat.2.html
+pub(crate) fn mknodat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    mode: libc::mode_t,
+    dev: libc::dev_t,
+) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), path.as_ptr(), mode, dev) }).map(drop)
+}
+
+/// `mkdirat(dir, path, mode)` — [mkdirat(2)].
+///
+/// [mkdirat(2)]: https://man7.org/linux/man-pages/man2/mkdirat.2.html
+pub(crate) fn mkdirat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), path.as_ptr(), mode) }).map(drop)
+}
+
+/// `symlinkat(target, dir, path)` — [symlinkat(2)].
+///
+/// [symlinkat(2)]: https://man7.org/linux/man-pages/man2/symlinkat.2.html
+pub(crate) fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, path: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated; `dir` is open.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), path.as_ptr()) }).map(drop)
+}
+
+/// `unlinkat(dir, path, flags)` — [unlinkat(2)]; `AT_REMOVEDIR` for rmdir.
+///
+/// [unlinkat(2)]: https://man7.org/linux/man-pages/man2/unlinkat.2.html
+pub(crate) fn unlinkat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), path.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2(old_dir, old, new_dir, new, flags)` — [renameat2(2)], made
+/// as the raw system call so that it does not depend on the C library's
+/// version.
+///
+/// [renameat2(2)]: https://man7.org/linux/man-pages/man2/renameat2.2.html
+pub(crate) fn renameat2(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated; both directory fds are open;
+    // renameat2 takes (int, const char *, int, const char *, unsigned int).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    };
+    check(ret as libc::c_int).map(drop)
+}
+
+/// `linkat(old_dir, old, new_dir, new, flags)` — [linkat(2)].
+///
+/// [linkat(2)]: https://man7.org/linux/man-pages/man2/linkat.2.html
+pub(crate) fn linkat(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated; both fds are open.
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `fchmodat(dir, path, mode, 0)` — [fchmodat(2)], following the last
+/// component (used on `/proc/self/fd/N`, whose magic link leads to the
+/// inode itself).
+///
+/// [fchmodat(2)]: https://man7.org/linux/man-pages/man2/fchmodat.2.html
+pub(crate) fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// `fchmod(fd, mode)` — [fchmod(2)] on an open (non-`O_PATH`) file.
+///
+/// [fchmod(2)]: https://man7.org/linux/man-pages/man2/fchmod.2.html
+pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: plain call on an open descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// `fchownat(fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)` —
+/// [fchownat(2)] on the inode `fd` refers to (works on `O_PATH` fds).
+/// `u32::MAX` (-1) leaves an id unchanged.
+///
+/// [fchownat(2)]: https://man7.org/linux/man-pages/man2/fchownat.2.html
+pub(crate) fn fchown_empty(
+    fd: BorrowedFd<'_>,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+) -> io::Result<()> {
+    // SAFETY: the empty path is NUL-terminated; `fd` is open.
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `truncate(path, len)` — [truncate(2)]; `path` is a `/proc/self/fd/N`
+/// magic link, because truncate has no `*at` form.
+///
+/// [truncate(2)]: https://man7.org/linux/man-pages/man2/truncate.2.html
+pub(crate) fn truncate(path: &CStr, len: i64) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::truncate(path.as_ptr(), len) }).map(drop)
+}
+
+/// `ftruncate(fd, len)` — [ftruncate(2)].
+///
+/// [ftruncate(2)]: https://man7.org/linux/man-pages/man2/ftruncate.2.html
+pub(crate) fn ftruncate(fd: BorrowedFd<'_>, len: i64) -> io::Result<()> {
+    // SAFETY: plain call on an open descriptor.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// `utimensat(dir, path, times, flags)` — [utimensat(2)]. `times` holds
+/// atime then mtime; `UTIME_NOW`/`UTIME_OMIT` in `tv_nsec` as usual.
+///
+/// [utimensat(2)]: https://man7.org/linux/man-pages/man2/utimensat.2.html
+pub(crate) fn utimensat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    times: &[libc::timespec; 2],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `times` points to two timespecs, as utimensat(2) reads;
+    // `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), path.as_ptr(), times.as_ptr(), flags) })
+        .map(drop)
+}
+
+/// `futimens(fd, times)` — [futimens(3)].
+///
+/// [futimens(3)]: https://man7.org/linux/man-pages/man3/futimens.3.html
+pub(crate) fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: `times` points to two timespecs; `fd` is open.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// `pread(fd, buf, offset)` — [pread(2)], repeated on EINTR. May return
+/// fewer bytes than asked (the caller loops).
+///
+/// [pread(2)]: https://man7.org/linux/man-pages/man2/pread.2.html
+pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes; `fd` open.
+        let r = unsafe {
+            libc::pread64(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset)
+        };
+        match check_size(r) {
+            Err(e) if interrupted(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `pwrite(fd, buf, offset)` — [pwrite(2)], repeated on EINTR. May write
+/// fewer bytes than given (the caller loops).
+///
+/// [pwrite(2)]: https://man7.org/linux/man-pages/man2/pwrite.2.html
+pub(crate) fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: i64) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` readable bytes; `fd` open.
+        let r = unsafe { libc::pwrite64(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
+        match check_size(r) {
+            Err(e) if interrupted(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `fsync(fd)` or, with `datasync`, `fdatasync(fd)` — [fsync(2)].
+///
+/// [fsync(2)]: https://man7.org/linux/man-pages/man2/fsync.2.html
+pub(crate) fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+    // SAFETY: plain calls on an open descriptor.
+    let r = unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    };
+    check(r).map(drop)
+}
+
+/// `syncfs(fd)` — [syncfs(2)]; `fd` must not be `O_PATH`.
+///
+/// [syncfs(2)]: https://man7.org/linux/man-pages/man2/syncfs.2.html
+pub(crate) fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain call on an open descriptor.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}
+
+/// `fstatvfs(fd)` — [fstatvfs(3)] (fstatfs(2) underneath, which accepts
+/// `O_PATH` fds).
+///
+/// [fstatvfs(3)]: https://man7.org/linux/man-pages/man3/fstatvfs.3.html
+pub(crate) fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    // SAFETY: `struct statvfs` is plain old data; all-zero is valid.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; `fd` is open.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
+/// `faccessat(dir, path, mode, flags)` — [faccessat(2)].
+///
+/// [faccessat(2)]: https://man7.org/linux/man-pages/man2/faccessat.2.html
+pub(crate) fn faccessat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    mode: libc::c_int,
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated; `dir` is open.
+    check(unsafe { libc::faccessat(dir.as_raw_fd(), path.as_ptr(), mode, flags) }).map(drop)
+}
+
+/// `getxattr(path, name, buf)` — [getxattr(2)]; an empty `buf` asks for
+/// the value's size.
+///
+/// [getxattr(2)]: https://man7.org/linux/man-pages/man2/getxattr.2.html
+pub(crate) fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: both strings are NUL-terminated; `buf` is valid for
+    // `buf.len()` writable bytes (the kernel writes nothing when it is 0).
+    check_size(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// `setxattr(path, name, value, flags)` — [setxattr(2)].
+///
+/// [setxattr(2)]: https://man7.org/linux/man-pages/man2/setxattr.2.html
+pub(crate) fn setxattr(
+    path: &CStr,
+    name: &CStr,
+    value: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated; `value` is valid for
+    // `value.len()` readable bytes.
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `listxattr(path, buf)` — [listxattr(2)]; an empty `buf` asks for the
+/// list's size.
+///
+/// [listxattr(2)]: https://man7.org/linux/man-pages/man2/listxattr.2.html
+pub(crate) fn listxattr(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `path` is NUL-terminated; `buf` is valid for `buf.len()`
+    // writable bytes.
+    check_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// `removexattr(path, name)` — [removexattr(2)].
+///
+/// [removexattr(2)]: https://man7.org/linux/man-pages/man2/removexattr.2.html
+pub(crate) fn removexattr(path: &CStr, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated.
+    check(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// A `struct flock` describing `[start, start+len)` (`len` 0: to the end).
+pub(crate) fn flock_struct(typ: libc::c_short, start: i64, len: i64) -> libc::flock {
+    // SAFETY: `struct flock` is plain old data; all-zero is valid (and
+    // `l_pid` must be 0 for the OFD commands).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    fl
+}
+
+/// `fcntl(fd, cmd, &fl)` for the lock commands (`F_OFD_GETLK`,
+/// `F_OFD_SETLK`) — [fcntl(2)]. GETLK writes the answer into `fl`.
+///
+/// [fcntl(2)]: https://man7.org/linux/man-pages/man2/fcntl.2.html
+pub(crate) fn fcntl_lock(
+    fd: BorrowedFd<'_>,
+    cmd: libc::c_int,
+    fl: &mut libc::flock,
+) -> io::Result<()> {
+    // SAFETY: the lock commands take a pointer to one `struct flock`,
+    // valid for reads and writes here; `fd` is open.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) }).map(drop)
+}
+
+/// `flock(fd, op)` — [flock(2)].
+///
+/// [flock(2)]: https://man7.org/linux/man-pages/man2/flock.2.html
+pub(crate) fn flock(fd: BorrowedFd<'_>, op: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain call on an open descriptor.
+    check(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(drop)
+}
+
+/// `fallocate(fd, mode, offset, len)` — [fallocate(2)].
+///
+/// [fallocate(2)]: https://man7.org/linux/man-pages/man2/fallocate.2.html
+pub(crate) fn fallocate(
+    fd: BorrowedFd<'_>,
+    mode: libc::c_int,
+    offset: i64,
+    len: i64,
+) -> io::Result<()> {
+    // SAFETY: plain call on an open descriptor.
+    check(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, offset, len) }).map(drop)
+}
+
+/// `lseek(fd, offset, whence)` — [lseek(2)]; returns the new offset.
+///
+/// [lseek(2)]: https://man7.org/linux/man-pages/man2/lseek.2.html
+pub(crate) fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: plain call on an open descriptor.
+    let r = unsafe { libc::lseek64(fd.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// `copy_file_range(fd_in, &off_in, fd_out, &off_out, len, flags)` —
+/// [copy_file_range(2)]; returns bytes copied.
+///
+/// [copy_file_range(2)]: https://man7.org/linux/man-pages/man2/copy_file_range.2.html
+pub(crate) fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: i64,
+    fd_out: BorrowedFd<'_>,
+    off_out: i64,
+    len: usize,
+    flags: libc::c_uint,
+) -> io::Result<usize> {
+    let mut off_in = off_in;
+    let mut off_out = off_out;
+    // SAFETY: the offsets are valid in/out pointers to `loff_t`; both fds
+    // are open.
+    check_size(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut off_in,
+            fd_out.as_raw_fd(),
+            &mut off_out,
+            len,
+            flags,
+        )
+    })
+}
+
+/// `getdents64(fd, buf)` — [getdents64(2)]: reads `linux_dirent64` records
+/// into `buf` from the directory's current position; 0 at the end.
+///
+/// [getdents64(2)]: https://man7.org/linux/man-pages/man2/getdents64.2.html
+pub(crate) fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes; the kernel
+        // writes whole records only. `fd` is open.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        match check_size(r as libc::ssize_t) {
+            Err(e) if interrupted(&e) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, 0)` — a second descriptor for the same open
+/// file, see [dup(2)].
+///
+/// [dup(2)]: https://man7.org/linux/man-pages/man2/dup.2.html
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int and returns a new descriptor.
+    let new = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// `close(fd)` — [close(2)], reporting its error (which `OwnedFd`'s drop
+/// throws away). The descriptor is gone whatever the result: Linux frees
+/// it even when close fails, so it is never retried.
+///
+/// [close(2)]: https://man7.org/linux/man-pages/man2/close.2.html
+pub(crate) fn close(fd: OwnedFd) -> io::Result<()> {
+    let raw: RawFd = fd.into_raw_fd();
+    // SAFETY: we own `raw` (taken out of the OwnedFd) and close it once.
+    check(unsafe { libc::close(raw) }).map(drop)
+}
+
+/// `setfsuid(uid)` — [setfsuid(2)], the raw system call: it changes only
+/// the calling thread's filesystem uid (glibc's wrapper does the same; the
+/// raw call makes that explicit). Returns the previous fsuid.
+///
+/// [setfsuid(2)]: https://man7.org/linux/man-pages/man2/setfsuid.2.html
+pub(crate) fn setfsuid(uid: libc::uid_t) -> libc::uid_t {
+    // SAFETY: setfsuid takes a uid and cannot fail in a way that harms
+    // memory; it always returns the previous fsuid.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as libc::uid_t }
+}
+
+/// `setfsgid(gid)` — [setfsgid(2)], per thread; returns the previous fsgid.
+///
+/// [setfsgid(2)]: https://man7.org/linux/man-pages/man2/setfsgid.2.html
+pub(crate) fn setfsgid(gid: libc::gid_t) -> libc::gid_t {
+    // SAFETY: as for setfsuid.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as libc::gid_t }
+}
+
+/// The raw `setgroups(2)` system call, which changes the supplementary
+/// groups of the calling *thread* only. (glibc's `setgroups` broadcasts
+/// the change to every thread of the process, which is what must not
+/// happen here.)
+pub(crate) fn set_thread_groups(groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: `groups` is valid for `groups.len()` reads of gid_t.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    check(r as libc::c_int).map(drop)
+}
+
+/// `getgroups()` — [getgroups(2)]: the calling thread's supplementary
+/// groups.
+///
+/// [getgroups(2)]: https://man7.org/linux/man-pages/man2/getgroups.2.html
+pub(crate) fn getgroups() -> io::Result<Vec<libc::gid_t>> {
+    // SAFETY: size 0 asks for the count only; the pointer is not used.
+    let n = check(unsafe { libc::getgroups(0, std::ptr::null_mut()) })?;
+    let mut groups = vec![0; n as usize];
+    // SAFETY: `groups` has room for `n` gids.
+    let n = check(unsafe { libc::getgroups(n, groups.as_mut_ptr()) })?;
+    groups.truncate(n as usize);
+    Ok(groups)
+}
+
+/// `geteuid()` and `getegid()` — the daemon's effective ids.
+pub(crate) fn effective_ids() -> (libc::uid_t, libc::gid_t) {
+    // SAFETY: both calls always succeed and touch no memory.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// `unshare(CLONE_FS)` then `umask(0)`: gives the calling thread its own
+/// umask (and cwd/root) and clears it. The kernel has already applied the
+/// caller's umask to every mode it sends (FUSE_DONT_MASK is not agreed),
+/// so the daemon's own umask must not apply a second time; doing it per
+/// thread leaves the rest of the process alone.
+pub(crate) fn private_zero_umask() -> io::Result<()> {
+    // SAFETY: unshare(CLONE_FS) only detaches this thread's fs_struct.
+    check(unsafe { libc::unshare(libc::CLONE_FS) })?;
+    // SAFETY: umask always succeeds.
+    unsafe { libc::umask(0) };
+    Ok(())
+}
+
+/// `RLIMIT_NOFILE` as (soft, hard).
+pub(crate) fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid out-pointer.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) })?;
+    Ok((rl.rlim_cur, rl.rlim_max))
+}
+
+/// Sets `RLIMIT_NOFILE` to (soft, hard).
+pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let rl = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `rl` is a valid in-pointer.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }).map(drop)
+}
