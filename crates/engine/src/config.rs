@@ -27,8 +27,11 @@ pub struct Config {
     pub passthrough: bool,
     /// Passthrough stacking depth to announce.
     pub max_stack_depth: u32,
-    /// Ask for FUSE over io_uring.
-    pub io_uring: bool,
+    /// How requests travel: /dev/fuse, io_uring, or io_uring when the
+    /// kernel offers it.
+    pub transport: TransportKind,
+    /// Ring entries per io_uring queue (each holds a max_write buffer).
+    pub uring_queue_depth: usize,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,
     /// Let the kernel run lookups and readdirs of one directory in parallel.
@@ -60,7 +63,8 @@ impl Default for Config {
             writeback_cache: false,
             passthrough: false,
             max_stack_depth: 1,
-            io_uring: false,
+            transport: TransportKind::Dev,
+            uring_queue_depth: 8,
             async_read: true,
             parallel_dirops: true,
             handle_killpriv_v2: false,
@@ -68,6 +72,33 @@ impl Default for Config {
             mlock_buffers: true,
             io_flusher: true,
             handle_signals: false,
+        }
+    }
+}
+
+/// The transport a session serves requests through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportKind {
+    /// Reads and writes on /dev/fuse fds.
+    #[default]
+    Dev,
+    /// FUSE over io_uring; the mount fails if the kernel does not offer it
+    /// or the rings cannot be set up.
+    Uring,
+    /// io_uring when the kernel offers it (the `enable_uring` module
+    /// parameter), /dev/fuse otherwise.
+    Auto,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "dev" => Ok(TransportKind::Dev),
+            "uring" | "io_uring" => Ok(TransportKind::Uring),
+            "auto" => Ok(TransportKind::Auto),
+            other => Err(format!("unknown transport {other:?} (dev, uring or auto)")),
         }
     }
 }

@@ -5,7 +5,7 @@
 use fastfuse_abi::{self as abi, init::*};
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 
 /// Page size the kernel counts `max_pages` in.
 pub const PAGE_SIZE: usize = 4096;
@@ -55,6 +55,11 @@ impl Negotiated {
     /// Whether the writeback cache is on.
     pub fn writeback_cache(&self) -> bool {
         self.has(FUSE_WRITEBACK_CACHE)
+    }
+
+    /// Whether requests may come through io_uring.
+    pub fn io_uring(&self) -> bool {
+        self.has(FUSE_OVER_IO_URING)
     }
 
     /// Whether kernel passthrough is on.
@@ -139,7 +144,7 @@ pub fn negotiate(
             FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
         ),
         (config.passthrough, FUSE_PASSTHROUGH),
-        (config.io_uring, FUSE_OVER_IO_URING),
+        (config.transport != TransportKind::Dev, FUSE_OVER_IO_URING),
         // Without the writeback cache, let the kernel drop cached pages
         // when mtime or size change behind its back.
         (!config.writeback_cache, FUSE_AUTO_INVAL_DATA),

@@ -58,7 +58,7 @@ mod sys;
 mod transport;
 mod types;
 
-pub use config::Config;
+pub use config::{Config, TransportKind};
 pub use connection::Connection;
 pub use dirent::{DirEntries, DirEntriesPlus};
 pub use errno::Errno;

@@ -12,7 +12,7 @@ use fastfuse_abi as abi;
 use thiserror::Error;
 use zerocopy::IntoBytes;
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::connection::Connection;
 use crate::dispatch::Dispatcher;
 use crate::errno::Errno;
@@ -24,6 +24,7 @@ use crate::request::{self, Body, Layout, Operation};
 use crate::stats::{Stats, StatsServer};
 use crate::sys;
 use crate::transport::dev::DevWorker;
+use crate::transport::uring::{self, UringQueue};
 use crate::transport::{Server, Transport};
 
 /// Why a session could not start or stopped abnormally.
@@ -42,6 +43,9 @@ pub enum SessionError {
     /// malformed.
     #[error("FUSE handshake failed: {0}")]
     Handshake(String),
+    /// The transport asked for cannot be had.
+    #[error("transport: {0}")]
+    Transport(String),
     /// An I/O error, with what was being done.
     #[error("{0}: {1}")]
     Io(&'static str, #[source] io::Error),
@@ -54,6 +58,65 @@ pub struct Session<F: Filesystem> {
     server: Arc<Server<F>>,
     connection: Connection,
     config: Config,
+    queues: Vec<UringQueue>,
+}
+
+/// Decides the transport once INIT's flags are known, before the reply:
+/// with FUSE_OVER_IO_URING agreed, the kernel holds every request until all
+/// queues have registered, so the rings must exist before saying yes.
+fn prepare_uring(
+    out: &mut abi::InitOut,
+    negotiated: &mut Negotiated,
+    dev: &Arc<OwnedFd>,
+    config: &Config,
+) -> Result<Vec<UringQueue>, SessionError> {
+    let required = config.transport == TransportKind::Uring;
+    if config.transport == TransportKind::Dev {
+        return Ok(Vec::new());
+    }
+    let refuse = |out: &mut abi::InitOut, negotiated: &mut Negotiated| {
+        negotiated.flags &= !abi::init::FUSE_OVER_IO_URING;
+        out.flags2 = (negotiated.flags >> 32) as u32;
+    };
+    if !negotiated.io_uring() {
+        let why = "the kernel does not offer FUSE_OVER_IO_URING (needs Linux 6.14+ and \
+                   Y in /sys/module/fuse/parameters/enable_uring)";
+        if required {
+            return Err(SessionError::Transport(why.into()));
+        }
+        tracing::info!("serving through /dev/fuse: {why}");
+        return Ok(Vec::new());
+    }
+    let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
+    let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
+        .map(|qid| {
+            UringQueue::new(
+                qid as u16,
+                config.uring_queue_depth.max(1),
+                payload,
+                dev.clone(),
+                config.mlock_buffers,
+            )
+        })
+        .collect();
+    match queues {
+        Ok(q) => {
+            tracing::info!(
+                queues = q.len(),
+                depth = config.uring_queue_depth,
+                "serving through io_uring"
+            );
+            Ok(q)
+        }
+        Err(e) if required => Err(SessionError::Transport(format!(
+            "cannot set up io_uring queues: {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!("cannot set up io_uring queues ({e}); serving through /dev/fuse");
+            refuse(out, negotiated);
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// Reads INIT, negotiates, lets the filesystem see the result, replies.
@@ -61,7 +124,7 @@ fn handshake<F: Filesystem>(
     fs: &F,
     dev: &Arc<OwnedFd>,
     config: &Config,
-) -> Result<(Negotiated, Connection), SessionError> {
+) -> Result<(Negotiated, Connection, Vec<UringQueue>), SessionError> {
     let mut buf = vec![0u8; (1 << 20) + 2 * init::PAGE_SIZE];
     loop {
         let n = match sys::read(dev.as_fd(), &mut buf) {
@@ -92,10 +155,18 @@ fn handshake<F: Filesystem>(
                 continue;
             }
             Ok(InitReply::Agreed {
-                out,
+                mut out,
                 len,
-                negotiated,
+                mut negotiated,
             }) => {
+                let queues = prepare_uring(&mut out, &mut negotiated, dev, config);
+                let queues = match queues {
+                    Ok(q) => q,
+                    Err(e) => {
+                        let _ = send(&[], Err(Errno::EIO));
+                        return Err(e);
+                    }
+                };
                 tracing::debug!(
                     kernel = format!("{}.{}", kernel.major, kernel.minor),
                     offered = format!("{:#x}", negotiated.offered),
@@ -111,7 +182,7 @@ fn handshake<F: Filesystem>(
                     return Err(SessionError::FsInit(e));
                 }
                 send(&out.as_bytes()[..len], Ok(len))?;
-                return Ok((negotiated, connection));
+                return Ok((negotiated, connection, queues));
             }
             Err(e) => {
                 let _ = send(&[], Err(Errno::EIO));
@@ -136,7 +207,7 @@ impl<F: Filesystem> Session<F> {
         let dev = Arc::new(dev);
         // On failure the Mount's drop detaches it; no server was running, so
         // nothing could be waiting on it.
-        let (negotiated, connection) = handshake(&fs, &dev, &config)?;
+        let (negotiated, connection, queues) = handshake(&fs, &dev, &config)?;
         let request_buffer_size = negotiated.request_buffer_size();
         let server = Server {
             dispatcher: Dispatcher::new(fs),
@@ -154,6 +225,7 @@ impl<F: Filesystem> Session<F> {
             server: Arc::new(server),
             connection,
             config,
+            queues,
         })
     }
 
@@ -172,8 +244,14 @@ impl<F: Filesystem> Session<F> {
         self.server.stats.clone()
     }
 
-    fn start_workers(&self) -> Result<Vec<JoinHandle<()>>, SessionError> {
-        let count = self.config.worker_count();
+    fn start_workers(&mut self) -> Result<Vec<JoinHandle<()>>, SessionError> {
+        // With io_uring, one /dev/fuse worker remains for FORGET, INTERRUPT
+        // and whatever arrives before every queue has registered.
+        let count = if self.queues.is_empty() {
+            self.config.worker_count()
+        } else {
+            1
+        };
         if self.config.io_flusher {
             if let Err(e) = sys::set_io_flusher() {
                 tracing::info!("PR_SET_IO_FLUSHER not set ({e}); needs CAP_SYS_RESOURCE");
@@ -213,6 +291,18 @@ impl<F: Filesystem> Session<F> {
                 .map_err(|e| SessionError::Io("spawning a worker", e))?;
             workers.push(handle);
         }
+        for queue in std::mem::take(&mut self.queues) {
+            let server = self.server.clone();
+            let handle = std::thread::Builder::new()
+                .name("fastfuse-uring".into())
+                .spawn(move || {
+                    if let Err(e) = queue.serve(&server) {
+                        tracing::error!("io_uring queue stopped: {e}");
+                    }
+                })
+                .map_err(|e| SessionError::Io("spawning a queue thread", e))?;
+            workers.push(handle);
+        }
         tracing::info!(
             workers = count,
             cloned_fds = self.config.clone_fd,
@@ -234,7 +324,7 @@ impl<F: Filesystem> Session<F> {
 
     /// Serves on background threads. The returned handle unmounts (after
     /// flushing) when dropped.
-    pub fn spawn(self) -> Result<BackgroundSession, SessionError> {
+    pub fn spawn(mut self) -> Result<BackgroundSession, SessionError> {
         let signals = if self.config.handle_signals {
             // Blocked before workers start, so that they inherit the mask
             // and only the signal thread takes these signals.

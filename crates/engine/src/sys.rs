@@ -295,3 +295,62 @@ pub fn write_all_parts(fd: &impl AsFd, parts: &[&[u8]]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `sched_setaffinity(0, {cpu})` — pins the calling thread to one CPU, so
+/// that an io_uring queue's thread runs where its requests originate.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it and
+    // sched_setaffinity reads size_of::<cpu_set_t>() bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        check(libc::sched_setaffinity(
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Sets the `len` field of an IORING_OP_URING_CMD submission entry, which
+/// the io-uring crate's builder does not expose: FUSE's REGISTER command
+/// reads its iovec count from there.
+pub fn uring_cmd_with_len(
+    entry: io_uring::squeue::Entry128,
+    len: u32,
+) -> io_uring::squeue::Entry128 {
+    // The kernel's struct io_uring_sqe: `len` is the u32 at offset 24.
+    const LEN_OFFSET: usize = 24;
+    // SAFETY: Entry128 is #[repr(C)] over struct io_uring_sqe followed by
+    // 64 command bytes: exactly 128 bytes with no padding, so it may be
+    // viewed as bytes and rebuilt from bytes.
+    unsafe {
+        let mut bytes: [u8; 128] = std::mem::transmute(entry);
+        bytes[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&len.to_ne_bytes());
+        std::mem::transmute::<[u8; 128], io_uring::squeue::Entry128>(bytes)
+    }
+}
+
+/// Queues one submission entry on `ring`.
+///
+/// # Safety
+/// Every buffer the entry points to must stay valid and unmoved until its
+/// completion has been reaped (or the ring is closed).
+pub unsafe fn uring_push(
+    ring: &mut io_uring::IoUring<io_uring::squeue::Entry128>,
+    entry: &io_uring::squeue::Entry128,
+) -> io::Result<()> {
+    let mut sq = ring.submission();
+    // SAFETY: the caller guarantees the entry's buffers outlive it.
+    if unsafe { sq.push(entry) }.is_err() {
+        drop(sq);
+        ring.submit()?;
+        let mut sq = ring.submission();
+        // SAFETY: as above.
+        unsafe { sq.push(entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! through [`Server::serve_request`].
 
 pub(crate) mod dev;
+pub(crate) mod uring;
 
 use std::time::Instant;
 

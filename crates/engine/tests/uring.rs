@@ -1,0 +1,157 @@
+//! FUSE over io_uring: the ring serves requests when the kernel offers it,
+//! and the session falls back (or fails clearly) when it does not. These
+//! tests flip the fuse module's `enable_uring` parameter, so they run one at
+//! a time and put the parameter back as they found it.
+
+#[allow(dead_code)]
+#[path = "../examples/memfs.rs"]
+mod memfs;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use fastfuse::{BackgroundSession, Config, MountOptions, Session, SessionError, TransportKind};
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Sets enable_uring for the life of the guard and restores it after.
+struct UringParam {
+    before: String,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl UringParam {
+    fn set(on: bool) -> UringParam {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let before = std::fs::read_to_string(PARAM)
+            .expect("the fuse module has no enable_uring parameter (needs Linux 6.14+)");
+        std::fs::write(PARAM, if on { "Y" } else { "N" }).unwrap();
+        UringParam {
+            before: before.trim().to_string(),
+            _serial: serial,
+        }
+    }
+}
+
+impl Drop for UringParam {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PARAM, &self.before);
+    }
+}
+
+fn mount(dir: &Path, transport: TransportKind) -> Result<BackgroundSession, SessionError> {
+    let config = Config {
+        transport,
+        uring_queue_depth: 4,
+        ..Default::default()
+    };
+    Session::mount(
+        memfs::MemFs::default(),
+        dir,
+        &MountOptions::default(),
+        config,
+    )?
+    .spawn()
+}
+
+fn exercise(root: &Path, files: usize) {
+    for i in 0..files {
+        let p = root.join(format!("f{i}"));
+        let body = vec![i as u8; 1000 + i * 4096];
+        std::fs::write(&p, &body).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), body);
+    }
+    assert_eq!(std::fs::read_dir(root).unwrap().count(), files);
+}
+
+/// Runs `f` on CPU `cpu` (the kernel picks the queue of the caller's CPU).
+fn on_cpu(cpu: usize, f: impl FnOnce() + Send) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain data cpu_set_t and a syscall on this thread.
+            #[allow(unsafe_code)]
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            f()
+        });
+    });
+}
+
+#[test]
+fn requests_are_served_through_the_ring_on_every_queue() {
+    let _param = UringParam::set(true);
+    let dir = tempfile::tempdir().unwrap();
+    let session = mount(dir.path(), TransportKind::Uring).unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    // One queue busy, then every queue busy at once.
+    on_cpu(0, || exercise(&dir.path().join("."), 10));
+    let after_one = session.stats().snapshot();
+    std::thread::scope(|s| {
+        for cpu in 0..cpus {
+            let root = dir.path().join(format!("cpu{cpu}"));
+            s.spawn(move || {
+                on_cpu(cpu, || {
+                    std::fs::create_dir(&root).unwrap();
+                    exercise(&root, 20);
+                })
+            });
+        }
+    });
+    let snap = session.stats().snapshot();
+    let uring = snap
+        .requests_by_transport
+        .get("uring")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        after_one
+            .requests_by_transport
+            .get("uring")
+            .copied()
+            .unwrap_or(0)
+            > 20,
+        "{:?}",
+        after_one.requests_by_transport
+    );
+    assert!(uring > 100, "{:?}", snap.requests_by_transport);
+    // Only FORGET/INTERRUPT (and requests before the ring was ready) may
+    // take the /dev/fuse path.
+    let dev = snap.requests_by_transport.get("dev").copied().unwrap_or(0);
+    assert!(dev < uring / 4, "{:?}", snap.requests_by_transport);
+    session.unmount().unwrap();
+}
+
+#[test]
+fn auto_falls_back_to_dev_fuse_when_the_kernel_does_not_offer_io_uring() {
+    let _param = UringParam::set(false);
+    let dir = tempfile::tempdir().unwrap();
+    let session = mount(dir.path(), TransportKind::Auto).unwrap();
+    exercise(dir.path(), 5);
+    let snap = session.stats().snapshot();
+    assert!(!snap.requests_by_transport.contains_key("uring"));
+    assert!(snap.requests_by_transport["dev"] > 10);
+    session.unmount().unwrap();
+}
+
+#[test]
+fn uring_required_but_not_offered_fails_clearly() {
+    let _param = UringParam::set(false);
+    let dir = tempfile::tempdir().unwrap();
+    let err = mount(dir.path(), TransportKind::Uring)
+        .err()
+        .expect("mount must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("FUSE_OVER_IO_URING") && msg.contains("enable_uring"),
+        "{msg}"
+    );
+    // Nothing is left mounted.
+    assert!(fastfuse::mount_device(dir.path()).unwrap().is_none());
+}
