@@ -313,3 +313,176 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Random and mutated requests through decode and dispatch, bounded so
+    //! that CI runs it in a few seconds.
+    use std::ffi::OsStr;
+
+    use proptest::prelude::*;
+    use zerocopy::IntoBytes;
+
+    use super::*;
+    use crate::request::Caller;
+    use crate::stats::Stats;
+    use crate::types::{AttrReply, Entry, FileHandle, NodeId, Opened, WriteFlags};
+
+    /// Succeeds at everything, so that decoded requests reach the encoders.
+    struct Yes;
+
+    impl Filesystem for Yes {
+        fn lookup(&self, _: &Caller, n: NodeId, _: &OsStr) -> Result<Entry, Errno> {
+            Ok(Entry {
+                node: n,
+                generation: 0,
+                attr: Default::default(),
+                attr_timeout: Default::default(),
+                entry_timeout: Default::default(),
+            })
+        }
+        fn getattr(
+            &self,
+            _: &Caller,
+            _: NodeId,
+            _: Option<FileHandle>,
+        ) -> Result<AttrReply, Errno> {
+            Ok(AttrReply {
+                attr: Default::default(),
+                timeout: Default::default(),
+            })
+        }
+        fn open(&self, _: &Caller, _: NodeId, _: crate::OpenFlags) -> Result<Opened, Errno> {
+            Ok(Opened::default())
+        }
+        fn read(
+            &self,
+            _: &Caller,
+            _: NodeId,
+            _: FileHandle,
+            _: u64,
+            buf: &mut [u8],
+        ) -> Result<usize, Errno> {
+            Ok(buf.len())
+        }
+        fn write(
+            &self,
+            _: &Caller,
+            _: NodeId,
+            _: FileHandle,
+            _: u64,
+            d: &[u8],
+            _: WriteFlags,
+        ) -> Result<u32, Errno> {
+            Ok(d.len() as u32)
+        }
+        fn readdir(
+            &self,
+            _: &Caller,
+            _: NodeId,
+            _: FileHandle,
+            _: u64,
+            out: &mut crate::DirEntries<'_>,
+        ) -> Result<(), Errno> {
+            while out.push(1, 1, 0, b"name") {}
+            Ok(())
+        }
+    }
+
+    fn valid_bodies() -> Vec<(Opcode, Vec<u8>)> {
+        let read = abi::ReadIn {
+            size: 4096,
+            ..Default::default()
+        };
+        let mut write = abi::WriteIn {
+            size: 16,
+            ..Default::default()
+        }
+        .as_bytes()
+        .to_vec();
+        write.extend_from_slice(&[7u8; 16]);
+        let mut rename = abi::Rename2In {
+            newdir: 1,
+            flags: 0,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec();
+        rename.extend_from_slice(b"a\0b\0");
+        let mut setx = abi::SetxattrIn {
+            size: 3,
+            ..Default::default()
+        }
+        .as_bytes()
+        .to_vec();
+        setx.extend_from_slice(b"user.x\0abc");
+        let mut forget = abi::BatchForgetIn { count: 2, dummy: 0 }
+            .as_bytes()
+            .to_vec();
+        forget.extend_from_slice(&[1u8; 32]);
+        vec![
+            (Opcode::Lookup, b"file\0".to_vec()),
+            (Opcode::Read, read.as_bytes().to_vec()),
+            (Opcode::Readdir, read.as_bytes().to_vec()),
+            (Opcode::Write, write),
+            (Opcode::Rename2, rename),
+            (Opcode::Setxattr, setx),
+            (Opcode::BatchForget, forget),
+            (
+                Opcode::Getattr,
+                abi::GetattrIn::default().as_bytes().to_vec(),
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// A valid request with bytes flipped and its tail cut: served
+        /// without panic; if it no longer decodes it is answered EIO (or,
+        /// for FORGET-like requests, dropped).
+        #[test]
+        fn mutated_requests_are_answered(
+            which in 0usize..8,
+            flips in proptest::collection::vec((0usize..256, any::<u8>()), 0..6),
+            cut in 0usize..64,
+            extlen in 0u16..3,
+        ) {
+            let stats = Stats::default();
+            let shard = stats.shard("fuzz");
+            let server = Server {
+                dispatcher: Dispatcher::new(Yes),
+                layout: Layout::default(),
+                stats: std::sync::Arc::new(Stats::default()),
+                request_buffer_size: 8192,
+                reply_buffer_size: 8192,
+            };
+            let (opcode, mut body) = valid_bodies().swap_remove(which);
+            for (at, byte) in flips {
+                let len = body.len().max(1);
+                if let Some(b) = body.get_mut(at % len) {
+                    *b ^= byte;
+                }
+            }
+            body.truncate(body.len().saturating_sub(cut));
+            let header = abi::InHeader {
+                len: (40 + body.len()) as u32,
+                opcode: opcode as u32,
+                unique: 9,
+                nodeid: 1,
+                total_extlen: extlen,
+                ..Default::default()
+            };
+            let decodes = request::decode(&header, Body::Contiguous(&body), Layout::default()).is_ok();
+            let mut out = vec![0u8; 8192];
+            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out);
+            if !decodes {
+                let silent = matches!(opcode, Opcode::BatchForget);
+                prop_assert_eq!(outcome, if silent { Outcome::None } else { Outcome::Reply(Err(Errno::EIO)) });
+            }
+            if let Outcome::Reply(Ok(n)) = outcome {
+                prop_assert!(n <= out.len());
+            }
+        }
+    }
+}
