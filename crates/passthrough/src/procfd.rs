@@ -103,7 +103,10 @@ mod tests {
     fn names_and_paths() {
         let f = std::fs::File::open("/").unwrap();
         let n = f.as_raw_fd();
-        assert_eq!(FdName::of(f.as_fd()).as_cstr().to_str().unwrap(), n.to_string());
+        assert_eq!(
+            FdName::of(f.as_fd()).as_cstr().to_str().unwrap(),
+            n.to_string()
+        );
         assert_eq!(
             FdName::path(f.as_fd()).as_cstr().to_str().unwrap(),
             format!("/proc/self/fd/{n}")

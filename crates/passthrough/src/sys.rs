@@ -303,9 +303,8 @@ pub(crate) fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::R
 pub(crate) fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for `buf.len()` writable bytes; `fd` open.
-        let r = unsafe {
-            libc::pread64(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset)
-        };
+        let r =
+            unsafe { libc::pread64(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
         match check_size(r) {
             Err(e) if interrupted(&e) => continue,
             other => return other,
@@ -363,7 +362,10 @@ pub(crate) fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     Ok(st)
 }
 
-/// `faccessat(dir, path, mode, flags)` — [faccessat(2)].
+/// `faccessat2(dir, path, mode, flags)` — [faccessat(2)], the raw system
+/// call: the C library may emulate `AT_EACCESS` with the effective uid,
+/// where the kernel checks the thread's fsuid, which is what a switched
+/// worker needs.
 ///
 /// [faccessat(2)]: https://man7.org/linux/man-pages/man2/faccessat.2.html
 pub(crate) fn faccessat(
@@ -372,8 +374,18 @@ pub(crate) fn faccessat(
     mode: libc::c_int,
     flags: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: `path` is NUL-terminated; `dir` is open.
-    check(unsafe { libc::faccessat(dir.as_raw_fd(), path.as_ptr(), mode, flags) }).map(drop)
+    // SAFETY: `path` is NUL-terminated; `dir` is open; faccessat2 takes
+    // (int, const char *, int, int).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            mode,
+            flags,
+        )
+    };
+    check(r as libc::c_int).map(drop)
 }
 
 /// `getxattr(path, name, buf)` — [getxattr(2)]; an empty `buf` asks for

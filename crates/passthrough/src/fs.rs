@@ -1,0 +1,271 @@
+//! [`PassthroughFs`]: the state shared by every operation, and the helpers
+//! the operations (in `ops/`) have in common.
+
+use std::cell::Cell;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fastfuse::{attr_from_stat, AttrReply, Caller, Connection, Entry, Errno, NodeId};
+
+use crate::creds::{AsCaller, Identity};
+use crate::error::PassthroughError;
+use crate::handle::{self, HandleTable, OpenDir, OpenFile};
+use crate::inode::{Inode, InodeTable};
+use crate::options::Options;
+use crate::procfd::ProcFd;
+use crate::sys;
+
+/// A filesystem that mirrors a source directory.
+///
+/// Every operation works relative to `O_PATH` descriptors of the source's
+/// inodes, never on a path from the source root, so neither `..` nor a
+/// symlink in the source can lead outside it. Mount it with
+/// [`fastfuse::Session::mount`]; share it with an `Arc` to look at it while
+/// mounted (`Arc<PassthroughFs>` is a [`fastfuse::Filesystem`] too).
+pub struct PassthroughFs {
+    pub(crate) source: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) inodes: InodeTable,
+    pub(crate) files: HandleTable<OpenFile>,
+    pub(crate) dirs: HandleTable<OpenDir>,
+    pub(crate) proc: ProcFd,
+    /// The daemon's identity, when operations switch to the caller's.
+    pub(crate) daemon: Option<Identity>,
+    /// What INIT agreed. Set once in `init`, before any other request is
+    /// served; `OnceLock` publishes it to the workers (its `get` is an
+    /// acquire load that pairs with the release in `set`).
+    pub(crate) session: OnceLock<SessionInfo>,
+    /// Whether the "backing_open failed" warning was logged. `Relaxed`: it
+    /// only keeps a log line from repeating; no data hangs on it.
+    pub(crate) passthrough_warned: AtomicBool,
+}
+
+/// What the session agreed, as far as the filesystem cares.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionInfo {
+    /// For kernel passthrough backing files.
+    pub(crate) conn: Connection,
+    /// The writeback cache is on.
+    pub(crate) writeback: bool,
+    /// Kernel passthrough is on and asked for by the options.
+    pub(crate) passthrough: bool,
+    /// The largest WRITE payload (sizes the bypass scratch buffer).
+    pub(crate) max_write: usize,
+}
+
+impl std::fmt::Debug for PassthroughFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassthroughFs")
+            .field("source", &self.source)
+            .field("options", &self.options)
+            .field("inodes", &self.inodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassthroughFs {
+    /// Opens `source` (`O_PATH`) as the root of a new filesystem. Fails,
+    /// naming the path, when it is missing or not a directory.
+    ///
+    /// Create it in the process that will serve: `/proc/self/fd` is opened
+    /// here and names this process.
+    pub fn new(source: &Path, options: Options) -> Result<PassthroughFs, PassthroughError> {
+        let open_err = |e: std::io::Error| PassthroughError::OpenSource {
+            path: source.to_owned(),
+            source: e,
+        };
+        let c_source = CString::new(source.as_os_str().as_bytes())
+            .map_err(|_| open_err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // The source path itself may be a symlink: the user named it, so it
+        // is followed once, here; nothing below it ever is.
+        let root = sys::open(&c_source, libc::O_PATH).map_err(open_err)?;
+        let st = sys::stat_fd(root.as_fd()).map_err(open_err)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(PassthroughError::NotADirectory {
+                path: source.to_owned(),
+            });
+        }
+        let proc = ProcFd::open().map_err(PassthroughError::Proc)?;
+        let daemon = if options.switch_credentials {
+            Some(Identity::current().map_err(PassthroughError::Credentials)?)
+        } else {
+            None
+        };
+        let (files, dirs) = handle::tables();
+        Ok(PassthroughFs {
+            source: source.to_owned(),
+            options,
+            inodes: InodeTable::new(root, &st),
+            files,
+            dirs,
+            proc,
+            daemon,
+            session: OnceLock::new(),
+            passthrough_warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Live entries of the inode table, the root included: 1 when the
+    /// kernel holds no node but the root.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The entry/attribute timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.options.timeout
+    }
+
+    /// Whether the writeback cache was agreed.
+    pub(crate) fn writeback(&self) -> bool {
+        self.session.get().is_some_and(|s| s.writeback)
+    }
+
+    /// The inode of `node`.
+    pub(crate) fn inode(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(node)
+    }
+
+    /// An attribute reply for `st`.
+    pub(crate) fn attr_reply(&self, st: &libc::stat) -> AttrReply {
+        AttrReply {
+            attr: attr_from_stat(st),
+            timeout: self.timeout(),
+        }
+    }
+
+    /// The entry reply for `node`, whose stat is `st`.
+    pub(crate) fn entry(&self, node: NodeId, st: &libc::stat) -> Entry {
+        Entry {
+            node,
+            // Node ids are never reused, so (node, 0) is unique for the
+            // filesystem's lifetime, as NFS export wants.
+            generation: 0,
+            attr: attr_from_stat(st),
+            attr_timeout: self.timeout(),
+            entry_timeout: self.timeout(),
+        }
+    }
+
+    /// Looks `name` up in `parent` and counts one lookup of the result.
+    pub(crate) fn lookup_child(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
+        let fd = sys::openat(parent.fd.as_fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::stat_fd(fd.as_fd())?;
+        let (node, _) = self.inodes.acquire(fd, &st);
+        Ok(self.entry(node, &st))
+    }
+
+    /// Counts one lookup of the inode an open descriptor `fd` refers to
+    /// (after CREATE and O_TMPFILE, where looking the name up again could
+    /// find another file).
+    pub(crate) fn lookup_open_file(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(Entry, Arc<Inode>), Errno> {
+        let path_fd = self.proc.reopen(fd, libc::O_PATH)?;
+        let st = sys::stat_fd(path_fd.as_fd())?;
+        let (node, inode) = self.inodes.acquire(path_fd, &st);
+        Ok((self.entry(node, &st), inode))
+    }
+
+    /// Prepares the calling worker to create files for `req`: switches it
+    /// to the caller's credentials when the options ask for it and the
+    /// caller is someone else, and makes sure its umask is 0.
+    pub(crate) fn as_caller(&self, req: &Caller<'_>) -> Result<AsCaller<'_>, Errno> {
+        prepare_thread_for_create();
+        match &self.daemon {
+            Some(daemon) => daemon.become_caller(req),
+            None => Ok(AsCaller::unchanged()),
+        }
+    }
+}
+
+/// A name from the kernel as a C string. Names are single path components:
+/// empty names, names with '/' or NUL, and "." / ".." (which the kernel
+/// never sends for these operations) are refused with EINVAL, so no name
+/// can walk anywhere but into its parent.
+pub(crate) fn component(name: &OsStr) -> Result<CString, Errno> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        tracing::debug!(?name, "refused name");
+        return Err(Errno::EINVAL);
+    }
+    CString::new(bytes).map_err(|_| Errno::EINVAL)
+}
+
+/// Any C string from the kernel (symlink targets, xattr names).
+pub(crate) fn c_string(s: &OsStr) -> Result<CString, Errno> {
+    CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+thread_local! {
+    /// Whether this worker thread has its own, zero, umask.
+    static UMASK_CLEARED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Before a worker first creates anything: give it a private umask of 0
+/// (see [`sys::private_zero_umask`]). The kernel has applied the caller's
+/// umask already; the daemon's must not strip more bits.
+fn prepare_thread_for_create() {
+    UMASK_CLEARED.with(|done| {
+        if !done.get() {
+            if let Err(e) = sys::private_zero_umask() {
+                tracing::warn!(
+                    "cannot clear this worker's umask ({e}); new files get the daemon's umask too"
+                );
+            }
+            done.set(true);
+        }
+    });
+}
+
+/// Logs `what` once per filesystem.
+pub(crate) fn warn_once(flag: &AtomicBool, what: std::fmt::Arguments<'_>) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        tracing::warn!("{what}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_single_components() {
+        assert!(component(OsStr::new("a")).is_ok());
+        for bad in ["", ".", "..", "a/b", "/", "a\0b"] {
+            assert_eq!(
+                component(OsStr::new(bad)).unwrap_err(),
+                Errno::EINVAL,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_names_the_path_on_error() {
+        let err =
+            PassthroughFs::new(Path::new("/nonexistent/src"), Options::default()).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/src"), "{err}");
+        let err =
+            PassthroughFs::new(Path::new("/proc/self/status"), Options::default()).unwrap_err();
+        assert!(
+            matches!(err, PassthroughError::NotADirectory { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/proc/self/status"), "{err}");
+    }
+
+    #[test]
+    fn a_new_filesystem_holds_only_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = PassthroughFs::new(dir.path(), Options::default()).unwrap();
+        assert_eq!(fs.inode_count(), 1);
+        assert!(!fs.writeback());
+    }
+}

@@ -1,0 +1,204 @@
+//! Attributes: getattr, setattr, access, statfs.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use fastfuse::{AttrReply, Caller, Errno, FileHandle, NodeId, SetAttr, StatFs, TimeOrNow};
+
+use crate::fs::PassthroughFs;
+use crate::inode::Inode;
+use crate::procfd::FdName;
+use crate::sys;
+
+/// GETATTR: fstat of the handle when the kernel names one, else fstatat
+/// with AT_EMPTY_PATH on the inode's `O_PATH` fd.
+pub(super) fn getattr(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Option<FileHandle>,
+) -> Result<AttrReply, Errno> {
+    if let Some(file) = fh.and_then(|fh| fs.files.get(fh).ok()) {
+        return Ok(fs.attr_reply(&sys::stat_fd(file.fd.as_fd())?));
+    }
+    let inode = fs.inode(node)?;
+    Ok(fs.attr_reply(&sys::stat_fd(inode.fd.as_fd())?))
+}
+
+/// Where a SETATTR applies: an open file (when the kernel sent a handle,
+/// as for ftruncate) or the inode through its `O_PATH` fd and /proc.
+enum Target<'a> {
+    Open(BorrowedFd<'a>),
+    Path(&'a Inode),
+}
+
+impl Target<'_> {
+    fn stat(&self) -> std::io::Result<libc::stat> {
+        match self {
+            Target::Open(fd) => sys::stat_fd(*fd),
+            Target::Path(inode) => sys::stat_fd(inode.fd.as_fd()),
+        }
+    }
+
+    fn chmod(&self, fs: &PassthroughFs, mode: libc::mode_t) -> std::io::Result<()> {
+        match self {
+            Target::Open(fd) => sys::fchmod(*fd, mode),
+            // fchmodat has no AT_EMPTY_PATH (before fchmodat2); the magic
+            // link reaches the inode without a path lookup.
+            Target::Path(inode) => {
+                sys::fchmodat(fs.proc.dir(), FdName::of(inode.fd.as_fd()).as_cstr(), mode)
+            }
+        }
+    }
+
+    fn chown(&self, uid: libc::uid_t, gid: libc::gid_t) -> std::io::Result<()> {
+        match self {
+            Target::Open(fd) => sys::fchown_empty(*fd, uid, gid),
+            Target::Path(inode) => sys::fchown_empty(inode.fd.as_fd(), uid, gid),
+        }
+    }
+
+    fn truncate(&self, size: i64) -> std::io::Result<()> {
+        match self {
+            Target::Open(fd) => sys::ftruncate(*fd, size),
+            Target::Path(inode) => sys::truncate(FdName::path(inode.fd.as_fd()).as_cstr(), size),
+        }
+    }
+
+    fn utimens(&self, fs: &PassthroughFs, times: &[libc::timespec; 2]) -> std::io::Result<()> {
+        match self {
+            Target::Open(fd) => sys::futimens(*fd, times),
+            Target::Path(inode) => sys::utimensat(
+                fs.proc.dir(),
+                FdName::of(inode.fd.as_fd()).as_cstr(),
+                times,
+                0,
+            ),
+        }
+    }
+}
+
+/// A timestamp for utimensat: UTIME_OMIT when unchanged.
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    let (tv_sec, tv_nsec) = match t {
+        None => (0, libc::UTIME_OMIT),
+        Some(TimeOrNow::Now) => (0, libc::UTIME_NOW),
+        Some(TimeOrNow::At(d)) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            i64::from(d.subsec_nanos()),
+        ),
+    };
+    libc::timespec { tv_sec, tv_nsec }
+}
+
+/// The mode after clearing set-user-ID, and set-group-ID if group-execute
+/// is set (without it, S_ISGID means mandatory locking, which the kernel
+/// leaves alone too).
+pub(crate) fn killed_suidgid(mode: libc::mode_t) -> libc::mode_t {
+    let mut m = mode & !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+/// SETATTR: mode, owner, size, times, in that order (as libfuse's
+/// passthrough does), then the new attributes. ctime is not set: the
+/// source updates it with every change.
+pub(super) fn setattr(
+    fs: &PassthroughFs,
+    node: NodeId,
+    changes: &SetAttr,
+) -> Result<AttrReply, Errno> {
+    let inode = fs.inode(node)?;
+    let file = changes.fh.and_then(|fh| fs.files.get(fh).ok());
+    let target = match &file {
+        Some(f) => Target::Open(f.fd.as_fd()),
+        None => Target::Path(&inode),
+    };
+    if let Some(mode) = changes.mode {
+        target.chmod(fs, mode & 0o7777)?;
+    }
+    if changes.uid.is_some() || changes.gid.is_some() {
+        // -1 leaves an id as it is.
+        target.chown(
+            changes.uid.unwrap_or(u32::MAX),
+            changes.gid.unwrap_or(u32::MAX),
+        )?;
+    }
+    if let Some(size) = changes.size {
+        target.truncate(i64::try_from(size).map_err(|_| Errno::EFBIG)?)?;
+    }
+    if changes.atime.is_some() || changes.mtime.is_some() {
+        target.utimens(fs, &[timespec(changes.atime), timespec(changes.mtime)])?;
+    }
+    if changes.kill_suidgid && changes.mode.is_none() {
+        // The kernel asks (handle_killpriv_v2) because a write, truncate or
+        // chown by someone else must drop privileges; the daemon, often
+        // root, keeps them when it does the change itself.
+        let st = target.stat()?;
+        let mode = st.st_mode & 0o7777;
+        let killed = killed_suidgid(mode);
+        if killed != mode {
+            target.chmod(fs, killed)?;
+        }
+    }
+    Ok(fs.attr_reply(&target.stat()?))
+}
+
+/// ACCESS: faccessat2 with AT_EACCESS on the /proc magic link, as the
+/// caller when credentials are switched (the kernel then checks the
+/// worker's fsuid, which is the caller's).
+pub(super) fn access(
+    fs: &PassthroughFs,
+    req: &Caller<'_>,
+    node: NodeId,
+    mask: u32,
+) -> Result<(), Errno> {
+    let inode = fs.inode(node)?;
+    let _as = fs.as_caller(req)?;
+    sys::faccessat(
+        fs.proc.dir(),
+        FdName::of(inode.fd.as_fd()).as_cstr(),
+        mask as libc::c_int,
+        libc::AT_EACCESS,
+    )?;
+    Ok(())
+}
+
+/// STATFS: fstatvfs on the node's `O_PATH` fd (the filesystem it is on).
+pub(super) fn statfs(fs: &PassthroughFs, node: NodeId) -> Result<StatFs, Errno> {
+    let inode = fs.inode(node)?;
+    let st = sys::fstatvfs(inode.fd.as_fd())?;
+    Ok(StatFs {
+        blocks: st.f_blocks,
+        bfree: st.f_bfree,
+        bavail: st.f_bavail,
+        files: st.f_files,
+        ffree: st.f_ffree,
+        bsize: st.f_bsize as u32,
+        namelen: st.f_namemax as u32,
+        frsize: st.f_frsize as u32,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn kill_suidgid_follows_the_kernel() {
+        assert_eq!(killed_suidgid(0o6755), 0o0755);
+        // Without group-exec, S_ISGID stays (mandatory-locking marker).
+        assert_eq!(killed_suidgid(0o6745), 0o2745);
+        assert_eq!(killed_suidgid(0o0644), 0o0644);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timespec(None).tv_nsec, libc::UTIME_OMIT);
+        assert_eq!(timespec(Some(TimeOrNow::Now)).tv_nsec, libc::UTIME_NOW);
+        let t = timespec(Some(TimeOrNow::At(Duration::new(5, 7))));
+        assert_eq!((t.tv_sec, t.tv_nsec), (5, 7));
+    }
+}

@@ -1,0 +1,118 @@
+//! Directories: opendir, readdir, readdirplus, releasedir, fsyncdir.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use fastfuse::{Attr, DirEntries, DirEntriesPlus, Entry, Errno, FileHandle, NodeId, Opened};
+
+use crate::dir::{DirEntry, DirStream, Taken};
+use crate::fs::PassthroughFs;
+use crate::handle::OpenDir;
+use crate::inode::Inode;
+use crate::sys;
+
+/// OPENDIR: the directory reopened for reading through /proc/self/fd.
+pub(super) fn opendir(fs: &PassthroughFs, node: NodeId) -> Result<Opened, Errno> {
+    let inode = fs.inode(node)?;
+    let fd = fs
+        .proc
+        .reopen(inode.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let fh = fs.dirs.insert(OpenDir {
+        stream: Mutex::new(DirStream::new(fd)),
+    });
+    Ok(Opened {
+        fh,
+        ..Default::default()
+    })
+}
+
+/// READDIR: the source's entries with its own d_off cookies.
+pub(super) fn readdir(
+    fs: &PassthroughFs,
+    fh: FileHandle,
+    offset: u64,
+    out: &mut DirEntries<'_>,
+) -> Result<(), Errno> {
+    let dir = fs.dirs.get(fh)?;
+    let mut stream = dir.lock();
+    stream.read_from(offset, |e| {
+        Ok(
+            if out.push(e.ino, e.next_offset, u32::from(e.typ), e.name) {
+                Taken::Yes
+            } else {
+                Taken::Full
+            },
+        )
+    })
+}
+
+/// An entry that carries a name and a type but no node: the kernel shows
+/// the name and counts no lookup (node 0). Used for "." and "..", which
+/// the kernel skips for lookups anyway (fs/fuse/readdir.c), and for names
+/// that vanished between getdents64 and the lookup.
+fn nameless(e: &DirEntry<'_>) -> Entry {
+    Entry {
+        node: NodeId(0),
+        generation: 0,
+        attr: Attr {
+            ino: e.ino,
+            mode: u32::from(e.typ) << 12,
+            ..Default::default()
+        },
+        attr_timeout: Duration::ZERO,
+        entry_timeout: Duration::ZERO,
+    }
+}
+
+/// The lookup READDIRPLUS makes for one listed name.
+fn lookup_listed(fs: &PassthroughFs, dir: &Inode, e: &DirEntry<'_>) -> Entry {
+    let Ok(name) = CString::new(e.name) else {
+        return nameless(e);
+    };
+    fs.lookup_child(dir, &name).unwrap_or_else(|_| nameless(e))
+}
+
+/// READDIRPLUS: READDIR plus a lookup of each entry. The lookup reference
+/// is taken only once the entry is known to fit, because an entry that is
+/// not sent must not count.
+pub(super) fn readdirplus(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: FileHandle,
+    offset: u64,
+    out: &mut DirEntriesPlus<'_>,
+) -> Result<(), Errno> {
+    let dir = fs.dirs.get(fh)?;
+    let parent = fs.inode(node)?;
+    let mut stream = dir.lock();
+    stream.read_from(offset, |e| {
+        if !out.fits(e.name.len()) {
+            return Ok(Taken::Full);
+        }
+        let entry = if e.is_dot_or_dotdot() {
+            nameless(e)
+        } else {
+            lookup_listed(fs, &parent, e)
+        };
+        if out.push(&entry, e.next_offset, u32::from(e.typ), e.name) {
+            Ok(Taken::Yes)
+        } else {
+            // `fits` said yes, so this does not happen; if it ever did, the
+            // kernel never saw the entry and its lookup must be given back.
+            if entry.node.0 != 0 {
+                fs.inodes.forget(entry.node, 1);
+            }
+            Ok(Taken::Full)
+        }
+    })
+}
+
+/// FSYNCDIR: fsync or fdatasync on the directory handle.
+pub(super) fn fsyncdir(fs: &PassthroughFs, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+    let dir = fs.dirs.get(fh)?;
+    let stream = dir.lock();
+    sys::fsync(stream.fd(), datasync)?;
+    Ok(())
+}

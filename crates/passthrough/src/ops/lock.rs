@@ -1,0 +1,292 @@
+//! File locks: POSIX record locks kept as open-file-description (OFD)
+//! locks, and BSD flock(2) locks.
+//!
+//! POSIX locks belong to a lock owner (the kernel's `lock_owner`: one per
+//! process, or per open file for the caller's own OFD locks); all locks an
+//! owner holds on one file merge and never conflict with each other, and
+//! closing any of the owner's descriptors of the file drops them all. The
+//! daemon holds a dedicated open file description of the inode per
+//! (inode, owner) and takes the owner's locks on it with `F_OFD_*`: locks
+//! of one owner then share one description (they merge, as POSIX wants,
+//! even across different FUSE handles), locks of different owners
+//! conflict, and FLUSH, which the kernel sends with the owner on every
+//! close(2), closes the owner's description and so drops its locks.
+//! (Classic `F_SETLK` would make every lock the daemon's, and nothing
+//! would ever conflict.)
+//!
+//! flock(2) locks belong to the open file, which is the FUSE handle: they
+//! are taken on the handle's own fd.
+//!
+//! Waiting (SETLKW, flock without LOCK_NB) is a loop of non-blocking
+//! attempts with a short, growing sleep: a worker blocked in the kernel
+//! could not notice INTERRUPT, and a waiting worker must be releasable.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use fastfuse::{Caller, Errno, FileHandle, Lock};
+
+use crate::fs::PassthroughFs;
+use crate::handle::OpenFile;
+use crate::inode::Inode;
+use crate::sys;
+/// The kernel's "to the end of the file" (OFFSET_MAX).
+const OFFSET_MAX: u64 = i64::MAX as u64;
+
+/// First and largest sleep between attempts to take a contended lock.
+const FIRST_WAIT: Duration = Duration::from_millis(1);
+const LONGEST_WAIT: Duration = Duration::from_millis(10);
+
+/// A FUSE lock range as a `struct flock` (start and length, 0 = to end).
+fn to_flock(lock: &Lock) -> Result<libc::flock, Errno> {
+    let start = i64::try_from(lock.start).map_err(|_| Errno::EINVAL)?;
+    let len = if lock.end >= OFFSET_MAX {
+        0
+    } else if lock.end < lock.start {
+        return Err(Errno::EINVAL);
+    } else {
+        (lock.end - lock.start + 1) as i64
+    };
+    let typ = libc::c_short::try_from(lock.typ).map_err(|_| Errno::EINVAL)?;
+    Ok(sys::flock_struct(typ, start, len))
+}
+
+/// A `struct flock` answer as a FUSE lock. OFD locks have no owning
+/// process (l_pid -1), which the kernel takes as pid 0.
+fn from_flock(fl: &libc::flock) -> Lock {
+    let start = fl.l_start.max(0) as u64;
+    let end = if fl.l_len == 0 {
+        OFFSET_MAX
+    } else {
+        start.saturating_add(fl.l_len as u64 - 1)
+    };
+    Lock {
+        start,
+        end,
+        typ: fl.l_type as u32,
+        pid: if fl.l_pid > 0 { fl.l_pid as u32 } else { 0 },
+    }
+}
+
+/// The description holding `owner`'s POSIX locks on `inode`, if it has
+/// one.
+fn owner_fd(inode: &Inode, owner: u64) -> Option<Arc<OwnedFd>> {
+    let locks = inode
+        .posix_locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    locks.get(&owner).cloned()
+}
+
+/// The description holding `owner`'s POSIX locks on `inode`, opened on
+/// first use: read-write when allowed, since the owner may take read and
+/// write locks (the kernel has checked the caller's own fd's mode).
+fn owner_fd_or_open(fs: &PassthroughFs, inode: &Inode, owner: u64) -> Result<Arc<OwnedFd>, Errno> {
+    let mut locks = inode
+        .posix_locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(fd) = locks.get(&owner) {
+        return Ok(fd.clone());
+    }
+    let fd = match fs.proc.reopen(inode.fd.as_fd(), libc::O_RDWR) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EROFS | libc::ETXTBSY)
+            ) =>
+        {
+            fs.proc.reopen(inode.fd.as_fd(), libc::O_RDONLY)?
+        }
+        other => other?,
+    };
+    let fd = Arc::new(fd);
+    locks.insert(owner, fd.clone());
+    Ok(fd)
+}
+
+/// Drops every POSIX lock `owner` holds on `inode` (at FLUSH: the owner
+/// closed a descriptor of the file). The description closes when the last
+/// request using it is done.
+pub(super) fn release_owner(inode: &Inode, owner: u64) {
+    let released = inode
+        .posix_locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&owner);
+    drop(released);
+}
+
+/// At RELEASE: drops the lock descriptions of every owner that took locks
+/// through this handle. The kernel names no owner when the caller's own
+/// OFD locks (owner: its open file) end with the file, so this is where
+/// they go; a process's POSIX locks went at the FLUSH of the same close.
+pub(super) fn release_handle_owners(file: &OpenFile) {
+    let owners = std::mem::take(
+        &mut *file
+            .lock_owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    for owner in owners {
+        release_owner(&file.inode, owner);
+    }
+}
+
+/// GETLK: F_OFD_GETLK on the owner's description (so that its own locks do
+/// not show as conflicts), or on the handle's fd when it holds none.
+pub(super) fn getlk(
+    fs: &PassthroughFs,
+    fh: FileHandle,
+    owner: u64,
+    lock: Lock,
+) -> Result<Lock, Errno> {
+    let file = fs.files.get(fh)?;
+    let mut fl = to_flock(&lock)?;
+    match owner_fd(&file.inode, owner) {
+        Some(fd) => sys::fcntl_lock(fd.as_fd(), libc::F_OFD_GETLK, &mut fl)?,
+        None => sys::fcntl_lock(file.fd.as_fd(), libc::F_OFD_GETLK, &mut fl)?,
+    }
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(Lock {
+            typ: libc::F_UNLCK as u32,
+            pid: 0,
+            ..lock
+        });
+    }
+    Ok(from_flock(&fl))
+}
+
+/// SETLK/SETLKW (`sleep`) for `owner`, or flock(2) on the handle when
+/// `flock`.
+pub(super) fn setlk(
+    fs: &PassthroughFs,
+    req: &Caller<'_>,
+    fh: FileHandle,
+    owner: u64,
+    lock: Lock,
+    sleep: bool,
+    flock: bool,
+) -> Result<(), Errno> {
+    let file = fs.files.get(fh)?;
+    if flock {
+        let op = match lock.typ as libc::c_int {
+            libc::F_RDLCK => libc::LOCK_SH,
+            libc::F_WRLCK => libc::LOCK_EX,
+            libc::F_UNLCK => libc::LOCK_UN,
+            _ => return Err(Errno::EINVAL),
+        };
+        let fd = file.fd.as_fd();
+        return retry(req, sleep, || sys::flock(fd, op | libc::LOCK_NB));
+    }
+    let fl = to_flock(&lock)?;
+    let fd = if lock.typ == libc::F_UNLCK as u32 {
+        match owner_fd(&file.inode, owner) {
+            Some(fd) => fd,
+            // An owner without a description holds no locks here.
+            None => return Ok(()),
+        }
+    } else {
+        let mut owners = file
+            .lock_owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+        drop(owners);
+        owner_fd_or_open(fs, &file.inode, owner)?
+    };
+    retry(req, sleep, || {
+        let mut attempt = fl;
+        sys::fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut attempt)
+    })
+}
+
+/// Runs `attempt` once, or, when `sleep`, until it stops meeting a
+/// conflicting lock (EAGAIN/EACCES) or the request is interrupted (EINTR).
+fn retry(
+    req: &Caller<'_>,
+    sleep: bool,
+    mut attempt: impl FnMut() -> std::io::Result<()>,
+) -> Result<(), Errno> {
+    let mut wait = FIRST_WAIT;
+    loop {
+        match attempt() {
+            Ok(()) => return Ok(()),
+            Err(e) if sleep && matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                if req.is_interrupted() {
+                    return Err(Errno::EINTR);
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(LONGEST_WAIT);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_trip() {
+        let l = Lock {
+            start: 10,
+            end: 19,
+            typ: libc::F_WRLCK as u32,
+            pid: 0,
+        };
+        let fl = to_flock(&l).unwrap();
+        assert_eq!((fl.l_start, fl.l_len), (10, 10));
+        assert_eq!(from_flock(&fl), l);
+        let to_end = Lock {
+            end: OFFSET_MAX,
+            ..l
+        };
+        let fl = to_flock(&to_end).unwrap();
+        assert_eq!(fl.l_len, 0);
+        assert_eq!(from_flock(&fl).end, OFFSET_MAX);
+    }
+
+    #[test]
+    fn odd_ranges_are_refused() {
+        let backwards = Lock {
+            start: 10,
+            end: 5,
+            typ: libc::F_RDLCK as u32,
+            pid: 0,
+        };
+        assert_eq!(to_flock(&backwards).unwrap_err(), Errno::EINVAL);
+        let huge = Lock {
+            start: u64::MAX,
+            ..backwards
+        };
+        assert_eq!(to_flock(&huge).unwrap_err(), Errno::EINVAL);
+    }
+
+    #[test]
+    fn a_wait_ends_on_success_or_hard_error() {
+        let req = Caller::detached(0, 0, 0);
+        let mut n = 0;
+        let r = retry(&req, true, || {
+            n += 1;
+            if n < 3 {
+                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((r, n), (Ok(()), 3));
+        let r = retry(&req, false, || {
+            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
+        });
+        assert_eq!(r, Err(Errno::EAGAIN));
+        let r = retry(&req, true, || {
+            Err(std::io::Error::from_raw_os_error(libc::EBADF))
+        });
+        assert_eq!(r, Err(Errno::EBADF));
+    }
+}

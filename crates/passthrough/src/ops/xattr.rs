@@ -1,0 +1,89 @@
+//! Extended attributes, through the inode's /proc/self/fd magic link
+//! (the path calls follow it to the inode; the `f*xattr` calls would need
+//! a real open, which special files and symlinks cannot always give).
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+
+use fastfuse::{Errno, NodeId, Xattr};
+
+use crate::fs::{c_string, PassthroughFs};
+use crate::procfd::FdName;
+use crate::sys;
+
+/// The largest value (and name list) Linux has: XATTR_SIZE_MAX and
+/// XATTR_LIST_MAX, 64 KiB. Bigger buffers are never needed, so a request
+/// asking for more does not get more memory.
+const XATTR_MAX: usize = 64 * 1024;
+
+/// ENOSYS when the options turn xattrs off: the kernel then answers
+/// EOPNOTSUPP itself and stops asking.
+fn enabled(fs: &PassthroughFs) -> Result<(), Errno> {
+    if fs.options.xattr {
+        Ok(())
+    } else {
+        Err(Errno::ENOSYS)
+    }
+}
+
+/// GETXATTR: size 0 asks for the size ([`Xattr::Size`]); a value larger
+/// than `size` is ERANGE (the source says so).
+pub(super) fn get(
+    fs: &PassthroughFs,
+    node: NodeId,
+    name: &OsStr,
+    size: u32,
+) -> Result<Xattr, Errno> {
+    enabled(fs)?;
+    let inode = fs.inode(node)?;
+    let path = FdName::path(inode.fd.as_fd());
+    let name = c_string(name)?;
+    if size == 0 {
+        let n = sys::getxattr(path.as_cstr(), &name, &mut [])?;
+        return Ok(Xattr::Size(n as u32));
+    }
+    let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
+    let n = sys::getxattr(path.as_cstr(), &name, &mut buf)?;
+    buf.truncate(n);
+    Ok(Xattr::Data(buf))
+}
+
+/// LISTXATTR: NUL-separated names; sizes as for [`get`].
+pub(super) fn list(fs: &PassthroughFs, node: NodeId, size: u32) -> Result<Xattr, Errno> {
+    enabled(fs)?;
+    let inode = fs.inode(node)?;
+    let path = FdName::path(inode.fd.as_fd());
+    if size == 0 {
+        let n = sys::listxattr(path.as_cstr(), &mut [])?;
+        return Ok(Xattr::Size(n as u32));
+    }
+    let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
+    let n = sys::listxattr(path.as_cstr(), &mut buf)?;
+    buf.truncate(n);
+    Ok(Xattr::Data(buf))
+}
+
+/// SETXATTR with setxattr(2)'s flags (XATTR_CREATE, XATTR_REPLACE).
+pub(super) fn set(
+    fs: &PassthroughFs,
+    node: NodeId,
+    name: &OsStr,
+    value: &[u8],
+    flags: u32,
+) -> Result<(), Errno> {
+    enabled(fs)?;
+    let inode = fs.inode(node)?;
+    let path = FdName::path(inode.fd.as_fd());
+    let flags = libc::c_int::try_from(flags).map_err(|_| Errno::EINVAL)?;
+    sys::setxattr(path.as_cstr(), &c_string(name)?, value, flags)?;
+    Ok(())
+}
+
+/// REMOVEXATTR.
+pub(super) fn remove(fs: &PassthroughFs, node: NodeId, name: &OsStr) -> Result<(), Errno> {
+    enabled(fs)?;
+    let inode = fs.inode(node)?;
+    let path = FdName::path(inode.fd.as_fd());
+    sys::removexattr(path.as_cstr(), &c_string(name)?)?;
+    Ok(())
+}
