@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+mod bench_cmd;
 mod daemon;
 mod mount_cmd;
 mod stats_cmd;
@@ -42,6 +43,8 @@ enum Command {
     Mount(mount_cmd::MountArgs),
     /// Print the request statistics of a fastfuse mount.
     Stats(stats_cmd::StatsArgs),
+    /// Benchmark fastfuse against tmpfs and other FUSE servers.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Mount(args)) => mount_cmd::run(args),
         Some(Command::Stats(args)) => stats_cmd::run(args),
+        Some(Command::Bench(args)) => bench_cmd::run(args),
         None => mount_cmd::run(cli.mount),
     };
     match result {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use fastfuse::{Config, MountOptions, Session};
+use fastfuse::{Config, MountOptions, Session, TransportKind};
 use fastfuse_passthrough::{BypassRw, Options, PassthroughFs};
 
 use crate::daemon::{self, Readiness};
@@ -26,7 +26,8 @@ pub struct MountArgs {
     /// Filesystem: source=SRC, writeback (default), no_writeback,
     /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
-    /// xattr, no_xattr, readdirplus, no_readdirplus.
+    /// io_uring, transport=dev|uring|auto, xattr, no_xattr, readdirplus,
+    /// no_readdirplus.
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Worker threads (default: one per CPU).
@@ -51,6 +52,13 @@ pub struct MountArgs {
     /// are answered at once. Data written with 1 or 2 is LOST.
     #[arg(long, value_name = "N", default_value_t = 0)]
     bypass_rw: u8,
+    /// How requests travel: dev (/dev/fuse), uring (FUSE over io_uring,
+    /// fail if unavailable) or auto (io_uring when the kernel offers it).
+    #[arg(long, value_name = "KIND", default_value = "auto")]
+    transport: TransportKind,
+    /// Ring entries per io_uring queue.
+    #[arg(long, value_name = "N")]
+    queue_depth: Option<usize>,
     /// Bypass the page cache (FOPEN_DIRECT_IO).
     #[arg(long)]
     direct_io: bool,
@@ -95,9 +103,16 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let mut config = Config {
         writeback_cache: true,
         readdirplus: true,
+        // PassthroughFs clears suid/sgid itself when told to; without this
+        // the kernel asks GETXATTR(security.capability) before every write.
+        handle_killpriv_v2: true,
         handle_signals: true,
         ..Default::default()
     };
+    config.transport = args.transport;
+    if let Some(depth) = args.queue_depth {
+        config.uring_queue_depth = depth;
+    }
     let mut fs = Options::default();
     let mut source = None;
     let mut default_permissions = None;
@@ -130,6 +145,13 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "congestion_threshold" => config.congestion_threshold = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,
+            "io_uring" => config.transport = TransportKind::Uring,
+            "transport" => {
+                config.transport = value
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!(e))?
+            }
             "readdirplus" => config.readdirplus = true,
             "no_readdirplus" => config.readdirplus = false,
             "no_default_permissions" => default_permissions = Some(false),
@@ -142,7 +164,9 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let (source, mountpoint) = match (&args.first, &args.second, source) {
         (Some(src), Some(mnt), None) => (src.clone(), mnt.clone()),
         (Some(mnt), None, Some(src)) => (src, mnt.clone()),
-        (Some(_), Some(_), Some(_)) => bail!("give the source either as SRC or as -o source=, not both"),
+        (Some(_), Some(_), Some(_)) => {
+            bail!("give the source either as SRC or as -o source=, not both")
+        }
         _ => bail!("usage: fastfuse [OPTIONS] SRC MNT, or fastfuse -o source=SRC [OPTIONS] MNT"),
     };
     if args.single {
@@ -248,11 +272,14 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
     let session = Session::mount(fs, &plan.mountpoint, &plan.mount, plan.config)?;
     let n = session.connection().negotiated();
     if plan.fs.kernel_passthrough && !n.passthrough() {
-        tracing::warn!("the kernel did not agree to passthrough; serving reads and writes in the daemon");
+        tracing::warn!(
+            "the kernel did not agree to passthrough; serving reads and writes in the daemon"
+        );
     }
     tracing::info!(
         writeback_cache = n.writeback_cache(),
         passthrough = n.passthrough(),
+        io_uring = n.io_uring(),
         max_write = n.max_write,
         "mounted {} on {}",
         plan.source.display(),
@@ -267,13 +294,23 @@ mod tests {
     use clap::Parser;
 
     fn parse(line: &[&str]) -> anyhow::Result<Plan> {
-        let cli = crate::Cli::try_parse_from(std::iter::once("fastfuse").chain(line.iter().copied()))?;
+        let cli =
+            crate::Cli::try_parse_from(std::iter::once("fastfuse").chain(line.iter().copied()))?;
         plan(&cli.mount)
     }
 
     #[test]
     fn passthrough_ll_command_line() {
-        let p = parse(&["-o", "writeback", "-o", "max_threads=4", "-o", "source=/src", "/mnt"]).unwrap();
+        let p = parse(&[
+            "-o",
+            "writeback",
+            "-o",
+            "max_threads=4",
+            "-o",
+            "source=/src",
+            "/mnt",
+        ])
+        .unwrap();
         assert_eq!(p.source, PathBuf::from("/src"));
         assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
         assert!(p.config.writeback_cache);
@@ -282,7 +319,17 @@ mod tests {
 
     #[test]
     fn passthrough_hp_command_line() {
-        let p = parse(&["--num-threads", "8", "--clone-fd", "--bypass-rw", "2", "--foreground", "/s", "/m"]).unwrap();
+        let p = parse(&[
+            "--num-threads",
+            "8",
+            "--clone-fd",
+            "--bypass-rw",
+            "2",
+            "--foreground",
+            "/s",
+            "/m",
+        ])
+        .unwrap();
         assert_eq!((p.config.threads, p.config.clone_fd), (8, true));
         assert_eq!(p.fs.bypass_rw, BypassRw::NoIo);
         assert!(parse(&["--bypass-rw", "3", "/s", "/m"]).is_err());
@@ -301,5 +348,13 @@ mod tests {
         assert!(parse(&["-o", "bogus", "/s", "/m"]).is_err());
         assert!(parse(&["-o", "timeout=0", "/s", "/m"]).is_err());
         assert!(parse(&["/m"]).is_err());
+        let p = parse(&["--transport", "uring", "/s", "/m"]).unwrap();
+        assert_eq!(p.config.transport, TransportKind::Uring);
+        let p = parse(&["-o", "io_uring", "/s", "/m"]).unwrap();
+        assert_eq!(p.config.transport, TransportKind::Uring);
+        assert_eq!(
+            parse(&["/s", "/m"]).unwrap().config.transport,
+            TransportKind::Auto
+        );
     }
 }

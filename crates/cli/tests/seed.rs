@@ -25,7 +25,11 @@ fn passthrough_ll_command_line_serves_fio() {
     assert!(status.success(), "{status}");
     // Returned only after the mount is live: usable on the next line.
     assert!(is_mounted(mnt.path()));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _ = std::fs::remove_file(&pidfile);
     let guard = scopeguard(mnt.path().to_path_buf(), pid);
 
@@ -40,12 +44,18 @@ fn passthrough_ll_command_line_serves_fio() {
             "--verify=crc32c",
             "--do_verify=1",
             "--verify_fatal=1",
+            // No verify state files left in the working directory.
+            "--verify_state_save=0",
             "--output-format=json",
         ])
         .arg(format!("--directory={}", mnt.path().display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fio failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for job in json["jobs"].as_array().unwrap() {
         assert_eq!(job["error"], 0, "{job}");
@@ -58,7 +68,11 @@ fn passthrough_ll_command_line_serves_fio() {
         assert_eq!(*len, 64 << 20);
         let through = std::fs::read(mnt.path().join(rel)).unwrap();
         let direct = std::fs::read(src.path().join(rel)).unwrap();
-        assert!(through == direct, "{} differs between mount and source", rel.display());
+        assert!(
+            through == direct,
+            "{} differs between mount and source",
+            rel.display()
+        );
     }
     drop(guard);
     assert!(!is_mounted(mnt.path()));
@@ -84,7 +98,10 @@ impl Drop for Guard {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if proc.exists() {
-            let _ = Command::new("kill").arg("-KILL").arg(self.1.to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.1.to_string())
+                .status();
         }
     }
 }
