@@ -91,10 +91,11 @@ impl ConfigSpec {
 }
 
 /// Names of the configurations the bench knows, in table order.
-pub const KNOWN: [&str; 10] = [
+pub const KNOWN: [&str; 11] = [
     "tmpfs",
     "fastfuse-seed",
     "fastfuse",
+    "fastfuse-uring",
     "fastfuse-wt",
     "fastfuse-passthrough",
     "fastfuse-bypass1",
@@ -157,32 +158,51 @@ pub fn known(
         launch: Launch::Raw,
     }];
     let mut missing = Vec::new();
+    // Every /dev/fuse configuration names its transport: the bench turns
+    // the kernel's io_uring on for the run when fastfuse-uring is selected,
+    // and "auto" would then pick the ring everywhere.
     let ff = [
         fastfuse(
             "fastfuse-seed",
             Family::Fastfuse,
-            &s(&["-o", "writeback", "-o", "max_threads=4"]),
+            &s(&[
+                "-o",
+                "writeback",
+                "-o",
+                "max_threads=4",
+                "--transport",
+                "dev",
+            ]),
         ),
         fastfuse(
             "fastfuse",
             Family::Fastfuse,
-            &s(&["--num-threads", &threads]),
+            &s(&["--num-threads", &threads, "--transport", "dev"]),
         ),
-        fastfuse("fastfuse-wt", Family::Fastfuse, &s(&["-o", "no_writeback"])),
+        fastfuse(
+            "fastfuse-uring",
+            Family::Fastfuse,
+            &s(&["--transport", "uring"]),
+        ),
+        fastfuse(
+            "fastfuse-wt",
+            Family::Fastfuse,
+            &s(&["-o", "no_writeback", "--transport", "dev"]),
+        ),
         fastfuse(
             "fastfuse-passthrough",
             Family::Fastfuse,
-            &s(&["--passthrough"]),
+            &s(&["--passthrough", "--transport", "dev"]),
         ),
         fastfuse(
             "fastfuse-bypass1",
             Family::FastfuseBypass,
-            &s(&["--bypass-rw", "1"]),
+            &s(&["--bypass-rw", "1", "--transport", "dev"]),
         ),
         fastfuse(
             "fastfuse-bypass2",
             Family::FastfuseBypass,
-            &s(&["--bypass-rw", "2"]),
+            &s(&["--bypass-rw", "2", "--transport", "dev"]),
         ),
     ];
     for c in ff {
@@ -190,6 +210,11 @@ pub fn known(
             missing.push((c.name, "no fastfuse binary".into()));
         } else if c.name == "fastfuse-passthrough" && !root {
             missing.push((c.name, "kernel passthrough needs root".into()));
+        } else if c.name == "fastfuse-uring" && !(root && UringSwitch::available()) {
+            missing.push((
+                c.name,
+                "FUSE over io_uring needs root and the fuse module's enable_uring parameter (Linux 6.14+)".into(),
+            ));
         } else {
             usable.push(c);
         }
@@ -206,6 +231,36 @@ pub fn known(
         }
     }
     (usable, missing)
+}
+
+/// The fuse module's switch for FUSE over io_uring.
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns the kernel's FUSE-over-io_uring on for as long as it lives and
+/// puts the parameter back as it was.
+#[derive(Debug)]
+pub struct UringSwitch {
+    before: String,
+}
+
+impl UringSwitch {
+    /// Whether this kernel has the parameter.
+    pub fn available() -> bool {
+        Path::new(ENABLE_URING).exists()
+    }
+
+    /// Sets `enable_uring` to Y.
+    pub fn enable() -> io::Result<UringSwitch> {
+        let before = std::fs::read_to_string(ENABLE_URING)?.trim().to_string();
+        std::fs::write(ENABLE_URING, "Y")?;
+        Ok(UringSwitch { before })
+    }
+}
+
+impl Drop for UringSwitch {
+    fn drop(&mut self) {
+        let _ = std::fs::write(ENABLE_URING, &self.before);
+    }
 }
 
 /// Parses `--peer NAME='COMMAND {src} {mnt}'`.

@@ -262,6 +262,31 @@ pub fn markdown(run: &BenchRun) -> String {
         );
     }
 
+    // The transports side by side: the same writeback mode and thread
+    // count over io_uring and over /dev/fuse.
+    let e = run.engine.as_str();
+    let has = |c: &str| run.configs.iter().any(|x| x.name == c);
+    if has("fastfuse-uring") && has("fastfuse") {
+        let _ = writeln!(
+            s,
+            "\n## io_uring against /dev/fuse\n\nfastfuse-uring / fastfuse (same mode, medians). Floors: metadata rows >= 1.30, seed rows >= 0.95.\n\n| workload | /dev/fuse | io_uring | io_uring / dev |\n|---|---:|---:|---:|"
+        );
+        for w in &run.workloads {
+            let d = cell(run, "fastfuse", &w.name, e).median;
+            let u = cell(run, "fastfuse-uring", &w.name, e).median;
+            if let (Some(d), Some(u)) = (d, u) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.2} |",
+                    w.name,
+                    figure(d),
+                    figure(u),
+                    u / d
+                );
+            }
+        }
+    }
+
     // The engines side by side.
     if run.both_engines {
         let _ = writeln!(
@@ -381,6 +406,24 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
             }
         }
     }
+    for w in &run.workloads {
+        let (Some(d), Some(u)) = (
+            med("fastfuse", &w.name, e),
+            med("fastfuse-uring", &w.name, e),
+        ) else {
+            continue;
+        };
+        let floor = if w.unit == "MiB/s" { 0.95 } else { 1.30 };
+        if u / d < floor {
+            out.push(format!(
+                "{}: io_uring {} vs /dev/fuse {} ({:.2}x) is below the {floor:.2}x floor",
+                w.name,
+                figure(u),
+                figure(d),
+                u / d
+            ));
+        }
+    }
     for w in &seed_rows {
         let ff = ["fastfuse-seed", "fastfuse"]
             .iter()
@@ -400,7 +443,8 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
 }
 
 /// Colors for the bars, one per configuration.
-const COLORS: [RGBColor; 10] = [
+const COLORS: [RGBColor; 11] = [
+    RGBColor(0, 0, 128),
     RGBColor(90, 90, 90),
     RGBColor(31, 119, 180),
     RGBColor(23, 190, 207),

@@ -30,8 +30,11 @@ pub struct Config {
     /// How requests travel: /dev/fuse, io_uring, or io_uring when the
     /// kernel offers it.
     pub transport: TransportKind,
-    /// Ring entries per io_uring queue (each holds a max_write buffer).
+    /// Ring entries per io_uring queue (each holds a max_write buffer),
+    /// shared out among the queue's threads.
     pub uring_queue_depth: usize,
+    /// Threads (each with its own ring) serving one io_uring queue.
+    pub uring_threads_per_queue: usize,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,
     /// Let the kernel run lookups and readdirs of one directory in parallel.
@@ -64,7 +67,8 @@ impl Default for Config {
             passthrough: false,
             max_stack_depth: 1,
             transport: TransportKind::Dev,
-            uring_queue_depth: 8,
+            uring_queue_depth: 4,
+            uring_threads_per_queue: 2,
             async_read: true,
             parallel_dirops: true,
             handle_killpriv_v2: false,

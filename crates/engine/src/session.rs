@@ -88,11 +88,20 @@ fn prepare_uring(
         return Ok(Vec::new());
     }
     let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
+    // Each queue is served by several threads, each with its own ring and
+    // share of the entries: the kernel hands a request to any free entry
+    // of the caller's CPU's queue, so a queue fed by one busy CPU (the
+    // writeback flusher, say) is served in parallel. The first thread of a
+    // queue is pinned to its CPU; the others float.
+    let threads = config.uring_threads_per_queue.max(1);
+    let per_thread = config.uring_queue_depth.div_ceil(threads).max(1);
     let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
-        .map(|qid| {
+        .flat_map(|qid| (0..threads).map(move |t| (qid, t)))
+        .map(|(qid, t)| {
             UringQueue::new(
                 qid as u16,
-                config.uring_queue_depth.max(1),
+                t == 0,
+                per_thread,
                 payload,
                 dev.clone(),
                 config.mlock_buffers,
@@ -102,7 +111,8 @@ fn prepare_uring(
     match queues {
         Ok(q) => {
             tracing::info!(
-                queues = q.len(),
+                queues = uring::possible_cpus(),
+                threads_per_queue = threads,
                 depth = config.uring_queue_depth,
                 "serving through io_uring"
             );

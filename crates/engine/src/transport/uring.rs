@@ -47,6 +47,8 @@ pub(crate) struct UringQueue {
     // the commands before the buffers they point to are freed.
     ring: IoUring<squeue::Entry128>,
     qid: u16,
+    /// Pin this thread to the queue's CPU (the first thread of a queue).
+    pin: bool,
     dev: Arc<OwnedFd>,
     entries: Vec<RingEntry>,
     /// Requests other than WRITE are decoded from a copy of their payload
@@ -98,6 +100,7 @@ impl UringQueue {
     /// /dev/fuse instead of leaving the kernel waiting for a ring.
     pub(crate) fn new(
         qid: u16,
+        pin: bool,
         depth: usize,
         payload: usize,
         dev: Arc<OwnedFd>,
@@ -127,6 +130,7 @@ impl UringQueue {
         Ok(UringQueue {
             ring,
             qid,
+            pin,
             dev,
             entries,
             scratch: vec![0u8; payload].into_boxed_slice(),
@@ -260,7 +264,8 @@ impl Transport for UringQueue {
 
 impl UringQueue {
     fn run<F: Filesystem>(mut self, server: &Server<F>) -> io::Result<()> {
-        if let Err(e) = sys::pin_to_cpu(self.qid as usize) {
+        if !self.pin {
+        } else if let Err(e) = sys::pin_to_cpu(self.qid as usize) {
             tracing::debug!(qid = self.qid, "cannot pin queue thread: {e}");
         }
         let shard = server.stats.shard(self.name());
