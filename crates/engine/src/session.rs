@@ -402,6 +402,12 @@ impl Drop for SignalThread {
 }
 
 /// A session serving on background threads.
+///
+/// Dropping it (or calling [`unmount`](BackgroundSession::unmount)) flushes
+/// dirty pages, unmounts and joins the workers. When files on the mount are
+/// still open the unmount is lazy and the workers keep serving those files
+/// until they are closed, so the drop waits for that: close every file of
+/// the mount (in this process too) before dropping the session.
 pub struct BackgroundSession {
     mount: Arc<Mount>,
     stats: Arc<Stats>,
