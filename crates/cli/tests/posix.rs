@@ -54,7 +54,10 @@ fn pjdfstest_passes(dir: &Path) -> (BTreeSet<String>, String) {
 fn pjdfstest_passes_through_fastfuse_what_passes_on_tmpfs() {
     let raw = Tmpfs::new("256m");
     let (on_tmpfs, raw_summary) = pjdfstest_passes(raw.path());
-    assert!(on_tmpfs.len() > 300, "pjdfstest ran too few tests on tmpfs: {raw_summary}");
+    assert!(
+        on_tmpfs.len() > 300,
+        "pjdfstest ran too few tests on tmpfs: {raw_summary}"
+    );
 
     let served = Served::start(&["-o", "allow_other,default_permissions"]);
     let (through, fuse_summary) = pjdfstest_passes(served.mnt());

@@ -30,10 +30,11 @@ pub struct Config {
     /// How requests travel: /dev/fuse, io_uring, or io_uring when the
     /// kernel offers it.
     pub transport: TransportKind,
-    /// Ring entries per io_uring queue (each holds a max_write buffer),
-    /// shared out among the queue's threads.
+    /// Ring entries per io_uring queue (each holds a max_write buffer and
+    /// is served by a thread of its own, with its own ring).
     pub uring_queue_depth: usize,
-    /// Threads (each with its own ring) serving one io_uring queue.
+    /// The least number of threads serving one io_uring queue; a queue
+    /// gets `max(uring_queue_depth, this)` threads of one entry each.
     pub uring_threads_per_queue: usize,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,

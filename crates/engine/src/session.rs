@@ -89,12 +89,18 @@ fn prepare_uring(
     }
     let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
     // Each queue is served by several threads, each with its own ring and
-    // share of the entries: the kernel hands a request to any free entry
-    // of the caller's CPU's queue, so a queue fed by one busy CPU (the
-    // writeback flusher, say) is served in parallel. The first thread of a
-    // queue is pinned to its CPU; the others float.
-    let threads = config.uring_threads_per_queue.max(1);
-    let per_thread = config.uring_queue_depth.div_ceil(threads).max(1);
+    // one entry: the kernel hands a request to any free entry of the
+    // caller's CPU's queue, so a queue fed by one busy CPU (the writeback
+    // flusher, say) is served in parallel. One entry each, because a
+    // thread busy with a request that waits (SETLKW, until another
+    // process's unlock) must hold no free entry: the kernel could put the
+    // unlock there, behind the wait it would end, and both would hang.
+    // The first thread of a queue is pinned to its CPU; the others float.
+    let threads = config
+        .uring_queue_depth
+        .max(config.uring_threads_per_queue)
+        .max(1);
+    let per_thread = 1;
     let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
         .flat_map(|qid| (0..threads).map(move |t| (qid, t)))
         .map(|(qid, t)| {

@@ -51,8 +51,21 @@ pub(crate) struct Inode {
     /// inode, with EBUSY).
     pub(crate) backing: Mutex<Option<Backing>>,
     /// POSIX lock owner → the open file description that holds its locks
-    /// on this inode (see `ops::lock`).
-    pub(crate) posix_locks: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// on this inode, and the pid that last took one (see `ops::lock`).
+    pub(crate) posix_locks: Mutex<HashMap<u64, (Arc<OwnedFd>, u32)>>,
+    /// Under the writeback cache: the cache WRITEs in flight and the source
+    /// mtime they put back (see `ops::io::KeepMtime`).
+    pub(crate) kept_mtime: Mutex<KeptMtime>,
+}
+
+/// The mtime cache WRITEs put back on the source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeptMtime {
+    /// Cache WRITEs in flight on the inode.
+    pub(crate) writes: u32,
+    /// (seconds, nanoseconds): the source's mtime when the first of them
+    /// began, or what a SETATTR set since.
+    pub(crate) mtime: (i64, i64),
 }
 
 impl Inode {
@@ -67,6 +80,7 @@ impl Inode {
             kind: st.st_mode & libc::S_IFMT,
             backing: Mutex::new(None),
             posix_locks: Mutex::new(HashMap::new()),
+            kept_mtime: Mutex::new(KeptMtime::default()),
         }
     }
 }

@@ -37,9 +37,18 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// A tmpfs of `size` (e.g. "512m").
     pub fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("fastfuse-src").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("fastfuse-src")
+            .tempdir()
+            .unwrap();
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "fastfuse-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "fastfuse-test",
+            ])
             .arg(dir.path()));
         Tmpfs { dir }
     }
@@ -53,7 +62,10 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         if is_mounted(self.dir.path()) {
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
@@ -62,8 +74,22 @@ impl Drop for Tmpfs {
 /// a fresh tmpfs source on a temporary mountpoint.
 pub struct Served {
     pub source: Tmpfs,
+    /// The directory served: the tmpfs root, or a directory inside it.
+    src: PathBuf,
     mnt: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// How [`Served::launch`] starts the daemon, beyond its arguments.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Serve this directory of the tmpfs (created if missing) rather than
+    /// its root, so that the source has siblings on the same filesystem.
+    pub subdir: Option<&'a str>,
+    /// Start fastfuse through this command, which must exec it in its own
+    /// process (e.g. `["prlimit", "--nofile=64:64", "--"]`), so that the
+    /// pid stays the daemon's.
+    pub wrapper: &'a [&'a str],
 }
 
 impl Served {
@@ -74,29 +100,83 @@ impl Served {
 
     /// Mounts an existing source.
     pub fn start_on(source: Tmpfs, args: &[&str]) -> Served {
-        let mnt = tempfile::Builder::new().prefix("fastfuse-mnt").tempdir().unwrap();
-        let child = Command::new(fastfuse_bin())
-            .args(args)
-            .arg("--foreground")
-            .arg(source.path())
-            .arg(mnt.path())
-            .stdin(Stdio::null())
-            .spawn()
+        Self::launch(source, Launch::default(), args)
+    }
+
+    /// Mounts an existing source the way `launch` says.
+    pub fn launch(source: Tmpfs, launch: Launch<'_>, args: &[&str]) -> Served {
+        let src = match launch.subdir {
+            Some(dir) => {
+                let src = source.path().join(dir);
+                std::fs::create_dir_all(&src).unwrap();
+                src
+            }
+            None => source.path().to_path_buf(),
+        };
+        let mnt = tempfile::Builder::new()
+            .prefix("fastfuse-mnt")
+            .tempdir()
             .unwrap();
         let mut s = Served {
             source,
+            src,
             mnt,
-            child: Some(child),
+            child: None,
         };
+        s.spawn(launch.wrapper, args);
+        s
+    }
+
+    /// Starts a daemon on this source and mountpoint (nothing may be
+    /// mounted there) and waits until the mount is live.
+    fn spawn(&mut self, wrapper: &[&str], args: &[&str]) {
+        assert!(self.child.is_none(), "a daemon is already running");
+        assert!(!is_mounted(self.mnt.path()), "something is mounted there");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(fastfuse_bin());
+                cmd
+            }
+            None => Command::new(fastfuse_bin()),
+        };
+        let child = cmd
+            .args(args)
+            .arg("--foreground")
+            .arg(&self.src)
+            .arg(self.mnt.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(s.mnt.path()) {
-            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
+        while !is_mounted(self.mnt.path()) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
                 panic!("fastfuse exited before mounting: {status}");
             }
             assert!(Instant::now() < deadline, "fastfuse did not mount in time");
             std::thread::sleep(Duration::from_millis(20));
         }
-        s
+    }
+
+    /// Starts a new daemon on the same source and mountpoint, after the
+    /// last one ended and its mount went.
+    pub fn respawn(&mut self, args: &[&str]) {
+        self.spawn(&[], args);
+    }
+
+    /// Ends the daemon with SIGKILL (by its pid) and reaps it, leaving its
+    /// mount behind (the kernel then answers ENOTCONN there).
+    pub fn kill(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("no daemon running");
+        child.kill().unwrap();
+        child.wait().unwrap()
+    }
+
+    /// The directory served.
+    pub fn src(&self) -> &Path {
+        &self.src
     }
 
     /// The mountpoint.
@@ -115,7 +195,10 @@ impl Served {
         if is_mounted(self.mnt.path()) {
             let _ = Command::new("umount").arg(self.mnt.path()).status();
             if is_mounted(self.mnt.path()) {
-                let _ = Command::new("umount").arg("-l").arg(self.mnt.path()).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.mnt.path())
+                    .status();
             }
         }
         let mut child = self.child.take().unwrap();
@@ -127,7 +210,10 @@ impl Served {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let status = child.wait().unwrap();
-                panic!("fastfuse (pid {}) did not exit after unmount: {status}", child.id());
+                panic!(
+                    "fastfuse (pid {}) did not exit after unmount: {status}",
+                    child.id()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -139,7 +225,10 @@ impl Drop for Served {
         if self.child.is_some() {
             if std::thread::panicking() {
                 // Unmount and end by pid, without asserting again.
-                let _ = Command::new("umount").arg("-l").arg(self.mnt.path()).status();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(self.mnt.path())
+                    .status();
                 if let Some(mut c) = self.child.take() {
                     let _ = c.kill();
                     let _ = c.wait();
@@ -147,6 +236,12 @@ impl Drop for Served {
             } else {
                 self.stop();
             }
+        } else if is_mounted(self.mnt.path()) {
+            // The daemon was killed and its mount left behind.
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.mnt.path())
+                .status();
         }
     }
 }
@@ -161,7 +256,11 @@ pub fn tree(root: &Path) -> Vec<(PathBuf, u64, u32)> {
         for e in std::fs::read_dir(&dir).unwrap() {
             let e = e.unwrap();
             let m = std::fs::symlink_metadata(e.path()).unwrap();
-            out.push((e.path().strip_prefix(root).unwrap().to_path_buf(), m.len(), m.mode()));
+            out.push((
+                e.path().strip_prefix(root).unwrap().to_path_buf(),
+                m.len(),
+                m.mode(),
+            ));
             if m.is_dir() {
                 stack.push(e.path());
             }

@@ -1,6 +1,7 @@
 //! Attributes: getattr, setattr, access, statfs.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::PoisonError;
 
 use fastfuse::{AttrReply, Caller, Errno, FileHandle, NodeId, SetAttr, StatFs, TimeOrNow};
 
@@ -128,7 +129,17 @@ pub(super) fn setattr(
         target.truncate(i64::try_from(size).map_err(|_| Errno::EFBIG)?)?;
     }
     if changes.atime.is_some() || changes.mtime.is_some() {
+        // Cache WRITEs in flight put back the mtime they found: make it
+        // this one (see `ops::io::KeepMtime`).
+        let mut kept = inode
+            .kept_mtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         target.utimens(fs, &[timespec(changes.atime), timespec(changes.mtime)])?;
+        if kept.writes > 0 {
+            let st = target.stat()?;
+            kept.mtime = (st.st_mtime, st.st_mtime_nsec);
+        }
     }
     if changes.kill_suidgid && changes.mode.is_none() {
         // The kernel asks (handle_killpriv_v2) because a write, truncate or

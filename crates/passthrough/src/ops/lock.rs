@@ -21,7 +21,7 @@
 //! attempts with a short, growing sleep: a worker blocked in the kernel
 //! could not notice INTERRUPT, and a waiting worker must be releasable.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -76,18 +76,26 @@ fn owner_fd(inode: &Inode, owner: u64) -> Option<Arc<OwnedFd>> {
         .posix_locks
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    locks.get(&owner).cloned()
+    locks.get(&owner).map(|(fd, _)| fd.clone())
 }
 
 /// The description holding `owner`'s POSIX locks on `inode`, opened on
 /// first use: read-write when allowed, since the owner may take read and
 /// write locks (the kernel has checked the caller's own fd's mode).
-fn owner_fd_or_open(fs: &PassthroughFs, inode: &Inode, owner: u64) -> Result<Arc<OwnedFd>, Errno> {
+/// `pid` (the caller's, as the kernel sent it) is what GETLK will name as
+/// the holder of the owner's locks.
+fn owner_fd_or_open(
+    fs: &PassthroughFs,
+    inode: &Inode,
+    owner: u64,
+    pid: u32,
+) -> Result<Arc<OwnedFd>, Errno> {
     let mut locks = inode
         .posix_locks
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(fd) = locks.get(&owner) {
+    if let Some((fd, holder)) = locks.get_mut(&owner) {
+        *holder = pid;
         return Ok(fd.clone());
     }
     let fd = match fs.proc.reopen(inode.fd.as_fd(), libc::O_RDWR) {
@@ -102,7 +110,7 @@ fn owner_fd_or_open(fs: &PassthroughFs, inode: &Inode, owner: u64) -> Result<Arc
         other => other?,
     };
     let fd = Arc::new(fd);
-    locks.insert(owner, fd.clone());
+    locks.insert(owner, (fd.clone(), pid));
     Ok(fd)
 }
 
@@ -155,7 +163,59 @@ pub(super) fn getlk(
             ..lock
         });
     }
-    Ok(from_flock(&fl))
+    Ok(Lock {
+        pid: holder_pid(&file.inode, owner, &fl).unwrap_or(0),
+        ..from_flock(&fl)
+    })
+}
+
+/// The pid of the process holding `conflict` (an `F_OFD_GETLK` answer,
+/// which names no process), when it was taken through this mount: the
+/// owner, other than `requester`, whose description holds a lock of
+/// exactly that type and range, as /proc/self/fdinfo lists it. A local
+/// filesystem's F_GETLK names the holder; without this, every answer would
+/// say pid 0.
+fn holder_pid(inode: &Inode, requester: u64, conflict: &libc::flock) -> Option<u32> {
+    let start = conflict.l_start;
+    let end = (conflict.l_len != 0).then(|| start + conflict.l_len - 1);
+    let typ = if conflict.l_type == libc::F_WRLCK as libc::c_short {
+        "WRITE"
+    } else {
+        "READ"
+    };
+    let locks = inode
+        .posix_locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    locks
+        .iter()
+        .filter(|(owner, _)| **owner != requester)
+        .find(|(_, (fd, _))| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                .unwrap_or_default();
+            info.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .any(|l| fdinfo_lock_is(l, typ, start, end))
+        })
+        .map(|(_, (_, pid))| *pid)
+}
+
+/// Whether a `lock:` line of /proc/self/fdinfo (after the prefix), e.g.
+/// `1: OFDLCK ADVISORY  WRITE -1 fe:00:123 10 99` (end `EOF`: to the end of
+/// the file), is a lock of type `typ` over `start..=end` (`None`: EOF).
+fn fdinfo_lock_is(line: &str, typ: &str, start: i64, end: Option<i64>) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let Some(at) = words.iter().position(|w| *w == "READ" || *w == "WRITE") else {
+        return false;
+    };
+    let (Some(first), Some(last)) = (words.get(at + 3), words.get(at + 4)) else {
+        return false;
+    };
+    let last_matches = match end {
+        None => *last == "EOF",
+        Some(e) => last.parse::<i64>() == Ok(e),
+    };
+    words[at] == typ && first.parse::<i64>() == Ok(start) && last_matches
 }
 
 /// SETLK/SETLKW (`sleep`) for `owner`, or flock(2) on the handle when
@@ -196,7 +256,7 @@ pub(super) fn setlk(
             owners.push(owner);
         }
         drop(owners);
-        owner_fd_or_open(fs, &file.inode, owner)?
+        owner_fd_or_open(fs, &file.inode, owner, lock.pid)?
     };
     retry(req, sleep, || {
         let mut attempt = fl;
@@ -249,6 +309,19 @@ mod tests {
         let fl = to_flock(&to_end).unwrap();
         assert_eq!(fl.l_len, 0);
         assert_eq!(from_flock(&fl).end, OFFSET_MAX);
+    }
+
+    #[test]
+    fn fdinfo_lock_lines() {
+        let w = " 1: OFDLCK ADVISORY  WRITE -1 fe:00:123 10 99";
+        assert!(fdinfo_lock_is(w, "WRITE", 10, Some(99)));
+        assert!(!fdinfo_lock_is(w, "READ", 10, Some(99)));
+        assert!(!fdinfo_lock_is(w, "WRITE", 10, Some(98)));
+        assert!(!fdinfo_lock_is(w, "WRITE", 10, None));
+        let r = " 2: OFDLCK ADVISORY  READ -1 fe:00:123 200 EOF";
+        assert!(fdinfo_lock_is(r, "READ", 200, None));
+        assert!(!fdinfo_lock_is(r, "READ", 201, None));
+        assert!(!fdinfo_lock_is(" 3: FLOCK ADVISORY", "READ", 0, None));
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! Shared by the reliability and security tests: acting as another user,
+//! a snapshot of what lies outside a source, the daemon's descriptors,
+//! seeded contents, and a watchdog that ends a hung test.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The user the permission tests act as.
+pub const NOBODY: (u32, u32) = (65534, 65534);
+
+/// An errno as a test result.
+pub type Errno = rustix::io::Errno;
+
+/// A path as a C string, made before any fork.
+pub fn c(path: impl AsRef<Path>) -> CString {
+    CString::new(path.as_ref().as_os_str().as_bytes()).unwrap()
+}
+
+/// Runs `f` in a forked child that has dropped to `uid`/`gid` with no
+/// supplementary groups, and returns what it returned.
+///
+/// The child only makes system calls (rustix calls on prepared `&CStr`
+/// paths allocate nothing), so forking a multi-threaded test process is
+/// safe: no lock another thread held at the fork is ever taken.
+pub fn as_user<F>((uid, gid): (u32, u32), f: F) -> Result<(), Errno>
+where
+    F: FnOnce() -> Result<(), Errno>,
+{
+    // SAFETY: fork(2) in a multi-threaded process; the child runs only
+    // async-signal-safe system calls (setgroups, setresgid, setresuid, the
+    // calls `f` makes through rustix on preallocated C strings) and ends
+    // with _exit(2), never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: raw system calls changing this (single-threaded) child's
+        // credentials; setgroups(0, NULL) takes no pointer to read.
+        let dropped = unsafe {
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, gid, gid, gid) == 0
+                && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+        };
+        let code = if !dropped {
+            255
+        } else {
+            match f() {
+                Ok(()) => 0,
+                Err(e) => e.raw_os_error(),
+            }
+        };
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` is a valid
+    // out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        255 => panic!("the child could not drop to uid {uid} gid {gid}"),
+        e => Err(Errno::from_raw_os_error(e)),
+    }
+}
+
+/// One entry of a [`Snapshot`]: everything an escape could change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub kind: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    /// File contents or symlink target.
+    pub bytes: Vec<u8>,
+    /// Extended attribute names (all namespaces root can list).
+    pub xattrs: Vec<String>,
+}
+
+/// Everything under `root` except the subtree `skip`, by relative path:
+/// what must stay untouched while a daemon serves `skip`.
+pub type Snapshot = BTreeMap<PathBuf, Seen>;
+
+/// Takes a [`Snapshot`] of `root` (the root itself included), leaving out
+/// `skip` and everything below it.
+pub fn snapshot(root: &Path, skip: &Path) -> Snapshot {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path == skip {
+            continue;
+        }
+        let m = std::fs::symlink_metadata(&path).unwrap();
+        let kind = m.mode() & libc::S_IFMT;
+        let bytes = match kind {
+            libc::S_IFREG => std::fs::read(&path).unwrap(),
+            libc::S_IFLNK => std::fs::read_link(&path)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+            _ => Vec::new(),
+        };
+        let xattrs = xattr_names(&path);
+        if m.is_dir() {
+            for e in std::fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        let rel = path.strip_prefix(root).unwrap().to_path_buf();
+        out.insert(
+            rel,
+            Seen {
+                kind,
+                mode: m.mode(),
+                uid: m.uid(),
+                gid: m.gid(),
+                nlink: m.nlink(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+                bytes,
+                xattrs,
+            },
+        );
+    }
+    out
+}
+
+/// The names of `path`'s extended attributes (not following a symlink).
+pub fn xattr_names(path: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = rustix::fs::llistxattr(path, &mut buf).unwrap_or(0);
+    let mut names: Vec<String> = buf[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Asserts that two snapshots are equal, naming the paths that differ.
+pub fn assert_untouched(before: &Snapshot, after: &Snapshot) {
+    let mut diffs = Vec::new();
+    for (path, seen) in after {
+        match before.get(path) {
+            None => diffs.push(format!("appeared: {}", path.display())),
+            Some(was) if was != seen => {
+                diffs.push(format!("changed: {}: {was:?} -> {seen:?}", path.display()))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in before.keys() {
+        if !after.contains_key(path) {
+            diffs.push(format!("vanished: {}", path.display()));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "outside the source:\n{}",
+        diffs.join("\n")
+    );
+}
+
+/// The daemon's open descriptors: fd number → what it refers to.
+pub fn daemon_fds(pid: u32) -> BTreeMap<u32, String> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let Ok(n) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // An fd may close between readdir and readlink.
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            out.insert(n, target.to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// The daemon's descriptors that lead into `src`: with no file or
+/// directory open through the mount, one `O_PATH` fd per entry of
+/// PassthroughFs's inode table, the root included.
+pub fn fds_into(pid: u32, src: &Path) -> Vec<String> {
+    let src = src.to_string_lossy().into_owned();
+    daemon_fds(pid)
+        .into_values()
+        .filter(|t| *t == src || t.starts_with(&format!("{src}/")))
+        .collect()
+}
+
+/// Asks the kernel to drop unused dentries and inodes
+/// (`echo 2 > /proc/sys/vm/drop_caches`); FUSE then sends FORGETs.
+pub fn drop_caches() {
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+}
+
+/// A small deterministic generator (splitmix64): tests replay from a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `len` bytes derived from `seed`: what a writer wrote can be recomputed.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Fails a test that runs too long, even one hung inside a system call on
+/// a mount: after `limit` it ends the daemon `pid` with SIGKILL (which
+/// aborts its FUSE connection, so blocked calls return), detaches
+/// `mounts` (the mountpoint first, then the source) and exits the test
+/// process with a failure. Cleanup normally done by destructors cannot run
+/// then, so it is done here.
+pub struct Watchdog {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Starts watching.
+    pub fn start(limit: Duration, what: &'static str, pid: u32, mounts: &[&Path]) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let mounts: Vec<PathBuf> = mounts.iter().map(|p| p.to_path_buf()).collect();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("watchdog: {what} still running after {limit:?}; ending it");
+            // SAFETY: kill(2) on the daemon's pid, which this test started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            for m in &mounts {
+                let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+            std::process::exit(101);
+        });
+        Watchdog {
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns
+/// whether it held.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// truncate(2), which rustix lacks (safe to call in an [`as_user`] child).
+pub fn truncate(path: &std::ffi::CStr, len: i64) -> Result<(), Errno> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    if unsafe { libc::truncate(path.as_ptr(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
