@@ -12,4 +12,4 @@ echo "== doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --q
 echo "== test"
 # The release binary serves the end-to-end tests (pjdfstest, fsx, fio).
 cargo build --release --quiet -p fastfuse-cli
-cargo test --workspace --release 2>&1 | tee target/test.log
+cargo test --workspace --release --no-fail-fast 2>&1 | tee target/test.log

@@ -601,7 +601,7 @@ mod tests {
         let seed = usable.iter().find(|c| c.name == "fastfuse-seed").unwrap();
         assert_eq!(
             seed.command_line(),
-            "fastfuse -o writeback -o max_threads=4 --foreground {src} {mnt}"
+            "fastfuse -o writeback -o max_threads=4 --transport dev --foreground {src} {mnt}"
         );
         let all = usable.iter().find(|c| c.name == "fastfuse").unwrap();
         assert!(all.command_line().contains("--num-threads 8"));

@@ -61,7 +61,12 @@ impl<F: Filesystem> Server<F> {
                 tracing::warn!(unique = header.unique, "malformed request: {e}");
                 // FORGET-like requests take no reply even when malformed.
                 match Opcode::from_raw(header.opcode) {
-                    Some(Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt) => Outcome::None,
+                    Some(
+                        Opcode::Forget
+                        | Opcode::BatchForget
+                        | Opcode::Interrupt
+                        | Opcode::NotifyReply,
+                    ) => Outcome::None,
                     _ => Outcome::Reply(Err(Errno::EIO)),
                 }
             }
@@ -482,6 +487,68 @@ mod fuzz {
             }
             if let Outcome::Reply(Ok(n)) = outcome {
                 prop_assert!(n <= out.len());
+            }
+        }
+
+        /// Any opcode (known, unknown, out of range) with any body: FORGET,
+        /// BATCH_FORGET, INTERRUPT and NOTIFY_REPLY never get a reply (the
+        /// kernel expects none; one would be a protocol error), everything
+        /// else always does, decoded or not, with a payload that fits and a
+        /// real errno.
+        #[test]
+        fn exactly_the_requests_that_take_a_reply_get_one(
+            // The silent four often, the rest of the table, anything.
+            opcode in prop_oneof![
+                prop_oneof![Just(2u32), Just(36), Just(41), Just(42)],
+                0u32..64,
+                any::<u32>(),
+            ],
+            // Short bodies often: that is where decoding fails.
+            body in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..24),
+                proptest::collection::vec(any::<u8>(), 0..300),
+            ],
+            extlen in 0u16..4,
+            nodeid in prop_oneof![Just(1u64), any::<u64>()],
+            modern in any::<bool>(),
+        ) {
+            let stats = Stats::default();
+            let shard = stats.shard("fuzz");
+            let layout = if modern {
+                Layout { minor: 45, setxattr_ext: true }
+            } else {
+                Layout::default()
+            };
+            let server = Server {
+                dispatcher: Dispatcher::new(Yes),
+                layout,
+                stats: std::sync::Arc::new(Stats::default()),
+                request_buffer_size: 8192,
+                reply_buffer_size: 8192,
+            };
+            let header = abi::InHeader {
+                len: (40 + body.len()) as u32,
+                opcode,
+                unique: 11,
+                nodeid,
+                total_extlen: extlen,
+                ..Default::default()
+            };
+            let mut out = vec![0u8; 8192];
+            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out);
+            let silent = matches!(
+                Opcode::from_raw(opcode),
+                Some(Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt | Opcode::NotifyReply)
+            );
+            match outcome {
+                Outcome::None => prop_assert!(silent, "opcode {} got no reply", opcode),
+                Outcome::Reply(r) => {
+                    prop_assert!(!silent, "opcode {} got a reply", opcode);
+                    match r {
+                        Ok(n) => prop_assert!(n <= out.len()),
+                        Err(e) => prop_assert!((1..4096).contains(&e.raw()), "errno {}", e.raw()),
+                    }
+                }
             }
         }
     }
