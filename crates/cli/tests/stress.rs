@@ -12,6 +12,11 @@
 //! into the source (/proc/PID/fd/N) are its inode table, and its full set
 //! of descriptors back at the baseline taken right after mounting means no
 //! handle, inode or anything else leaked. No daemon code is needed for it.
+//!
+//! This test found the kernel's unfenced O_TRUNC under the writeback cache
+//! (see the README and crates/engine/src/init.rs): now and then a file's
+//! size through the mount ended below the source's, until the engine
+//! stopped asking for FUSE_ATOMIC_O_TRUNC with the writeback cache.
 
 mod common;
 mod support;
@@ -59,11 +64,7 @@ fn operate(root: &Path, rng: &mut Rng, tag: u64) -> Result<(), String> {
             .join(format!("n{}", rng.below(NAMES)))
     };
     let p = path(rng);
-    let ops: Vec<u64> = std::env::var("XOPS")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-        .unwrap_or((0..12).collect());
-    let op = ops[rng.below(ops.len() as u64) as usize];
+    let op = rng.below(12);
     let len = rng.below(256 << 10) as usize;
     let r: std::io::Result<()> = (|| match op {
         0 | 1 => {
@@ -143,12 +144,7 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, (u32, u64, u64, Vec<u8>)> {
 
 #[test]
 fn random_operations_from_eight_threads_leave_the_mount_equal_to_the_source() {
-    let xargs: Vec<String> = std::env::var("XARGS")
-        .ok()
-        .map(|s| s.split(' ').map(String::from).collect())
-        .unwrap_or_default();
-    let xargs: Vec<&str> = xargs.iter().map(|s| s.as_str()).collect();
-    let served = Served::start(&xargs);
+    let served = Served::start(&[]);
     let (mnt, src, pid) = (
         served.mnt().to_path_buf(),
         served.src().to_path_buf(),
@@ -212,7 +208,7 @@ fn random_operations_from_eight_threads_leave_the_mount_equal_to_the_source() {
         "stress: {} entries ({files} non-empty files)",
         on_source.len()
     );
-    // assert!(files > 0);
+    assert!(files > 0);
     if through != on_source {
         let differ: Vec<String> = through
             .keys()
