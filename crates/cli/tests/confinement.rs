@@ -429,6 +429,8 @@ fn a_directory_swapped_for_a_symlink_under_racing_operations_leaks_nothing() {
     let l = Layout::start(&[]);
     let src = l.src().to_path_buf();
     std::fs::create_dir_all(src.join("d/sub")).unwrap();
+    // Opened before the swapping starts: `d` is sometimes away.
+    let trap_dirs = [open_dir(&src.join("d")), open_dir(&src.join("d/sub"))];
     let before = l.sentinel();
     let _watchdog = Watchdog::start(
         Duration::from_secs(60),
@@ -466,8 +468,8 @@ fn a_directory_swapped_for_a_symlink_under_racing_operations_leaks_nothing() {
     // The trap: d/trap and d/sub/trap flip between absent and a symlink
     // to outside/trapped-N, through fds that follow the directories
     // wherever they are renamed.
-    for sub in ["d", "d/sub"] {
-        let (dir, outside, stop) = (open_dir(&src.join(sub)), l.outside.clone(), stop.clone());
+    for dir in trap_dirs {
+        let (outside, stop) = (l.outside.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
