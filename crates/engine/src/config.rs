@@ -33,9 +33,6 @@ pub struct Config {
     /// Ring entries per io_uring queue (each holds a max_write buffer and
     /// is served by a thread of its own, with its own ring).
     pub uring_queue_depth: usize,
-    /// The least number of threads serving one io_uring queue; a queue
-    /// gets `max(uring_queue_depth, this)` threads of one entry each.
-    pub uring_threads_per_queue: usize,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,
     /// Let the kernel run lookups and readdirs of one directory in parallel.
@@ -69,7 +66,6 @@ impl Default for Config {
             max_stack_depth: 1,
             transport: TransportKind::Dev,
             uring_queue_depth: 4,
-            uring_threads_per_queue: 2,
             async_read: true,
             parallel_dirops: true,
             handle_killpriv_v2: false,

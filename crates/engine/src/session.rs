@@ -96,18 +96,14 @@ fn prepare_uring(
     // process's unlock) must hold no free entry: the kernel could put the
     // unlock there, behind the wait it would end, and both would hang.
     // The first thread of a queue is pinned to its CPU; the others float.
-    let threads = config
-        .uring_queue_depth
-        .max(config.uring_threads_per_queue)
-        .max(1);
-    let per_thread = 1;
+    let threads = config.uring_queue_depth.max(1);
     let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
         .flat_map(|qid| (0..threads).map(move |t| (qid, t)))
         .map(|(qid, t)| {
             UringQueue::new(
                 qid as u16,
                 t == 0,
-                per_thread,
+                1,
                 payload,
                 dev.clone(),
                 config.mlock_buffers,
