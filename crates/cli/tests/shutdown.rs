@@ -69,11 +69,28 @@ struct Writers {
     threads: Vec<JoinHandle<Log>>,
 }
 
+/// How fast writers go. A fast machine fills the source's tmpfs within the
+/// test's seconds, so each writer goes at full speed only for its first
+/// `BUDGET` bytes and then slows down to the paces given here.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Pause between files at full speed.
+    gap: Duration,
+    /// Once over budget: pause before every 64 KiB write.
+    slow_chunk: Duration,
+    /// Once over budget: pause between files.
+    slow_gap: Duration,
+}
+
+/// Bytes a writer writes at full speed; 4 writers stay far below the
+/// source's 2 GiB.
+const BUDGET: usize = 128 << 20;
+
 /// Starts `n` writers in `mnt/wN/`. Writer `t` writes files of 64 KiB to
 /// 1 MiB in 64 KiB writes and closes them; odd writers also pause halfway
 /// through each file, so that some files hold dirty pages across the stop.
-/// Each writer pauses `gap` between files and stops at its first error.
-fn start_writers(mnt: &Path, base: Base, n: u64, gap: Duration) -> Writers {
+/// Each writer keeps to `pace` and stops at its first error.
+fn start_writers(mnt: &Path, base: Base, n: u64, pace: Pace) -> Writers {
     let stop_issued = Arc::new(AtomicBool::new(false));
     let finish = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -84,6 +101,7 @@ fn start_writers(mnt: &Path, base: Base, n: u64, gap: Duration) -> Writers {
             let mut log = Log::default();
             let mut rng = Rng::new(0x5107 + t);
             let mut i = 0u64;
+            let mut written = 0usize;
             'files: while !finish.load(Ordering::Acquire) {
                 let path = PathBuf::from(format!("w{t}/f{i}"));
                 let seed = (t << 32) | i;
@@ -102,6 +120,10 @@ fn start_writers(mnt: &Path, base: Base, n: u64, gap: Duration) -> Writers {
                     }
                 };
                 for (k, chunk) in data.chunks(65536).enumerate() {
+                    if written > BUDGET {
+                        std::thread::sleep(pace.slow_chunk);
+                    }
+                    written += chunk.len();
                     if t % 2 == 1 && k == len / 65536 / 2 {
                         std::thread::sleep(Duration::from_millis(20));
                     }
@@ -139,7 +161,11 @@ fn start_writers(mnt: &Path, base: Base, n: u64, gap: Duration) -> Writers {
                     after_stop: stop_issued.load(Ordering::Acquire),
                 });
                 i += 1;
-                std::thread::sleep(gap);
+                std::thread::sleep(if written > BUDGET {
+                    pace.slow_gap
+                } else {
+                    pace.gap
+                });
             }
             log
         }));
@@ -197,7 +223,7 @@ fn assert_closed_files_on_source(src: &Path, logs: &[Log]) -> (usize, usize, usi
 /// descriptor of the detached mount.
 #[test]
 fn sigterm_with_dirty_pages_loses_nothing() {
-    let mut served = Served::start(&[]);
+    let mut served = Served::start_on(Tmpfs::new("2g"), &[]);
     let mnt = served.mnt().to_path_buf();
     let _watchdog = Watchdog::start(
         Duration::from_secs(60),
@@ -211,7 +237,14 @@ fn sigterm_with_dirty_pages_loses_nothing() {
         Mode::empty(),
     )
     .unwrap();
-    let writers = start_writers(&mnt, Base::Fd(Arc::new(root)), 4, Duration::ZERO);
+    // Over budget, every writer keeps a file open and dirty all the time,
+    // so some are open across the signal.
+    let pace = Pace {
+        gap: Duration::ZERO,
+        slow_chunk: Duration::from_millis(10),
+        slow_gap: Duration::ZERO,
+    };
+    let writers = start_writers(&mnt, Base::Fd(Arc::new(root)), 4, pace);
     std::thread::sleep(Duration::from_millis(1500));
     writers.stop_issued.store(true, Ordering::Release);
     // SAFETY: kill(2) on the daemon's pid, which this test started.
@@ -241,7 +274,7 @@ fn sigterm_with_dirty_pages_loses_nothing() {
 /// gone, the writers' next open fails (the path no longer reaches it),
 /// never a silent success.
 fn unmount_while_writing_loses_nothing(unmount: &[&str]) {
-    let mut served = Served::start(&[]);
+    let mut served = Served::start_on(Tmpfs::new("2g"), &[]);
     let mnt = served.mnt().to_path_buf();
     let _watchdog = Watchdog::start(
         Duration::from_secs(60),
@@ -249,7 +282,14 @@ fn unmount_while_writing_loses_nothing(unmount: &[&str]) {
         served.pid(),
         &[&mnt, served.source.path()],
     );
-    let writers = start_writers(&mnt, Base::Path(mnt.clone()), 3, Duration::from_millis(3));
+    // Over budget, writers leave the mount idle between files, so the
+    // unmount can land.
+    let pace = Pace {
+        gap: Duration::from_millis(3),
+        slow_chunk: Duration::ZERO,
+        slow_gap: Duration::from_millis(50),
+    };
+    let writers = start_writers(&mnt, Base::Path(mnt.clone()), 3, pace);
     std::thread::sleep(Duration::from_millis(1500));
     writers.stop_issued.store(true, Ordering::Release);
     let deadline = Instant::now() + Duration::from_secs(20);
