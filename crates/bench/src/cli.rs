@@ -58,7 +58,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick: bool,
     /// Configurations to run, comma-separated (default: all available).
-    /// Known: tmpfs, fastfuse-seed, fastfuse, fastfuse-wt,
+    /// Known: tmpfs, fastfuse-seed, fastfuse-splice, fastfuse, fastfuse-wt,
     /// fastfuse-passthrough, fastfuse-bypass1, fastfuse-bypass2,
     /// mergerfs-wb, mergerfs, bindfs, and --peer names.
     #[arg(long, value_delimiter = ',', value_name = "A,B")]

@@ -91,9 +91,10 @@ impl ConfigSpec {
 }
 
 /// Names of the configurations the bench knows, in table order.
-pub const KNOWN: [&str; 11] = [
+pub const KNOWN: [&str; 12] = [
     "tmpfs",
     "fastfuse-seed",
+    "fastfuse-splice",
     "fastfuse",
     "fastfuse-uring",
     "fastfuse-wt",
@@ -170,6 +171,22 @@ pub fn known(
                 "writeback",
                 "-o",
                 "max_threads=4",
+                "--transport",
+                "dev",
+            ]),
+        ),
+        // The seed's configuration with WRITE data spliced from /dev/fuse
+        // into the source file (one copy fewer).
+        fastfuse(
+            "fastfuse-splice",
+            Family::Fastfuse,
+            &s(&[
+                "-o",
+                "writeback",
+                "-o",
+                "max_threads=4",
+                "-o",
+                "splice_write",
                 "--transport",
                 "dev",
             ]),

@@ -425,7 +425,7 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
         }
     }
     for w in &seed_rows {
-        let ff = ["fastfuse-seed", "fastfuse"]
+        let ff = ["fastfuse-seed", "fastfuse-splice", "fastfuse"]
             .iter()
             .filter_map(|c| med(c, w, e).map(|v| (*c, v)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
@@ -443,9 +443,10 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
 }
 
 /// Colors for the bars, one per configuration.
-const COLORS: [RGBColor; 11] = [
+const COLORS: [RGBColor; 12] = [
     RGBColor(0, 0, 128),
     RGBColor(90, 90, 90),
+    RGBColor(60, 60, 160),
     RGBColor(31, 119, 180),
     RGBColor(23, 190, 207),
     RGBColor(44, 160, 44),

@@ -27,7 +27,8 @@ pub struct MountArgs {
     /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
     /// io_uring, transport=dev|uring|auto, xattr, no_xattr, readdirplus,
-    /// no_readdirplus.
+    /// no_readdirplus, splice_write (large WRITEs spliced from /dev/fuse into
+    /// the source file: one copy fewer).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Worker threads (default: one per CPU).
@@ -155,9 +156,11 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "readdirplus" => config.readdirplus = true,
             "no_readdirplus" => config.readdirplus = false,
             "no_default_permissions" => default_permissions = Some(false),
-            // passthrough_ll options that have no meaning here.
-            "flock" | "no_flock" | "cache" | "splice_read" | "splice_write" | "splice_move"
-            | "no_splice_read" | "no_splice_write" | "no_splice_move" => {}
+            "splice_write" | "splice_move" => config.splice_write = true,
+            "no_splice_write" | "no_splice_move" => config.splice_write = false,
+            // passthrough_ll options that have no meaning here (READ replies
+            // are not spliced: see the README).
+            "flock" | "no_flock" | "cache" | "splice_read" | "no_splice_read" => {}
             _ => bail!("unknown option {opt:?} (see --help)"),
         }
     }

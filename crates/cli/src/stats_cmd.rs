@@ -73,6 +73,9 @@ fn print(snap: &StatsSnapshot) {
             println!("{:<16} {:>12}", human_bytes(b.up_to_bytes), b.count);
         }
     }
+    if snap.spliced_writes > 0 {
+        println!("\nWRITEs spliced into the file: {}", snap.spliced_writes);
+    }
 }
 
 /// Runs `fastfuse stats`.

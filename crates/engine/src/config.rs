@@ -42,6 +42,13 @@ pub struct Config {
     pub handle_killpriv_v2: bool,
     /// Ask for READDIRPLUS (adaptive).
     pub readdirplus: bool,
+    /// On the /dev/fuse transport, splice requests into a pipe so that
+    /// large WRITEs reach [`Filesystem::write_spliced`] with their data
+    /// still in the kernel. Holds max_write to what the pipe takes: 1016
+    /// KiB without CAP_SYS_RESOURCE (see `/proc/sys/fs/pipe-max-size`).
+    ///
+    /// [`Filesystem::write_spliced`]: crate::Filesystem::write_spliced
+    pub splice_write: bool,
     /// Lock the request buffers in memory where RLIMIT_MEMLOCK allows.
     pub mlock_buffers: bool,
     /// Call `prctl(PR_SET_IO_FLUSHER)` before workers start.
@@ -70,6 +77,7 @@ impl Default for Config {
             parallel_dirops: true,
             handle_killpriv_v2: false,
             readdirplus: false,
+            splice_write: false,
             mlock_buffers: true,
             io_flusher: true,
             handle_signals: false,

@@ -12,6 +12,7 @@ use crate::filesystem::{CopyRange, Filesystem, OpenFlags};
 use crate::interrupt::Interrupts;
 use crate::reply::{self, put, put_bytes, Outcome};
 use crate::request::{Caller, Operation};
+use crate::splice::PipeData;
 use crate::types::{FileHandle, NodeId, SetAttr, TimeOrNow, WriteFlags, Xattr};
 
 /// Shared by every worker of a session.
@@ -72,6 +73,20 @@ fn xattr_reply(out: &mut [u8], x: Xattr, size: u32) -> Result<usize, Errno> {
     }
 }
 
+fn write_flags(arg: &abi::WriteIn) -> WriteFlags {
+    use abi::write_flags::*;
+    WriteFlags {
+        cache: arg.write_flags & FUSE_WRITE_CACHE != 0,
+        kill_suidgid: arg.write_flags & FUSE_WRITE_KILL_SUIDGID != 0,
+        lock_owner: (arg.write_flags & FUSE_WRITE_LOCKOWNER != 0).then_some(arg.lock_owner),
+        open_flags: arg.flags,
+    }
+}
+
+fn write_reply(out: &mut [u8], size: u32) -> Result<usize, Errno> {
+    put(out, &abi::WriteOut { size, padding: 0 })
+}
+
 impl<F: Filesystem> Dispatcher<F> {
     pub(crate) fn new(fs: F) -> Self {
         Dispatcher {
@@ -101,6 +116,31 @@ impl<F: Filesystem> Dispatcher<F> {
             self.interrupts.finish(header.unique);
         }
         result
+    }
+
+    /// Serves a WRITE whose data is still in a pipe (see [`PipeData`]).
+    pub(crate) fn handle_spliced_write(
+        &self,
+        header: &abi::InHeader,
+        arg: &abi::WriteIn,
+        data: &mut PipeData<'_>,
+        out: &mut [u8],
+    ) -> Outcome {
+        let req = Caller::new(header, Some(&self.interrupts));
+        let fh = FileHandle(arg.fh);
+        let r = self
+            .fs
+            .write_spliced(
+                &req,
+                NodeId(header.nodeid),
+                fh,
+                arg.offset,
+                data,
+                write_flags(arg),
+            )
+            .and_then(|n| write_reply(out, n));
+        self.interrupts.finish(header.unique);
+        Outcome::Reply(r)
     }
 
     fn call(&self, header: &abi::InHeader, op: Operation<'_>, out: &mut [u8]) -> Outcome {
@@ -177,25 +217,16 @@ impl<F: Filesystem> Dispatcher<F> {
                 fs.read(req, node, FileHandle(arg.fh), arg.offset, &mut out[..n])
                     .map(|got| got.min(n))
             }
-            O::Write { arg, data } => {
-                let flags = WriteFlags {
-                    cache: arg.write_flags & abi::write_flags::FUSE_WRITE_CACHE != 0,
-                    kill_suidgid: arg.write_flags & abi::write_flags::FUSE_WRITE_KILL_SUIDGID != 0,
-                    lock_owner: (arg.write_flags & abi::write_flags::FUSE_WRITE_LOCKOWNER != 0)
-                        .then_some(arg.lock_owner),
-                    open_flags: arg.flags,
-                };
-                fs.write(req, node, FileHandle(arg.fh), arg.offset, data, flags)
-                    .and_then(|n| {
-                        put(
-                            out,
-                            &abi::WriteOut {
-                                size: n,
-                                padding: 0,
-                            },
-                        )
-                    })
-            }
+            O::Write { arg, data } => fs
+                .write(
+                    req,
+                    node,
+                    FileHandle(arg.fh),
+                    arg.offset,
+                    data,
+                    write_flags(&arg),
+                )
+                .and_then(|n| write_reply(out, n)),
             O::Statfs => fs
                 .statfs(req, node)
                 .and_then(|st| put(out, &abi::StatfsOut { st })),

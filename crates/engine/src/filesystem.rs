@@ -6,6 +6,7 @@ use crate::connection::Connection;
 use crate::dirent::{DirEntries, DirEntriesPlus};
 use crate::errno::Errno;
 use crate::request::Caller;
+use crate::splice::PipeData;
 use crate::types::{
     AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs, WriteFlags, Xattr,
 };
@@ -214,6 +215,24 @@ pub trait Filesystem: Send + Sync + 'static {
         flags: WriteFlags,
     ) -> Result<u32, Errno> {
         Err(Errno::ENOSYS)
+    }
+
+    /// A WRITE whose data is still in a pipe: with
+    /// [`Config::splice_write`](crate::Config::splice_write), large WRITEs
+    /// arrive here so that the data can reach a file by splice(2) without
+    /// passing through user memory. The default reads the data and calls
+    /// [`write`](Self::write).
+    fn write_spliced(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        data: &mut PipeData<'_>,
+        flags: WriteFlags,
+    ) -> Result<u32, Errno> {
+        let data = data.read_remaining()?;
+        self.write(req, node, fh, offset, data, flags)
     }
 
     /// Called on every close(2) of a file descriptor (there may be several
@@ -582,6 +601,18 @@ impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
         flags: WriteFlags,
     ) -> Result<u32, Errno> {
         (**self).write(req, node, fh, offset, data, flags)
+    }
+
+    fn write_spliced(
+        &self,
+        req: &Caller,
+        node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        data: &mut PipeData<'_>,
+        flags: WriteFlags,
+    ) -> Result<u32, Errno> {
+        (**self).write_spliced(req, node, fh, offset, data, flags)
     }
 
     fn flush(

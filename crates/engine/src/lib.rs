@@ -53,6 +53,7 @@ mod mount;
 mod reply;
 pub mod request;
 mod session;
+mod splice;
 pub mod stats;
 mod sys;
 mod transport;
@@ -68,6 +69,7 @@ pub use init::{negotiate, InitError, InitReply, Negotiated};
 pub use mount::{mount_device, MountError, MountOptions};
 pub use request::Caller;
 pub use session::{BackgroundSession, Session, SessionError};
+pub use splice::PipeData;
 pub use types::{
     attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
     TimeOrNow, Unique, WriteFlags, Xattr,

@@ -21,6 +21,7 @@ use crate::init::{self, InitError, InitReply, Negotiated};
 use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
 use crate::request::{self, Body, Layout, Operation};
+use crate::splice::{Pipe, MIN_SPLICED_WRITE};
 use crate::stats::{Stats, StatsServer};
 use crate::sys;
 use crate::transport::dev::DevWorker;
@@ -59,6 +60,8 @@ pub struct Session<F: Filesystem> {
     connection: Connection,
     config: Config,
     queues: Vec<UringQueue>,
+    /// The pipe size /dev/fuse workers splice requests through, if they do.
+    splice_pipe: Option<usize>,
 }
 
 /// Decides the transport once INIT's flags are known, before the reply:
@@ -131,12 +134,53 @@ fn prepare_uring(
     }
 }
 
+/// Sizes the pipe /dev/fuse workers will splice requests through, before
+/// the INIT reply: every WRITE must fit it (see `splice`), so max_write
+/// comes down to what it holds. None: no splicing.
+fn prepare_splice(out: &mut abi::InitOut, negotiated: &mut Negotiated) -> Option<usize> {
+    let want = negotiated.max_write as usize + 2 * init::PAGE_SIZE;
+    let pipe = match Pipe::new(want) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::warn!("cannot make a pipe to splice through ({e}); reading requests");
+            return None;
+        }
+    };
+    let max_write = pipe.max_write();
+    if max_write < 2 * MIN_SPLICED_WRITE {
+        tracing::warn!(
+            pipe = pipe.size(),
+            "the largest pipe allowed is too small to splice through; reading requests"
+        );
+        return None;
+    }
+    if max_write < negotiated.max_write as usize {
+        tracing::info!(
+            max_write,
+            pipe = pipe.size(),
+            "splicing: max_write held to what one pipe takes (raise \
+             /proc/sys/fs/pipe-max-size, or run with CAP_SYS_RESOURCE, for more)"
+        );
+        negotiated.max_write = max_write as u32;
+        out.max_write = max_write as u32;
+    }
+    Some(pipe.size())
+}
+
+/// What the handshake agreed and set up.
+struct Handshake {
+    negotiated: Negotiated,
+    connection: Connection,
+    queues: Vec<UringQueue>,
+    splice_pipe: Option<usize>,
+}
+
 /// Reads INIT, negotiates, lets the filesystem see the result, replies.
 fn handshake<F: Filesystem>(
     fs: &F,
     dev: &Arc<OwnedFd>,
     config: &Config,
-) -> Result<(Negotiated, Connection, Vec<UringQueue>), SessionError> {
+) -> Result<Handshake, SessionError> {
     let mut buf = vec![0u8; (1 << 20) + 2 * init::PAGE_SIZE];
     loop {
         let n = match sys::read(dev.as_fd(), &mut buf) {
@@ -179,6 +223,11 @@ fn handshake<F: Filesystem>(
                         return Err(e);
                     }
                 };
+                let splice_pipe = if config.splice_write && queues.is_empty() {
+                    prepare_splice(&mut out, &mut negotiated)
+                } else {
+                    None
+                };
                 tracing::debug!(
                     kernel = format!("{}.{}", kernel.major, kernel.minor),
                     offered = format!("{:#x}", negotiated.offered),
@@ -194,7 +243,12 @@ fn handshake<F: Filesystem>(
                     return Err(SessionError::FsInit(e));
                 }
                 send(&out.as_bytes()[..len], Ok(len))?;
-                return Ok((negotiated, connection, queues));
+                return Ok(Handshake {
+                    negotiated,
+                    connection,
+                    queues,
+                    splice_pipe,
+                });
             }
             Err(e) => {
                 let _ = send(&[], Err(Errno::EIO));
@@ -219,7 +273,12 @@ impl<F: Filesystem> Session<F> {
         let dev = Arc::new(dev);
         // On failure the Mount's drop detaches it; no server was running, so
         // nothing could be waiting on it.
-        let (negotiated, connection, queues) = handshake(&fs, &dev, &config)?;
+        let Handshake {
+            negotiated,
+            connection,
+            queues,
+            splice_pipe,
+        } = handshake(&fs, &dev, &config)?;
         let request_buffer_size = negotiated.request_buffer_size();
         let server = Server {
             dispatcher: Dispatcher::new(fs),
@@ -238,6 +297,7 @@ impl<F: Filesystem> Session<F> {
             connection,
             config,
             queues,
+            splice_pipe,
         })
     }
 
@@ -287,6 +347,7 @@ impl<F: Filesystem> Session<F> {
                 self.server.request_buffer_size,
                 self.server.reply_buffer_size,
                 self.config.mlock_buffers,
+                self.splice_pipe,
             );
             let server = self.server.clone();
             let io_flusher = self.config.io_flusher;

@@ -51,6 +51,7 @@ pub struct Shard {
     transport: &'static str,
     ops: [OpCounters; OP_SLOTS],
     write_sizes: [AtomicU64; SIZE_BUCKETS],
+    spliced_writes: AtomicU64,
 }
 
 fn slot(opcode: u32) -> usize {
@@ -80,6 +81,11 @@ impl Shard {
         let bucket = log2_bucket((size as u64).saturating_sub(1), SIZE_BUCKETS);
         self.write_sizes[bucket].fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts one WRITE whose data went on by splice.
+    pub fn record_spliced_write(&self) {
+        self.spliced_writes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The statistics of one session.
@@ -104,6 +110,7 @@ impl Stats {
             transport,
             ops: std::array::from_fn(|_| OpCounters::default()),
             write_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
+            spliced_writes: AtomicU64::new(0),
         });
         self.shards
             .lock()
@@ -118,7 +125,9 @@ impl Stats {
         let mut ops: BTreeMap<String, OpStats> = BTreeMap::new();
         let mut transports: BTreeMap<String, u64> = BTreeMap::new();
         let mut write_sizes = [0u64; SIZE_BUCKETS];
+        let mut spliced_writes = 0;
         for shard in shards.iter() {
+            spliced_writes += shard.spliced_writes.load(Ordering::Relaxed);
             for (raw, c) in shard.ops.iter().enumerate() {
                 let count = c.count.load(Ordering::Relaxed);
                 if count == 0 {
@@ -157,6 +166,7 @@ impl Stats {
                     count: n,
                 })
                 .collect(),
+            spliced_writes,
         }
     }
 }
@@ -194,6 +204,10 @@ pub struct StatsSnapshot {
     pub ops: BTreeMap<String, OpStats>,
     /// WRITE sizes, only non-empty buckets.
     pub write_sizes: Vec<WriteSizeBucket>,
+    /// WRITEs whose data was left in a pipe for the filesystem to splice
+    /// (`Config::splice_write`).
+    #[serde(default)]
+    pub spliced_writes: u64,
 }
 
 impl StatsSnapshot {

@@ -354,3 +354,63 @@ pub unsafe fn uring_push(
     }
     Ok(())
 }
+
+/// `pipe2(O_CLOEXEC)` — [pipe(2)](https://man7.org/linux/man-pages/man2/pipe.2.html):
+/// (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is an array of two ints, as pipe2 requires.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors owned by no
+    // one else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fcntl(F_SETPIPE_SZ)`: resizes a pipe; returns the size it got (a power
+/// of two pages at least `size`).
+pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size =
+        libc::c_int::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours.
+    let got = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
+    Ok(got as usize)
+}
+
+/// `splice(fd_in, off_in, fd_out, off_out, len, flags)` —
+/// [splice(2)](https://man7.org/linux/man-pages/man2/splice.2.html); an
+/// offset is given for the side that is not a pipe.
+pub fn splice(
+    fd_in: BorrowedFd<'_>,
+    off_in: Option<u64>,
+    fd_out: BorrowedFd<'_>,
+    off_out: Option<u64>,
+    len: usize,
+    flags: libc::c_uint,
+) -> io::Result<usize> {
+    let to_off = |o: Option<u64>| -> io::Result<Option<libc::loff_t>> {
+        o.map(|o| libc::loff_t::try_from(o).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+            .transpose()
+    };
+    let (mut off_in, mut off_out) = (to_off(off_in)?, to_off(off_out)?);
+    let ptr = |o: &mut Option<libc::loff_t>| {
+        o.as_mut()
+            .map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t)
+    };
+    // SAFETY: the offsets are null or point to locals that outlive the
+    // call; splice moves data between the two descriptors only.
+    let n = unsafe {
+        libc::splice(
+            fd_in.as_raw_fd(),
+            ptr(&mut off_in),
+            fd_out.as_raw_fd(),
+            ptr(&mut off_out),
+            len,
+            flags,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}

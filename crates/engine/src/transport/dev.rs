@@ -7,23 +7,39 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use fastfuse_abi as abi;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::{Server, Transport};
 use crate::filesystem::Filesystem;
+use crate::init::PAGE_SIZE;
 use crate::reply::{self, Outcome};
 use crate::request::{self, Body};
+use crate::splice::{Pipe, PipeData, MIN_SPLICED_WRITE};
+use crate::stats::Shard;
 use crate::sys;
 
 const HEADER: usize = size_of::<abi::OutHeader>();
 
 /// One /dev/fuse worker: an fd and two buffers, allocated before serving so
-/// that the READ and WRITE paths never allocate.
+/// that the READ and WRITE paths never allocate; with splicing, a pipe too.
 pub(crate) struct DevWorker {
     fd: Arc<OwnedFd>,
     request: Vec<u8>,
     reply: Vec<u8>,
+    pipe: Option<Pipe>,
+    /// How much large WRITEs dominate lately (see [`DevWorker::note`]).
+    splice_score: u8,
 }
+
+/// Splicing costs every request a syscall and the kernel a page, and pays
+/// only for large WRITEs, so a worker splices only while they dominate: a
+/// large WRITE adds [`SCORE_WRITE`] to its score (up to [`SCORE_MAX`]),
+/// anything else takes one off, and it splices from [`SCORE_ON`] up. Two
+/// large WRITEs in a row turn splicing on; metadata work turns it off
+/// within a dozen requests.
+const SCORE_WRITE: u8 = 4;
+const SCORE_MAX: u8 = 16;
+const SCORE_ON: u8 = 8;
 
 /// Allocates a buffer and faults its pages in, locking them when allowed:
 /// a page fault while serving writeback could wait on that very writeback.
@@ -45,17 +61,163 @@ pub(crate) fn prepared_buffer(len: usize, lock: bool) -> Vec<u8> {
 }
 
 impl DevWorker {
+    /// A worker on `fd`; `splice_pipe` is the pipe size to splice requests
+    /// through, if any (the worker reads them if the pipe cannot be had).
     pub(crate) fn new(
         fd: Arc<OwnedFd>,
         request_size: usize,
         reply_size: usize,
         lock: bool,
+        splice_pipe: Option<usize>,
     ) -> Self {
+        let pipe = splice_pipe.and_then(|want| match Pipe::new(want) {
+            Ok(pipe) if pipe.max_write() + PAGE_SIZE >= request_size => Some(pipe),
+            Ok(_) => {
+                tracing::warn!("the splice pipe came out smaller than max_write; reading");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("no pipe to splice through ({e}); reading");
+                None
+            }
+        });
         DevWorker {
             fd,
             request: prepared_buffer(request_size, lock),
             reply: prepared_buffer(reply_size + HEADER, lock),
+            pipe,
+            splice_score: 0,
         }
+    }
+
+    /// Reads one request into the request buffer; its length.
+    fn receive(&mut self) -> io::Result<usize> {
+        sys::read(self.fd.as_fd(), &mut self.request)
+    }
+
+    /// Counts a request of `n` bytes toward the splicing decision.
+    fn note(&mut self, header: &abi::InHeader, n: usize) {
+        let large_write =
+            header.opcode == abi::Opcode::Write as u32 && n >= WRITE_HEAD + MIN_SPLICED_WRITE;
+        self.splice_score = if large_write {
+            (self.splice_score + SCORE_WRITE).min(SCORE_MAX)
+        } else {
+            self.splice_score.saturating_sub(1)
+        };
+    }
+
+    /// Serves one request read into the request buffer.
+    fn serve_read<F: Filesystem>(&mut self, server: &Server<F>, shard: &Shard, n: usize) -> Next {
+        let buf = &self.request[..n];
+        let (header, body) = match request::decode_header(buf) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("malformed request header: {e}");
+                // Answer it if at least the unique id can be read, so that
+                // the caller does not hang.
+                return match buf.get(8..16).and_then(|b| b.try_into().ok()) {
+                    Some(unique) => {
+                        let unique = u64::from_ne_bytes(unique);
+                        send(&self.fd, &mut self.reply, unique, Err(crate::Errno::EIO))
+                    }
+                    None => Next::Retry,
+                };
+            }
+        };
+        let outcome = server.serve_request(
+            shard,
+            &header,
+            Body::Contiguous(body),
+            payload(&mut self.reply),
+        );
+        self.note(&header, n);
+        match outcome {
+            Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
+            Outcome::None => Next::Retry,
+        }
+    }
+
+    /// Serves one request that is in the pipe (`n` bytes): a large WRITE
+    /// leaves its data there for [`Filesystem::write_spliced`]; anything
+    /// else is read into the request buffer and served as if read.
+    fn serve_spliced<F: Filesystem>(
+        &mut self,
+        server: &Server<F>,
+        shard: &Shard,
+        n: usize,
+    ) -> Next {
+        let Some(pipe) = &self.pipe else {
+            return Next::Stop;
+        };
+        let head = n.min(WRITE_HEAD);
+        if let Err(e) = pipe.read_exact(&mut self.request[..head]) {
+            return self.pipe_failed(e, None);
+        }
+        let Some((header, arg)) = spliceable(&self.request[..head], n) else {
+            if let Err(e) = pipe.read_exact(&mut self.request[head..n]) {
+                let unique = abi::InHeader::read_from_prefix(&self.request[..head]);
+                return self.pipe_failed(e, unique.ok().map(|(h, _)| h.unique));
+            }
+            return self.serve_read(server, shard, n);
+        };
+        let (_, scratch) = self.request.split_at_mut(WRITE_HEAD);
+        let mut data = PipeData::new(pipe.read_end(), n - WRITE_HEAD, scratch);
+        let outcome =
+            server.serve_spliced_write(shard, &header, &arg, &mut data, payload(&mut self.reply));
+        // Whatever the filesystem left must go before the next request.
+        let drained = pipe.discard(data.remaining());
+        self.note(&header, n);
+        let next = match outcome {
+            Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
+            Outcome::None => Next::Retry,
+        };
+        if let Err(e) = drained {
+            self.pipe_failed(e, None);
+        }
+        next
+    }
+
+    /// The pipe holds an unknown remainder: stop using it, and answer the
+    /// request it was carrying, if known, with EIO.
+    fn pipe_failed(&mut self, e: io::Error, unique: Option<u64>) -> Next {
+        tracing::error!("the splice pipe failed ({e}); reading requests from now on");
+        self.pipe = None;
+        match unique {
+            Some(unique) => send(&self.fd, &mut self.reply, unique, Err(crate::Errno::EIO)),
+            None => Next::Retry,
+        }
+    }
+}
+
+/// Bytes of a WRITE before its data: the header and `fuse_write_in`.
+const WRITE_HEAD: usize = size_of::<abi::InHeader>() + size_of::<abi::WriteIn>();
+
+/// The header and argument of a request of `n` bytes whose first bytes are
+/// `head`, if it is a WRITE large enough to leave its data in the pipe.
+/// Anything odd is left to the decoder, which answers it.
+fn spliceable(head: &[u8], n: usize) -> Option<(abi::InHeader, abi::WriteIn)> {
+    let (header, rest) = abi::InHeader::read_from_prefix(head).ok()?;
+    let arg = abi::WriteIn::read_from_bytes(rest).ok()?;
+    let ok = header.opcode == abi::Opcode::Write as u32
+        && header.len as usize == n
+        && header.total_extlen == 0
+        && arg.size as usize == n - WRITE_HEAD
+        && arg.size as usize >= MIN_SPLICED_WRITE;
+    ok.then_some((header, arg))
+}
+
+/// The reply buffer past its header.
+fn payload(reply: &mut [u8]) -> &mut [u8] {
+    &mut reply[HEADER..]
+}
+
+/// Sends the reply whose payload is in `reply` past the header.
+fn send(fd: &OwnedFd, reply: &mut [u8], unique: u64, result: Result<usize, crate::Errno>) -> Next {
+    let out = reply::out_header(unique, result);
+    reply[..HEADER].copy_from_slice(out.as_bytes());
+    match sys::writev(fd.as_fd(), &[&reply[..out.len as usize]]) {
+        Ok(_) => Next::Retry,
+        Err(e) => classify(&e, "reply"),
     }
 }
 
@@ -87,49 +249,25 @@ impl Transport for DevWorker {
     fn serve<F: Filesystem>(mut self, server: &Server<F>) -> io::Result<()> {
         let shard = server.stats.shard(self.name());
         loop {
-            let n = match sys::read(self.fd.as_fd(), &mut self.request) {
-                Ok(n) => n,
-                Err(e) => match classify(&e, "read") {
-                    Next::Retry => continue,
-                    Next::Stop => return Ok(()),
+            let next = match &self.pipe {
+                Some(pipe) if self.splice_score >= SCORE_ON => match sys::splice(
+                    self.fd.as_fd(),
+                    None,
+                    pipe.write_end(),
+                    None,
+                    self.request.len(),
+                    0,
+                ) {
+                    Ok(n) => self.serve_spliced(server, &shard, n),
+                    Err(e) => classify(&e, "splice"),
+                },
+                _ => match self.receive() {
+                    Ok(n) => self.serve_read(server, &shard, n),
+                    Err(e) => classify(&e, "read"),
                 },
             };
-            let buf = &self.request[..n];
-            let (header, body) = match request::decode_header(buf) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!("malformed request header: {e}");
-                    // Answer it if at least the unique id can be read, so
-                    // that the caller does not hang.
-                    match buf.get(8..16).and_then(|b| b.try_into().ok()) {
-                        Some(unique) => (
-                            abi::InHeader {
-                                unique: u64::from_ne_bytes(unique),
-                                opcode: 0,
-                                ..Default::default()
-                            },
-                            &[][..],
-                        ),
-                        None => continue,
-                    }
-                }
-            };
-            let (head, payload) = self.reply.split_at_mut(HEADER);
-            let outcome = if header.opcode == 0 {
-                Outcome::Reply(Err(crate::Errno::EIO))
-            } else {
-                server.serve_request(&shard, &header, Body::Contiguous(body), payload)
-            };
-            let Outcome::Reply(result) = outcome else {
-                continue;
-            };
-            let out = reply::out_header(header.unique, result);
-            head.copy_from_slice(out.as_bytes());
-            let len = out.len as usize;
-            if let Err(e) = sys::writev(self.fd.as_fd(), &[&self.reply[..len]]) {
-                if let Next::Stop = classify(&e, "reply") {
-                    return Ok(());
-                }
+            if let Next::Stop = next {
+                return Ok(());
             }
         }
     }

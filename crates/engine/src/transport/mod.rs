@@ -14,6 +14,7 @@ use crate::errno::Errno;
 use crate::filesystem::Filesystem;
 use crate::reply::Outcome;
 use crate::request::{self, Body, Layout};
+use crate::splice::PipeData;
 use crate::stats::Shard;
 
 /// What every worker of a session shares.
@@ -71,6 +72,25 @@ impl<F: Filesystem> Server<F> {
                 }
             }
         };
+        let failed = matches!(outcome, Outcome::Reply(Err(_)));
+        shard.record(header.opcode, start.elapsed(), failed);
+        outcome
+    }
+
+    /// Serves a WRITE whose header and argument have been read and whose
+    /// data is still in a pipe.
+    pub(crate) fn serve_spliced_write(
+        &self,
+        shard: &Shard,
+        header: &abi::InHeader,
+        arg: &abi::WriteIn,
+        data: &mut PipeData<'_>,
+        out: &mut [u8],
+    ) -> Outcome {
+        let start = Instant::now();
+        shard.record_write(data.len());
+        shard.record_spliced_write();
+        let outcome = self.dispatcher.handle_spliced_write(header, arg, data, out);
         let failed = matches!(outcome, Outcome::Reply(Err(_)));
         shard.record(header.opcode, start.elapsed(), failed);
         outcome

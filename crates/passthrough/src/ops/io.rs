@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::os::fd::AsFd;
 use std::sync::PoisonError;
 
-use fastfuse::{CopyRange, Errno, FileHandle, WriteFlags};
+use fastfuse::{CopyRange, Errno, FileHandle, PipeData, WriteFlags};
 
 use super::file::kill_suidgid;
 use crate::fs::PassthroughFs;
@@ -104,7 +104,11 @@ pub(super) fn write(
     } else {
         None
     };
-    let start = offset(off)?;
+    pwrite_all(&file, offset(off)?, data)
+}
+
+/// The pwrite loop of [`write`].
+fn pwrite_all(file: &OpenFile, start: i64, data: &[u8]) -> Result<u32, Errno> {
     let mut done = 0;
     while done < data.len() {
         let at = start.checked_add(done as i64).ok_or(Errno::EFBIG)?;
@@ -117,6 +121,60 @@ pub(super) fn write(
         }
     }
     if done == 0 && !data.is_empty() {
+        return Err(Errno::EIO);
+    }
+    Ok(done as u32)
+}
+
+/// WRITE with its data still in a pipe (the engine's `splice_write`):
+/// spliced into the source file, so the data is copied once, by the
+/// source's write, and never into our memory. Otherwise as [`write`]; a
+/// file that refuses splice (opened `O_APPEND` without the writeback
+/// cache, or a source without splice support) gets the data read and
+/// pwritten.
+pub(super) fn write_spliced(
+    fs: &PassthroughFs,
+    fh: FileHandle,
+    off: u64,
+    data: &mut PipeData<'_>,
+    flags: WriteFlags,
+) -> Result<u32, Errno> {
+    // WRITE payloads are at most max_write (a few MiB), far below u32::MAX.
+    let len = data.len() as u32;
+    match fs.options.bypass_rw {
+        // The engine throws away what is left in the pipe.
+        BypassRw::NoIo => return Ok(len),
+        BypassRw::CopyOnly => {
+            // Reading the pipe is the one copy a real write would make.
+            std::hint::black_box(data.read_remaining()?);
+            return Ok(len);
+        }
+        BypassRw::Off => {}
+    }
+    let file = fs.files.get(fh)?;
+    if flags.kill_suidgid {
+        kill_suidgid(&file.fd)?;
+    }
+    let _keep = if flags.cache && fs.writeback() {
+        KeepMtime::begin(&file)
+    } else {
+        None
+    };
+    let start = offset(off)?;
+    let mut done = 0usize;
+    while data.remaining() > 0 {
+        let at = start.checked_add(done as i64).ok_or(Errno::EFBIG)?;
+        match data.splice_to(file.fd.as_fd(), at as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if done == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                return pwrite_all(&file, start, data.read_remaining()?);
+            }
+            Err(_) if done > 0 => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if done == 0 && len > 0 {
         return Err(Errno::EIO);
     }
     Ok(done as u32)

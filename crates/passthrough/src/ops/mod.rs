@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 
 use fastfuse::{
     AttrReply, Caller, Connection, CopyRange, DirEntries, DirEntriesPlus, Entry, Errno, FileHandle,
-    Filesystem, Lock, NodeId, OpenFlags, Opened, SetAttr, StatFs, WriteFlags, Xattr,
+    Filesystem, Lock, NodeId, OpenFlags, Opened, PipeData, SetAttr, StatFs, WriteFlags, Xattr,
 };
 
 use crate::fs::{PassthroughFs, SessionInfo};
@@ -181,6 +181,18 @@ impl Filesystem for PassthroughFs {
         flags: WriteFlags,
     ) -> Result<u32, Errno> {
         io::write(self, fh, offset, data, flags)
+    }
+
+    fn write_spliced(
+        &self,
+        _req: &Caller,
+        _node: NodeId,
+        fh: FileHandle,
+        offset: u64,
+        data: &mut PipeData<'_>,
+        flags: WriteFlags,
+    ) -> Result<u32, Errno> {
+        io::write_spliced(self, fh, offset, data, flags)
     }
 
     fn flush(
