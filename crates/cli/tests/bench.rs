@@ -144,7 +144,13 @@ fn installed(program: &str) -> bool {
 #[test]
 fn quick_run_covers_every_configuration_and_workload() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut configs = vec!["tmpfs", "fastfuse-seed", "fastfuse-wt", "fastfuse-bypass2"];
+    let mut configs = vec![
+        "tmpfs",
+        "fastfuse-seed",
+        "fastfuse-splice",
+        "fastfuse-wt",
+        "fastfuse-bypass2",
+    ];
     for peer in ["mergerfs-wb", "bindfs"] {
         if installed(peer.trim_end_matches("-wb")) {
             configs.push(peer);

@@ -1,131 +1,42 @@
-//! POSIX conformance and data integrity through a real mount: pjdfstest
-//! compared against the raw tmpfs in the same run, and fsx.
+//! POSIX conformance and data integrity through a real mount over
+//! /dev/fuse: pjdfstest compared against the raw tmpfs in the same run, and
+//! fsx (see `posix_suite`; `uring_suites.rs` runs the same over io_uring).
 
 mod common;
+mod posix_suite;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use common::*;
-
-fn pjdfstest_config() -> PathBuf {
-    // shared/ sits beside the repository (CI copies it there too).
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shared = repo.join("../shared/pjdfstest.toml");
-    assert!(
-        shared.exists(),
-        "{} is missing: the POSIX suite needs its dummy-user configuration",
-        shared.display()
-    );
-    shared
-}
-
-/// Runs pjdfstest in `dir` and returns the names of the tests that passed.
-fn pjdfstest_passes(dir: &Path) -> (BTreeSet<String>, String) {
-    let out = Command::new("pjdfstest")
-        .arg("-c")
-        .arg(pjdfstest_config())
-        .arg("-p")
-        .arg(dir)
-        .env("NO_COLOR", "1")
-        .current_dir(dir)
-        .output()
-        .expect("pjdfstest not found: ./scripts/setup.sh installs it");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let passed = stdout
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next()?;
-            (words.next() == Some("ok") && words.next().is_none() && name.contains("::"))
-                .then(|| name.to_string())
-        })
-        .collect();
-    let summary = stdout
-        .lines()
-        .find(|l| l.starts_with("Summary"))
-        .unwrap_or("no summary")
-        .to_string();
-    (passed, summary)
-}
+use common::Served;
+use posix_suite::{fsx, pjdfstest_same_as_tmpfs};
 
 #[test]
 fn pjdfstest_passes_through_fastfuse_what_passes_on_tmpfs() {
-    let raw = Tmpfs::new("256m");
-    let (on_tmpfs, raw_summary) = pjdfstest_passes(raw.path());
-    assert!(
-        on_tmpfs.len() > 300,
-        "pjdfstest ran too few tests on tmpfs: {raw_summary}"
-    );
-
     let served = Served::start(&["-o", "allow_other,default_permissions"]);
-    let (through, fuse_summary) = pjdfstest_passes(served.mnt());
-    let missing: Vec<_> = on_tmpfs.difference(&through).collect();
-    eprintln!("tmpfs: {raw_summary}\nfastfuse: {fuse_summary}");
-    assert!(
-        missing.is_empty(),
-        "{} tests pass on tmpfs but not through fastfuse: {missing:#?}",
-        missing.len()
-    );
-}
-
-/// Every operation fsx knows on Linux, mmap reads and writes included.
-const FSX_CONFIG: &str = r#"
-flen = 262144
-nomsyncafterwrite = false
-nosizechecks = false
-blockmode = false
-
-[opsize]
-max = 65536
-min = 0
-align = 1
-
-[weights]
-close_open      = 1
-read            = 10
-write           = 10
-mapread         = 10
-mapwrite        = 10
-invalidate      = 1
-truncate        = 2
-fsync           = 1
-fdatasync       = 1
-posix_fallocate = 1
-punch_hole      = 1
-sendfile        = 1
-posix_fadvise   = 1
-copy_file_range = 1
-"#;
-
-fn fsx(args: &[&str]) {
-    let served = Served::start(args);
-    let cfg = served.mnt().with_extension("fsx.toml");
-    std::fs::write(&cfg, FSX_CONFIG).unwrap();
-    let out = Command::new("fsx")
-        .args(["-N", "100000", "-S", "42", "-f"])
-        .arg(&cfg)
-        .arg(served.mnt().join("fsx-file"))
-        .output()
-        .expect("fsx not found: ./scripts/setup.sh installs it");
-    let _ = std::fs::remove_file(&cfg);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("All operations completed A-OK"),
-        "fsx {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        stderr.lines().take(80).collect::<Vec<_>>().join("\n")
-    );
+    pjdfstest_same_as_tmpfs(&served);
 }
 
 #[test]
 fn fsx_100k_ops_writeback() {
-    fsx(&[]);
+    let args: [&str; 0] = [];
+    fsx(&Served::start(&args), &args);
 }
 
 #[test]
 fn fsx_100k_ops_writethrough() {
-    fsx(&["-o", "no_writeback"]);
+    let args = ["-o", "no_writeback"];
+    fsx(&Served::start(&args), &args);
+}
+
+/// fsx with WRITE data spliced from /dev/fuse into the source
+/// (`-o splice_write`); the statistics show that some WRITEs went that way.
+#[test]
+fn fsx_100k_ops_writeback_spliced() {
+    let args = ["-o", "splice_write", "--transport", "dev"];
+    let served = Served::start(&args);
+    fsx(&served, &args);
+    let snap = fastfuse::stats::query(served.mnt()).unwrap();
+    assert!(
+        snap.spliced_writes > 0,
+        "no WRITE was spliced: {:?}",
+        snap.write_sizes
+    );
 }
