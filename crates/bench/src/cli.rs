@@ -57,10 +57,12 @@ pub struct RunArgs {
     /// minutes on two cores); one repetition.
     #[arg(long)]
     pub quick: bool,
-    /// Configurations to run, comma-separated (default: all available).
-    /// Known: tmpfs, fastfuse-seed, fastfuse-splice, fastfuse, fastfuse-wt,
-    /// fastfuse-passthrough, fastfuse-bypass1, fastfuse-bypass2,
-    /// mergerfs-wb, mergerfs, bindfs, and --peer names.
+    /// Configurations to run, comma-separated (default: all available
+    /// but the opt-in ones). Known: tmpfs, fastfuse-seed, fastfuse,
+    /// fastfuse-uring, fastfuse-wt, fastfuse-passthrough, fastfuse-bypass1,
+    /// fastfuse-bypass2, mergerfs-wb, mergerfs, bindfs, and --peer names;
+    /// opt-in: fastfuse-nosplice (the seed's without splicing WRITE data),
+    /// fastfuse-uring1 (io_uring with one pinned thread per queue).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub configs: Vec<String>,
     /// Workloads to run, comma-separated (default: all). Known:
@@ -188,9 +190,14 @@ pub fn plan(
     };
     let configs: Vec<ConfigSpec> = if args.configs.is_empty() {
         for (name, why) in &missing {
-            notes.push(format!("{name} not run: {why}"));
+            if !crate::config::OPT_IN.contains(&name.as_str()) {
+                notes.push(format!("{name} not run: {why}"));
+            }
         }
         usable
+            .into_iter()
+            .filter(|c| !crate::config::OPT_IN.contains(&c.name.as_str()))
+            .collect()
     } else {
         let mut picked = Vec::new();
         for name in &args.configs {

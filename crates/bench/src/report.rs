@@ -267,22 +267,32 @@ pub fn markdown(run: &BenchRun) -> String {
     let e = run.engine.as_str();
     let has = |c: &str| run.configs.iter().any(|x| x.name == c);
     if has("fastfuse-uring") && has("fastfuse") {
+        let one = has("fastfuse-uring1");
         let _ = writeln!(
             s,
-            "\n## io_uring against /dev/fuse\n\nfastfuse-uring / fastfuse (same mode, medians). Floors: metadata rows >= 1.30, seed rows >= 0.95.\n\n| workload | /dev/fuse | io_uring | io_uring / dev |\n|---|---:|---:|---:|"
+            "\n## io_uring against /dev/fuse\n\nfastfuse-uring / fastfuse (same mode, medians){}. Floors: metadata rows >= 1.30, seed rows >= 0.95.\n\n| workload | /dev/fuse | io_uring | io_uring / dev |{}\n|---|---:|---:|---:|{}",
+            if one { "; fastfuse-uring1 has one pinned thread per queue" } else { "" },
+            if one { " io_uring, 1 thread/queue | its / dev |" } else { "" },
+            if one { "---:|---:|" } else { "" },
         );
         for w in &run.workloads {
             let d = cell(run, "fastfuse", &w.name, e).median;
             let u = cell(run, "fastfuse-uring", &w.name, e).median;
             if let (Some(d), Some(u)) = (d, u) {
-                let _ = writeln!(
-                    s,
+                let mut row = format!(
                     "| {} | {} | {} | {:.2} |",
                     w.name,
                     figure(d),
                     figure(u),
                     u / d
                 );
+                if one {
+                    match cell(run, "fastfuse-uring1", &w.name, e).median {
+                        Some(u1) => row += &format!(" {} | {:.2} |", figure(u1), u1 / d),
+                        None => row += " - | - |",
+                    }
+                }
+                let _ = writeln!(s, "{row}");
             }
         }
     }
@@ -425,7 +435,7 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
         }
     }
     for w in &seed_rows {
-        let ff = ["fastfuse-seed", "fastfuse-splice", "fastfuse"]
+        let ff = ["fastfuse-seed", "fastfuse-nosplice", "fastfuse"]
             .iter()
             .filter_map(|c| med(c, w, e).map(|v| (*c, v)))
             .max_by(|a, b| a.1.total_cmp(&b.1));

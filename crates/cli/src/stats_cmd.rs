@@ -1,5 +1,7 @@
 //! `fastfuse stats MNT`: a running mount's request statistics.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -46,18 +48,22 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn print(snap: &StatsSnapshot) {
-    println!("uptime {:.1}s", snap.uptime_secs);
+/// The snapshot as a table.
+fn render(snap: &StatsSnapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "uptime {:.1}s", snap.uptime_secs);
     for (transport, n) in &snap.requests_by_transport {
-        println!("transport {transport}: {n} requests");
+        let _ = writeln!(out, "transport {transport}: {n} requests");
     }
-    println!(
+    let _ = writeln!(
+        out,
         "\n{:<16} {:>12} {:>8} {:>10} {:>10} {:>10}",
         "opcode", "count", "errors", "mean", "p50<", "p99<"
     );
     for (name, op) in &snap.ops {
         let mean = op.total_ns.checked_div(op.count).unwrap_or(0);
-        println!(
+        let _ = writeln!(
+            out,
             "{:<16} {:>12} {:>8} {:>10} {:>10} {:>10}",
             name,
             op.count,
@@ -68,26 +74,35 @@ fn print(snap: &StatsSnapshot) {
         );
     }
     if !snap.write_sizes.is_empty() {
-        println!("\n{:<16} {:>12}", "WRITE size <=", "count");
+        let _ = writeln!(out, "\n{:<16} {:>12}", "WRITE size <=", "count");
         for b in &snap.write_sizes {
-            println!("{:<16} {:>12}", human_bytes(b.up_to_bytes), b.count);
+            let _ = writeln!(out, "{:<16} {:>12}", human_bytes(b.up_to_bytes), b.count);
         }
     }
     if snap.spliced_writes > 0 {
-        println!("\nWRITEs spliced into the file: {}", snap.spliced_writes);
+        let _ = writeln!(
+            out,
+            "\nWRITEs spliced into the file: {}",
+            snap.spliced_writes
+        );
     }
+    out
 }
 
 /// Runs `fastfuse stats`.
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let snap = fastfuse::stats::query(&args.mountpoint)
         .with_context(|| format!("reading statistics of {}", args.mountpoint.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&snap)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&snap)? + "\n"
     } else {
-        print(&snap);
+        render(&snap)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ fn quick_run_covers_every_configuration_and_workload() {
     let mut configs = vec![
         "tmpfs",
         "fastfuse-seed",
-        "fastfuse-splice",
+        "fastfuse-nosplice",
         "fastfuse-wt",
         "fastfuse-bypass2",
     ];
