@@ -181,8 +181,8 @@ pub fn known(
                 "dev",
             ]),
         ),
-        // The seed's configuration with WRITE data spliced from /dev/fuse
-        // into the source file (one copy fewer).
+        // The seed's configuration without splicing WRITE data from
+        // /dev/fuse (fastfuse's default): what the splice buys.
         fastfuse(
             "fastfuse-nosplice",
             Family::Fastfuse,
@@ -192,7 +192,7 @@ pub fn known(
                 "-o",
                 "max_threads=4",
                 "-o",
-                "splice_write",
+                "no_splice_write",
                 "--transport",
                 "dev",
             ]),
@@ -639,6 +639,15 @@ mod tests {
             .find(|c| c.name == "fastfuse-bypass2")
             .unwrap();
         assert!(!b2.stores_data());
+        let no_splice = usable
+            .iter()
+            .find(|c| c.name == "fastfuse-nosplice")
+            .unwrap();
+        assert_eq!(
+            no_splice.command_line(),
+            "fastfuse -o writeback -o max_threads=4 -o no_splice_write --transport dev \
+             --foreground {src} {mnt}"
+        );
     }
 
     #[test]
