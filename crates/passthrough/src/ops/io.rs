@@ -95,6 +95,18 @@ pub(super) fn write(
         }
         BypassRw::Off => {}
     }
+    store(fs, fh, flags, |file| pwrite_all(file, offset(off)?, data))
+}
+
+/// What every WRITE that stores data does around `put`, which stores it in
+/// the source file: clear suid/sgid when the kernel asks, and keep the
+/// source's mtime for a writeback-cache WRITE (see [`KeepMtime`]).
+fn store(
+    fs: &PassthroughFs,
+    fh: FileHandle,
+    flags: WriteFlags,
+    put: impl FnOnce(&OpenFile) -> Result<u32, Errno>,
+) -> Result<u32, Errno> {
     let file = fs.files.get(fh)?;
     if flags.kill_suidgid {
         kill_suidgid(&file.fd)?;
@@ -104,7 +116,7 @@ pub(super) fn write(
     } else {
         None
     };
-    pwrite_all(&file, offset(off)?, data)
+    put(&file)
 }
 
 /// The pwrite loop of [`write`].
@@ -151,16 +163,12 @@ pub(super) fn write_spliced(
         }
         BypassRw::Off => {}
     }
-    let file = fs.files.get(fh)?;
-    if flags.kill_suidgid {
-        kill_suidgid(&file.fd)?;
-    }
-    let _keep = if flags.cache && fs.writeback() {
-        KeepMtime::begin(&file)
-    } else {
-        None
-    };
-    let start = offset(off)?;
+    store(fs, fh, flags, |file| splice_all(file, offset(off)?, data))
+}
+
+/// The splice loop of [`write_spliced`], as [`pwrite_all`] is of [`write`].
+fn splice_all(file: &OpenFile, start: i64, data: &mut PipeData<'_>) -> Result<u32, Errno> {
+    let len = data.len();
     let mut done = 0usize;
     while data.remaining() > 0 {
         let at = start.checked_add(done as i64).ok_or(Errno::EFBIG)?;
@@ -168,7 +176,7 @@ pub(super) fn write_spliced(
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if done == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
-                return pwrite_all(&file, start, data.read_remaining()?);
+                return pwrite_all(file, start, data.read_remaining()?);
             }
             Err(_) if done > 0 => break,
             Err(e) => return Err(e.into()),
