@@ -35,6 +35,8 @@ fn fsx_100k_ops_writeback_spliced() {
     let served = Served::start(&args);
     fsx(&served, &args);
     let snap = fastfuse::stats::query(served.mnt()).unwrap();
+    let writes = snap.ops.get("WRITE").map_or(0, |w| w.count);
+    eprintln!("{} of {writes} WRITEs spliced", snap.spliced_writes);
     assert!(
         snap.spliced_writes > 0,
         "no WRITE was spliced: {:?}",
