@@ -245,9 +245,15 @@ impl StatsServer {
                     if thread_stop.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Ok(mut conn) = conn {
-                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
-                        let _ = conn.write_all(&json);
+                    match conn {
+                        Ok(mut conn) => {
+                            let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                            let _ = conn.write_all(&json);
+                        }
+                        // Out of descriptors (EMFILE) a waiting connection
+                        // stays queued and accept may fail at once, again
+                        // and again: pause rather than spin on it.
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
                 }
             })?;
