@@ -92,10 +92,6 @@ pub fn command(dir: &Path, name: &str, spec: &DataSpec, threads: bool, output: &
         .arg("--time_based")
         .arg(format!("--runtime={}", fio_runtime(spec.runtime)))
         .arg("--group_reporting")
-        // Latency and bandwidth logs read the clock around every I/O: on
-        // raw tmpfs at 1k that is a fifth of the work. The throughput we
-        // report does not need them.
-        .arg("--gtod_reduce=1")
         .arg("--output-format=json")
         .arg(format!("--output={}", output.display()));
     if spec.pattern == Pattern::RandRw {
