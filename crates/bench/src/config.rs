@@ -67,6 +67,13 @@ impl ConfigSpec {
         self.family != Family::FastfuseBypass
     }
 
+    /// Whether fastfuse serves it over io_uring (the bench must turn the
+    /// kernel's `enable_uring` on).
+    pub fn uses_io_uring(&self) -> bool {
+        matches!(&self.launch, Launch::Fastfuse(args)
+            if args.windows(2).any(|w| w[0] == "--transport" && w[1] == "uring"))
+    }
+
     /// Whether it is served by fastfuse (its statistics can be read).
     pub fn is_fastfuse(&self) -> bool {
         matches!(self.family, Family::Fastfuse | Family::FastfuseBypass)
@@ -239,7 +246,7 @@ pub fn known(
             missing.push((c.name, "no fastfuse binary".into()));
         } else if c.name == "fastfuse-passthrough" && !root {
             missing.push((c.name, "kernel passthrough needs root".into()));
-        } else if c.name.starts_with("fastfuse-uring") && !(root && UringSwitch::available()) {
+        } else if c.uses_io_uring() && !(root && UringSwitch::available()) {
             missing.push((
                 c.name,
                 "FUSE over io_uring needs root and the fuse module's enable_uring parameter (Linux 6.14+)".into(),
@@ -639,6 +646,10 @@ mod tests {
             .find(|c| c.name == "fastfuse-bypass2")
             .unwrap();
         assert!(!b2.stores_data());
+        for c in &usable {
+            let ring = c.name.starts_with("fastfuse-uring");
+            assert_eq!(c.uses_io_uring(), ring, "{}", c.name);
+        }
         let no_splice = usable
             .iter()
             .find(|c| c.name == "fastfuse-nosplice")

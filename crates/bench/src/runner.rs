@@ -508,11 +508,7 @@ pub fn run(plan: &Plan, progress: &mut Progress, stop: &AtomicBool) -> anyhow::R
     let log_dir = plan.out_dir.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let scratch = Scratch::new().context("creating the scratch directory")?;
-    let _uring = if plan
-        .configs
-        .iter()
-        .any(|c| c.name.starts_with("fastfuse-uring"))
-    {
+    let _uring = if plan.configs.iter().any(|c| c.uses_io_uring()) {
         Some(crate::config::UringSwitch::enable().context("enabling FUSE over io_uring")?)
     } else {
         None
