@@ -30,8 +30,8 @@ pub struct Config {
     /// How requests travel: /dev/fuse, io_uring, or io_uring when the
     /// kernel offers it.
     pub transport: TransportKind,
-    /// Ring entries per io_uring queue (each holds a max_write buffer and
-    /// is served by a thread of its own, with its own ring).
+    /// Ring entries per io_uring queue: requests of one CPU in flight at
+    /// once. Each holds a max_write buffer.
     pub uring_queue_depth: usize,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,

@@ -91,22 +91,15 @@ fn prepare_uring(
         return Ok(Vec::new());
     }
     let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
-    // Each queue is served by several threads, each with its own ring and
-    // one entry: the kernel hands a request to any free entry of the
-    // caller's CPU's queue, so a queue fed by one busy CPU (the writeback
-    // flusher, say) is served in parallel. One entry each, because a
-    // thread busy with a request that waits (SETLKW, until another
-    // process's unlock) must hold no free entry: the kernel could put the
-    // unlock there, behind the wait it would end, and both would hang.
-    // The first thread of a queue is pinned to its CPU; the others float.
-    let threads = config.uring_queue_depth.max(1);
+    // One ring per queue, served by a thread pinned to the queue's CPU,
+    // with `uring_queue_depth` entries; long requests go to helpers (see
+    // transport::uring).
+    let depth = config.uring_queue_depth.max(1);
     let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
-        .flat_map(|qid| (0..threads).map(move |t| (qid, t)))
-        .map(|(qid, t)| {
+        .map(|qid| {
             UringQueue::new(
                 qid as u16,
-                t == 0,
-                1,
+                depth,
                 payload,
                 dev.clone(),
                 config.mlock_buffers,
@@ -117,8 +110,7 @@ fn prepare_uring(
         Ok(q) => {
             tracing::info!(
                 queues = uring::possible_cpus(),
-                threads_per_queue = threads,
-                depth = config.uring_queue_depth,
+                depth,
                 "serving through io_uring"
             );
             Ok(q)

@@ -1,23 +1,48 @@
 //! FUSE over io_uring (Linux 6.14+, `enable_uring` module parameter): one
-//! queue per possible CPU, each a thread pinned to its CPU with its own ring
-//! and ring entries. An entry is a 288-byte header buffer and a payload
-//! buffer registered with FUSE_IO_URING_CMD_REGISTER; the kernel fills them
-//! with a request and completes the command; the reply is built in place and
-//! COMMIT_AND_FETCH hands it back and waits for the next request.
+//! queue per possible CPU. A ring entry is a 288-byte header buffer and a
+//! payload buffer registered with FUSE_IO_URING_CMD_REGISTER; the kernel
+//! fills them with a request and completes the command; the reply is built
+//! in place and COMMIT_AND_FETCH hands it back and waits for the next
+//! request.
 //!
 //! The kernel's fs/fuse/dev_uring.c is the authority for the rules followed
 //! here: the ring must use 128-byte SQEs; REGISTER before the INIT reply gets
-//! EAGAIN; requests go to the queue of the CPU the caller runs on, and the
-//! ring only takes over from /dev/fuse once every queue has an entry
-//! registered; FORGET and INTERRUPT still come through /dev/fuse.
+//! EAGAIN; requests go to the queue of the CPU the caller runs on, to the
+//! queue's most recently freed entry, and the ring only takes over from
+//! /dev/fuse once every queue has an entry registered; FORGET and INTERRUPT
+//! still come through /dev/fuse.
+//!
+//! # Where requests are served
+//!
+//! A queue's entries are registered by a thread pinned to the queue's CPU.
+//! A caller waiting for a short request (LOOKUP, UNLINK, GETATTR) sleeps
+//! on that CPU, so serving it there costs no migration: that is where
+//! io_uring beats /dev/fuse. Long requests ([`placement`]: large READs and
+//! WRITEs, fsync) are handed to the queue's helper threads, which float.
+//!
+//! The kernel copies a request into an entry's buffers in the context of
+//! the task that submitted the entry's last command. A helper therefore
+//! commits the entries it served on a ring of its own: the next request in
+//! that entry (the writeback flusher's next 1 MiB WRITE, typically) is
+//! copied and served on whatever CPU the helper runs, not queued behind the
+//! flusher on the pinned CPU. When a helper's entry then brings a short
+//! request, the helper serves it and gives the entry back to the pinned
+//! thread to commit. SETLKW, which may wait for another process's unlock
+//! for as long as that process pleases, gets a thread of its own, so that
+//! it never holds up the unlock.
+//!
+//! Entries move between the queue's threads through inboxes, each an
+//! eventfd the owner's ring reads. A thread holds an entry exactly while
+//! the entry's command is in its ring or it is serving the entry's request.
 //!
 //! Submitting a command that names buffers is `unsafe` (the buffers must
 //! outlive it), so this module is part of the syscall boundary.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fastfuse_abi::{self as abi, Opcode};
@@ -28,35 +53,216 @@ use super::{Server, Transport};
 use crate::filesystem::Filesystem;
 use crate::reply::{self, Outcome};
 use crate::request::Body;
+use crate::stats::Shard;
 use crate::sys;
-use crate::transport::dev::prepared_buffer;
 
-/// One registered buffer pair.
+/// READs and WRITEs at least this large are long requests: copying them
+/// takes longer than handing them over.
+const LONG_MIN_BYTES: usize = 64 * 1024;
+
+/// Helper threads per queue.
+const HELPERS_PER_QUEUE: usize = 2;
+
+/// The completion tag of the eventfd read that wakes a ring when its inbox
+/// has entries.
+const WAKE: u64 = u64::MAX;
+
+/// One registered buffer pair. Its buffers are heap allocations whose
+/// addresses the kernel keeps, so the struct itself may move from thread
+/// to thread while they stay put.
 struct RingEntry {
     header: Box<abi::UringReqHeader>,
-    payload: Box<[u8]>,
+    /// In huge pages: the kernel copies every request into it and a WRITE's
+    /// data is copied out of it.
+    payload: sys::HugeBuffer,
+    /// The part of `payload` registered (the kernel's max payload size).
+    payload_len: usize,
     /// The iovecs REGISTER points at, as `struct iovec[2]` (base, len,
-    /// base, len): header, payload. Kept as integers so the queue stays
+    /// base, len): header, payload. Kept as integers so the entry stays
     /// `Send`.
     iov: Box<[usize; 4]>,
 }
 
-/// One queue: a ring, its entries, and the thread that will serve them.
-pub(crate) struct UringQueue {
+impl RingEntry {
+    fn new(payload_len: usize, lock: bool) -> io::Result<RingEntry> {
+        let mut header = Box::<abi::UringReqHeader>::default();
+        let mut payload = sys::HugeBuffer::new(payload_len, lock)?;
+        let iov = Box::new([
+            &mut *header as *mut abi::UringReqHeader as usize,
+            size_of::<abi::UringReqHeader>(),
+            payload.as_mut_ptr() as usize,
+            payload_len,
+        ]);
+        Ok(RingEntry {
+            header,
+            payload,
+            payload_len,
+            iov,
+        })
+    }
+
+    fn opcode(&self) -> u32 {
+        abi::InHeader::read_from_prefix(&self.header.in_out).map_or(0, |(h, _)| h.opcode)
+    }
+
+    fn placement(&self) -> Placement {
+        placement(
+            self.opcode(),
+            &self.header.op_in,
+            self.header.ring_ent_in_out.payload_sz as usize,
+        )
+    }
+}
+
+/// Where a request is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Short: on the pinned thread of the caller's CPU.
+    Pinned,
+    /// Long: on a floating helper.
+    Helper,
+    /// On a thread of its own: it may wait for as long as another process
+    /// pleases (SETLKW), so it must not occupy a thread that serves others.
+    OwnThread,
+}
+
+/// Decides where a request is served from its opcode, its argument and the
+/// size of its payload.
+fn placement(opcode: u32, op_in: &[u8], payload: usize) -> Placement {
+    match Opcode::from_raw(opcode) {
+        Some(Opcode::Setlkw) => Placement::OwnThread,
+        Some(Opcode::Write) if payload >= LONG_MIN_BYTES => Placement::Helper,
+        Some(Opcode::Read) => match abi::ReadIn::read_from_prefix(op_in) {
+            Ok((arg, _)) if arg.size as usize >= LONG_MIN_BYTES => Placement::Helper,
+            _ => Placement::Pinned,
+        },
+        // They wait for the disk under the source filesystem.
+        Some(
+            Opcode::Fsync
+            | Opcode::Fsyncdir
+            | Opcode::Fallocate
+            | Opcode::CopyFileRange
+            | Opcode::CopyFileRange64,
+        ) => Placement::Helper,
+        _ => Placement::Pinned,
+    }
+}
+
+/// An entry handed from one of the queue's threads to another.
+struct Handoff {
+    idx: usize,
+    entry: RingEntry,
+    then: Then,
+}
+
+/// What the receiver of a [`Handoff`] does with it.
+enum Then {
+    /// Serve the request in it.
+    Serve,
+    /// The reply is in place: commit it.
+    Commit(u64),
+}
+
+/// Entries handed to one thread, and the eventfd that wakes its ring.
+struct Inbox {
+    items: Mutex<Vec<Handoff>>,
+    wake: OwnedFd,
+}
+
+impl Inbox {
+    fn new() -> io::Result<Inbox> {
+        Ok(Inbox {
+            items: Mutex::new(Vec::new()),
+            wake: sys::eventfd()?,
+        })
+    }
+
+    fn send(&self, handoff: Handoff) {
+        self.items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handoff);
+        self.signal();
+    }
+
+    fn signal(&self) {
+        if let Err(e) = sys::eventfd_signal(self.wake.as_fd()) {
+            tracing::error!("cannot wake an io_uring thread: {e}");
+        }
+    }
+
+    fn take(&self) -> Vec<Handoff> {
+        std::mem::take(&mut *self.items.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// What the threads of one queue share.
+struct QueueShared<'s, F> {
+    qid: u16,
+    dev: &'s OwnedFd,
+    server: &'s Server<F>,
+    shard: Arc<Shard>,
+    /// Entries whose command has not ended: the queue stops at zero.
+    live: AtomicUsize,
+    /// Set when a thread of the queue failed: the others stop too.
+    failed: AtomicBool,
+    /// One per thread: the pinned thread's first, then the helpers'.
+    inboxes: Vec<Inbox>,
+    /// Round-robin choice of helper.
+    next_helper: AtomicUsize,
+    /// The CPUs helpers may run on (all those of the process).
+    floating: Option<sys::CpuSet>,
+}
+
+impl<F> QueueShared<'_, F> {
+    fn wake_all(&self) {
+        for inbox in &self.inboxes {
+            inbox.signal();
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.live.load(Ordering::Acquire) == 0 || self.failed.load(Ordering::Acquire)
+    }
+
+    /// Lets the calling thread, spawned by the pinned one, float.
+    fn float(&self) {
+        if let Some(Err(e)) = self.floating.as_ref().map(sys::CpuSet::apply) {
+            tracing::debug!(qid = self.qid, "helper stays on the queue's CPU: {e}");
+        }
+    }
+
+    fn pick_helper(&self) -> usize {
+        1 + self.next_helper.fetch_add(1, Ordering::Relaxed) % (self.inboxes.len() - 1)
+    }
+}
+
+/// A ring and what the thread serving it holds.
+struct RingThread {
     // Declared first so that it is dropped first: closing the ring cancels
     // the commands before the buffers they point to are freed.
     ring: IoUring<squeue::Entry128>,
-    qid: u16,
-    /// Pin this thread to the queue's CPU (the first thread of a queue).
-    pin: bool,
-    dev: Arc<OwnedFd>,
-    entries: Vec<RingEntry>,
+    /// The entries whose command is in this ring or whose request this
+    /// thread serves, by index in the queue.
+    slots: Vec<Option<RingEntry>>,
+    /// Where the ring reads the inbox eventfd's counter into.
+    wake_buf: Box<[u8; 8]>,
     /// Requests other than WRITE are decoded from a copy of their payload
     /// (names, small values), so that the reply can be written straight
     /// into the entry's payload buffer.
-    scratch: Box<[u8]>,
-    /// Completions taken from the ring in one pass: (entry, result).
-    ready: Vec<(usize, i32)>,
+    scratch: Vec<u8>,
+    /// Completions taken from the ring in one pass: (tag, result).
+    ready: Vec<(u64, i32)>,
+}
+
+/// One queue: its rings, its entries, and the inboxes of its threads.
+pub(crate) struct UringQueue {
+    qid: u16,
+    dev: Arc<OwnedFd>,
+    /// The pinned thread's ring first, then the helpers'.
+    rings: Vec<RingThread>,
+    entries: Vec<RingEntry>,
+    inboxes: Vec<Inbox>,
 }
 
 /// How many queues the kernel expects: one per possible CPU.
@@ -94,125 +300,294 @@ fn cmd_bytes(qid: u16, commit_id: u64) -> [u8; 80] {
     cmd
 }
 
+/// Serves the request the kernel put in `e` and builds the reply in place.
+/// `scratch` receives a copy of the payload of requests other than WRITE.
+/// Returns the commit id.
+fn serve_entry<F: Filesystem>(
+    server: &Server<F>,
+    shard: &Shard,
+    e: &mut RingEntry,
+    scratch: &mut Vec<u8>,
+) -> u64 {
+    let commit_id = e.header.ring_ent_in_out.commit_id;
+    let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload_len);
+    let header = abi::InHeader::read_from_prefix(&e.header.in_out)
+        .map(|(h, _)| h)
+        .unwrap_or_default();
+    let outcome = if header.opcode == Opcode::Write as u32 {
+        // WRITE data is taken straight from the payload buffer; the
+        // 8-byte reply goes through a small buffer and is copied after.
+        let mut small = [0u8; 64];
+        let body = Body::Split {
+            op: &e.header.op_in,
+            payload: &e.payload[..size],
+        };
+        let outcome = server.serve_request(shard, &header, body, &mut small);
+        if let Outcome::Reply(Ok(n)) = outcome {
+            e.payload[..n].copy_from_slice(&small[..n]);
+        }
+        outcome
+    } else {
+        if scratch.len() < size {
+            scratch.resize(size, 0);
+        }
+        scratch[..size].copy_from_slice(&e.payload[..size]);
+        let body = Body::Split {
+            op: &e.header.op_in,
+            payload: &scratch[..size],
+        };
+        // READ data lands directly in the payload buffer.
+        server.serve_request(shard, &header, body, &mut e.payload[..e.payload_len])
+    };
+    let result = match outcome {
+        Outcome::Reply(r) => r,
+        // Nothing that takes no reply should come through the ring; the
+        // entry must be committed all the same to get the next request.
+        Outcome::None => Ok(0),
+    };
+    let out = reply::out_header(header.unique, result);
+    e.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
+    e.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
+    commit_id
+}
+
+impl RingThread {
+    fn new(entries: usize) -> io::Result<RingThread> {
+        // Not SINGLE_ISSUER: rings are created here, before INIT is
+        // answered, and used by the threads that serve them. One slot more
+        // than the entries, for the inbox read.
+        let ring = IoUring::<squeue::Entry128>::builder()
+            .build((entries as u32 + 1).next_power_of_two().max(2))?;
+        Ok(RingThread {
+            ring,
+            slots: (0..entries).map(|_| None).collect(),
+            wake_buf: Box::new([0; 8]),
+            scratch: Vec::new(),
+            ready: Vec::with_capacity(entries + 1),
+        })
+    }
+
+    fn push_register(&mut self, dev: &OwnedFd, qid: u16, idx: usize) -> io::Result<()> {
+        let Some(e) = &self.slots[idx] else {
+            return Err(io::Error::other(
+                "registering an entry this thread does not hold",
+            ));
+        };
+        let sqe =
+            opcode::UringCmd80::new(types::Fd(dev.as_raw_fd()), abi::FUSE_IO_URING_CMD_REGISTER)
+                .cmd(cmd_bytes(qid, 0))
+                .addr(Some(e.iov.as_ptr() as u64))
+                .build()
+                .user_data(idx as u64);
+        let sqe = sys::uring_cmd_with_len(sqe, 2);
+        // SAFETY: the iovecs and the buffers they name are heap
+        // allocations of an entry in self.slots, which holds it until its
+        // command has ended; slots is dropped after the ring.
+        unsafe { sys::uring_push(&mut self.ring, &sqe) }
+    }
+
+    fn push_commit(
+        &mut self,
+        dev: &OwnedFd,
+        qid: u16,
+        idx: usize,
+        commit_id: u64,
+    ) -> io::Result<()> {
+        let sqe = opcode::UringCmd80::new(
+            types::Fd(dev.as_raw_fd()),
+            abi::FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
+        )
+        .cmd(cmd_bytes(qid, commit_id))
+        .build()
+        .user_data(idx as u64);
+        // SAFETY: the command names no buffer; the kernel writes the next
+        // request into the buffers registered for the entry, which this
+        // thread holds in self.slots until the command ends (see
+        // push_register).
+        unsafe { sys::uring_push(&mut self.ring, &sqe) }
+    }
+
+    fn push_wake_read(&mut self, inbox: &Inbox) -> io::Result<()> {
+        let sqe = opcode::Read::new(
+            types::Fd(inbox.wake.as_raw_fd()),
+            self.wake_buf.as_mut_ptr(),
+            8,
+        )
+        .build()
+        .user_data(WAKE)
+        .into();
+        // SAFETY: wake_buf is a heap allocation dropped after the ring.
+        unsafe { sys::uring_push(&mut self.ring, &sqe) }
+    }
+
+    /// Serves thread `me` of a queue (0: the pinned one) until every entry
+    /// of the queue has ended or a thread of it failed.
+    fn run<'s, 'e, F: Filesystem>(
+        &mut self,
+        q: &'e QueueShared<'e, F>,
+        me: usize,
+        s: ThreadScope<'s, 'e>,
+    ) -> io::Result<()> {
+        let result = self.serve(q, me, s);
+        if result.is_err() {
+            q.failed.store(true, Ordering::Release);
+            q.wake_all();
+        }
+        result
+    }
+
+    fn serve<'s, 'e, F: Filesystem>(
+        &mut self,
+        q: &'e QueueShared<'e, F>,
+        me: usize,
+        s: ThreadScope<'s, 'e>,
+    ) -> io::Result<()> {
+        self.push_wake_read(&q.inboxes[me])?;
+        while !q.stopping() {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            let mut ready = std::mem::take(&mut self.ready);
+            ready.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result())),
+            );
+            for &(tag, res) in &ready {
+                if tag == WAKE {
+                    if res < 0 && res != -libc::EINTR {
+                        return Err(io::Error::from_raw_os_error(-res));
+                    }
+                    for h in q.inboxes[me].take() {
+                        self.slots[h.idx] = Some(h.entry);
+                        match h.then {
+                            Then::Serve => self.handle(q, me, h.idx, s)?,
+                            Then::Commit(id) => self.push_commit(q.dev, q.qid, h.idx, id)?,
+                        }
+                    }
+                    self.push_wake_read(&q.inboxes[me])?;
+                } else if res == 0 {
+                    self.handle(q, me, tag as usize, s)?;
+                } else if res == -libc::EAGAIN {
+                    // REGISTER raced the INIT reply: try again shortly.
+                    std::thread::sleep(Duration::from_millis(1));
+                    self.push_register(q.dev, q.qid, tag as usize)?;
+                } else {
+                    // ENOTCONN/ECONNABORTED at unmount, or a refused
+                    // REGISTER (the kernel then falls back to /dev/fuse).
+                    if !matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) {
+                        tracing::warn!(
+                            qid = q.qid,
+                            "io_uring entry ended: {}",
+                            io::Error::from_raw_os_error(-res)
+                        );
+                    }
+                    // The command has ended: the kernel is done with the
+                    // entry's buffers.
+                    self.slots[tag as usize] = None;
+                    if q.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        q.wake_all();
+                    }
+                }
+            }
+            ready.clear();
+            self.ready = ready;
+        }
+        Ok(())
+    }
+
+    /// Serves the request in entry `idx` here, or hands the entry to the
+    /// thread where it belongs.
+    fn handle<'s, 'e, F: Filesystem>(
+        &mut self,
+        q: &'e QueueShared<'e, F>,
+        me: usize,
+        idx: usize,
+        s: ThreadScope<'s, 'e>,
+    ) -> io::Result<()> {
+        let Some(entry) = self.slots[idx].as_mut() else {
+            return Err(io::Error::other(
+                "a request arrived in an entry this thread does not hold",
+            ));
+        };
+        let pinned = me == 0;
+        match entry.placement() {
+            Placement::Helper if pinned => {
+                let entry = self.slots[idx].take().expect("checked above");
+                q.inboxes[q.pick_helper()].send(Handoff {
+                    idx,
+                    entry,
+                    then: Then::Serve,
+                });
+                Ok(())
+            }
+            Placement::OwnThread => {
+                let mut entry = self.slots[idx].take().expect("checked above");
+                std::thread::Builder::new()
+                    .name(format!("fastfuse-uring{}w", q.qid))
+                    .spawn_scoped(s, move || {
+                        q.float();
+                        let commit_id =
+                            serve_entry(q.server, &q.shard, &mut entry, &mut Vec::new());
+                        q.inboxes[0].send(Handoff {
+                            idx,
+                            entry,
+                            then: Then::Commit(commit_id),
+                        });
+                    })?;
+                Ok(())
+            }
+            placement => {
+                let commit_id = serve_entry(q.server, &q.shard, entry, &mut self.scratch);
+                if pinned || placement == Placement::Helper {
+                    self.push_commit(q.dev, q.qid, idx, commit_id)
+                } else {
+                    // A short request reached a helper's entry: the entry
+                    // goes back to the pinned thread, where the next short
+                    // one is best served.
+                    let entry = self.slots[idx].take().expect("checked above");
+                    q.inboxes[0].send(Handoff {
+                        idx,
+                        entry,
+                        then: Then::Commit(commit_id),
+                    });
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The scope helper threads and SETLKW threads are spawned in.
+type ThreadScope<'s, 'e> = &'s std::thread::Scope<'s, 'e>;
+
 impl UringQueue {
-    /// Creates the ring and the entries' buffers. Called before INIT is
+    /// Creates the rings and the entries' buffers. Called before INIT is
     /// answered, so that a machine that cannot set up rings falls back to
     /// /dev/fuse instead of leaving the kernel waiting for a ring.
     pub(crate) fn new(
         qid: u16,
-        pin: bool,
         depth: usize,
         payload: usize,
         dev: Arc<OwnedFd>,
         lock: bool,
     ) -> io::Result<UringQueue> {
-        // Not SINGLE_ISSUER: the ring is created here, before INIT is
-        // answered, and used by the queue's own thread.
-        let ring = IoUring::<squeue::Entry128>::builder()
-            .build((depth as u32).next_power_of_two().max(2))?;
-        let entries = (0..depth)
-            .map(|_| {
-                let mut header = Box::<abi::UringReqHeader>::default();
-                let mut payload = prepared_buffer(payload, lock).into_boxed_slice();
-                let iov = Box::new([
-                    &mut *header as *mut abi::UringReqHeader as usize,
-                    size_of::<abi::UringReqHeader>(),
-                    payload.as_mut_ptr() as usize,
-                    payload.len(),
-                ]);
-                RingEntry {
-                    header,
-                    payload,
-                    iov,
-                }
-            })
-            .collect();
+        let threads = 1 + HELPERS_PER_QUEUE;
         Ok(UringQueue {
-            ring,
             qid,
-            pin,
             dev,
-            entries,
-            scratch: vec![0u8; payload].into_boxed_slice(),
-            ready: Vec::with_capacity(depth),
+            rings: (0..threads)
+                .map(|_| RingThread::new(depth))
+                .collect::<io::Result<_>>()?,
+            entries: (0..depth)
+                .map(|_| RingEntry::new(payload, lock))
+                .collect::<io::Result<_>>()?,
+            inboxes: (0..threads)
+                .map(|_| Inbox::new())
+                .collect::<io::Result<_>>()?,
         })
-    }
-
-    fn push_register(&mut self, idx: usize) -> io::Result<()> {
-        let e = &self.entries[idx];
-        let sqe = opcode::UringCmd80::new(
-            types::Fd(self.dev.as_raw_fd()),
-            abi::FUSE_IO_URING_CMD_REGISTER,
-        )
-        .cmd(cmd_bytes(self.qid, 0))
-        .addr(Some(e.iov.as_ptr() as u64))
-        .build()
-        .user_data(idx as u64);
-        let sqe = sys::uring_cmd_with_len(sqe, 2);
-        // SAFETY: the iovecs and the buffers they name live in
-        // self.entries, which outlives the ring (dropped after it).
-        unsafe { sys::uring_push(&mut self.ring, &sqe) }
-    }
-
-    fn push_commit(&mut self, idx: usize, commit_id: u64) -> io::Result<()> {
-        let sqe = opcode::UringCmd80::new(
-            types::Fd(self.dev.as_raw_fd()),
-            abi::FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
-        )
-        .cmd(cmd_bytes(self.qid, commit_id))
-        .build()
-        .user_data(idx as u64);
-        // SAFETY: the command names no buffer; the entry's registered
-        // buffers live as long as the ring (see push_register).
-        unsafe { sys::uring_push(&mut self.ring, &sqe) }
-    }
-
-    /// Serves the request the kernel put in entry `idx` and builds the
-    /// reply in place. Returns the commit id.
-    fn serve_entry<F: Filesystem>(
-        &mut self,
-        server: &Server<F>,
-        shard: &crate::stats::Shard,
-        idx: usize,
-    ) -> u64 {
-        let e = &mut self.entries[idx];
-        let commit_id = e.header.ring_ent_in_out.commit_id;
-        let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload.len());
-        let header = abi::InHeader::read_from_prefix(&e.header.in_out)
-            .map(|(h, _)| h)
-            .unwrap_or_default();
-        let outcome = if header.opcode == Opcode::Write as u32 {
-            // WRITE data is taken straight from the payload buffer; the
-            // 8-byte reply goes through a small buffer and is copied after.
-            let mut small = [0u8; 64];
-            let body = Body::Split {
-                op: &e.header.op_in,
-                payload: &e.payload[..size],
-            };
-            let outcome = server.serve_request(shard, &header, body, &mut small);
-            if let Outcome::Reply(Ok(n)) = outcome {
-                e.payload[..n].copy_from_slice(&small[..n]);
-            }
-            outcome
-        } else {
-            self.scratch[..size].copy_from_slice(&e.payload[..size]);
-            let body = Body::Split {
-                op: &e.header.op_in,
-                payload: &self.scratch[..size],
-            };
-            // READ data lands directly in the payload buffer.
-            server.serve_request(shard, &header, body, &mut e.payload)
-        };
-        let result = match outcome {
-            Outcome::Reply(r) => r,
-            // Nothing that takes no reply should come through the ring; the
-            // entry must be committed all the same to get the next request.
-            Outcome::None => Ok(0),
-        };
-        let out = reply::out_header(header.unique, result);
-        e.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
-        e.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
-        commit_id
     }
 }
 
@@ -263,53 +638,65 @@ impl Transport for UringQueue {
 }
 
 impl UringQueue {
-    fn run<F: Filesystem>(mut self, server: &Server<F>) -> io::Result<()> {
-        if !self.pin {
-        } else if let Err(e) = sys::pin_to_cpu(self.qid as usize) {
+    /// Runs the pinned thread here and the helpers beside it; returns once
+    /// all have stopped.
+    fn run<F: Filesystem>(self, server: &Server<F>) -> io::Result<()> {
+        // Helpers float over the CPUs the process may use; they are
+        // spawned by the pinned thread and would inherit its single CPU.
+        let floating = sys::CpuSet::current()
+            .inspect_err(|e| tracing::debug!("cannot read the CPU affinity: {e}"))
+            .ok();
+        if let Err(e) = sys::CpuSet::one(self.qid as usize).apply() {
             tracing::debug!(qid = self.qid, "cannot pin queue thread: {e}");
         }
-        let shard = server.stats.shard(self.name());
-        let mut live = self.entries.len();
-        for idx in 0..live {
-            self.push_register(idx)?;
+        let UringQueue {
+            qid,
+            dev,
+            rings,
+            entries,
+            inboxes,
+        } = self;
+        let q = QueueShared {
+            qid,
+            dev: &dev,
+            server,
+            shard: server.stats.shard("uring"),
+            live: AtomicUsize::new(entries.len()),
+            failed: AtomicBool::new(false),
+            inboxes,
+            next_helper: AtomicUsize::new(0),
+            floating,
+        };
+        let mut rings = rings.into_iter();
+        let mut pinned = rings.next().expect("a queue has a pinned ring");
+        for (idx, entry) in entries.into_iter().enumerate() {
+            pinned.slots[idx] = Some(entry);
         }
-        while live > 0 {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(e),
+        let q = &q;
+        std::thread::scope(|s| {
+            for (h, mut ring) in rings.enumerate() {
+                std::thread::Builder::new()
+                    .name(format!("fastfuse-uring{qid}h{h}"))
+                    .spawn_scoped(s, move || {
+                        q.float();
+                        if let Err(e) = ring.run(q, h + 1, s) {
+                            tracing::error!(qid, "io_uring helper failed: {e}");
+                        }
+                    })?;
             }
-            let mut ready = std::mem::take(&mut self.ready);
-            ready.extend(
-                self.ring
-                    .completion()
-                    .map(|cqe| (cqe.user_data() as usize, cqe.result())),
-            );
-            for &(idx, res) in &ready {
-                if res == 0 {
-                    let commit_id = self.serve_entry(server, &shard, idx);
-                    self.push_commit(idx, commit_id)?;
-                } else if res == -libc::EAGAIN {
-                    // REGISTER raced the INIT reply: try again shortly.
-                    std::thread::sleep(Duration::from_millis(1));
-                    self.push_register(idx)?;
-                } else {
-                    // ENOTCONN/ECONNABORTED at unmount, or a refused
-                    // REGISTER (the kernel then falls back to /dev/fuse).
-                    if !matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) {
-                        tracing::warn!(
-                            qid = self.qid,
-                            "io_uring entry ended: {}",
-                            io::Error::from_raw_os_error(-res)
-                        );
-                    }
-                    live -= 1;
-                }
+            let registered =
+                (0..pinned.slots.len()).try_for_each(|idx| pinned.push_register(q.dev, qid, idx));
+            let result = registered.and_then(|()| pinned.run(q, 0, s));
+            if result.is_err() {
+                q.failed.store(true, Ordering::Release);
+                q.wake_all();
             }
-            ready.clear();
-            self.ready = ready;
+            tracing::debug!(qid, "io_uring queue stopped");
+            result
+        })?;
+        if q.failed.load(Ordering::Acquire) {
+            return Err(io::Error::other("a thread of the queue failed"));
         }
-        tracing::debug!(qid = self.qid, "io_uring queue stopped");
         Ok(())
     }
 }
@@ -338,5 +725,42 @@ mod tests {
         assert_eq!(&cmd[0..8], &0u64.to_ne_bytes()); // flags
         assert_eq!(&cmd[8..16], &0x1122u64.to_ne_bytes()); // commit_id
         assert_eq!(&cmd[16..18], &3u16.to_ne_bytes()); // qid
+    }
+
+    #[test]
+    fn long_requests_leave_the_pinned_thread() {
+        let read = |size: u32| {
+            abi::ReadIn {
+                size,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        let none: &[u8] = &[];
+        assert_eq!(
+            placement(Opcode::Setlkw as u32, none, 0),
+            Placement::OwnThread
+        );
+        assert_eq!(placement(Opcode::Setlk as u32, none, 0), Placement::Pinned);
+        assert_eq!(
+            placement(Opcode::Write as u32, none, 4096),
+            Placement::Pinned
+        );
+        assert_eq!(
+            placement(Opcode::Write as u32, none, 1 << 20),
+            Placement::Helper
+        );
+        assert_eq!(
+            placement(Opcode::Read as u32, &read(4096), 0),
+            Placement::Pinned
+        );
+        assert_eq!(
+            placement(Opcode::Read as u32, &read(1 << 20), 0),
+            Placement::Helper
+        );
+        assert_eq!(placement(Opcode::Fsync as u32, none, 0), Placement::Helper);
+        assert_eq!(placement(Opcode::Lookup as u32, none, 0), Placement::Pinned);
+        assert_eq!(placement(9999, none, 0), Placement::Pinned);
     }
 }
