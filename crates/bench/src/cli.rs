@@ -62,7 +62,7 @@ pub struct RunArgs {
     /// fastfuse-uring, fastfuse-wt, fastfuse-passthrough, fastfuse-bypass1,
     /// fastfuse-bypass2, mergerfs-wb, mergerfs, bindfs, and --peer names;
     /// opt-in: fastfuse-nosplice (the seed's without splicing WRITE data),
-    /// fastfuse-uring1 (io_uring with one pinned thread per queue).
+    /// fastfuse-uring1 (io_uring with one ring entry per queue).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub configs: Vec<String>,
     /// Workloads to run, comma-separated (default: all). Known:

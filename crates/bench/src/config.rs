@@ -115,7 +115,7 @@ pub const KNOWN: [&str; 13] = [
 ];
 
 /// Configurations that only run when named in `--configs`: evaluations of
-/// one choice (splicing, io_uring's threads per queue) that would push the
+/// one choice (splicing, io_uring's entries per queue) that would push the
 /// default run past 15 minutes.
 pub const OPT_IN: [&str; 2] = ["fastfuse-nosplice", "fastfuse-uring1"];
 
@@ -214,7 +214,7 @@ pub fn known(
             Family::Fastfuse,
             &s(&["--transport", "uring"]),
         ),
-        // One thread per io_uring queue, pinned to the queue's CPU.
+        // One entry per io_uring queue: one request per CPU in flight.
         fastfuse(
             "fastfuse-uring1",
             Family::Fastfuse,

@@ -271,8 +271,8 @@ pub fn markdown(run: &BenchRun) -> String {
         let _ = writeln!(
             s,
             "\n## io_uring against /dev/fuse\n\nfastfuse-uring / fastfuse (same mode, medians){}. Floors: metadata rows >= 1.30, seed rows >= 0.95.\n\n| workload | /dev/fuse | io_uring | io_uring / dev |{}\n|---|---:|---:|---:|{}",
-            if one { "; fastfuse-uring1 has one pinned thread per queue" } else { "" },
-            if one { " io_uring, 1 thread/queue | its / dev |" } else { "" },
+            if one { "; fastfuse-uring1 has one ring entry per queue" } else { "" },
+            if one { " io_uring, 1 entry/queue | its / dev |" } else { "" },
             if one { "---:|---:|" } else { "" },
         );
         for w in &run.workloads {
