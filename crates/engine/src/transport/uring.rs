@@ -57,7 +57,8 @@ use crate::stats::Shard;
 use crate::sys;
 
 /// READs and WRITEs at least this large are long requests: copying them
-/// takes longer than handing them over.
+/// takes longer than handing them over. (WRITEs of the writeback cache go
+/// to helpers whatever their size; see [`placement`].)
 const LONG_MIN_BYTES: usize = 64 * 1024;
 
 /// Helper threads per queue.
@@ -131,7 +132,17 @@ enum Placement {
 fn placement(opcode: u32, op_in: &[u8], payload: usize) -> Placement {
     match Opcode::from_raw(opcode) {
         Some(Opcode::Setlkw) => Placement::OwnThread,
-        Some(Opcode::Write) if payload >= LONG_MIN_BYTES => Placement::Helper,
+        // Writeback: the flusher sent it and waits for no single one; its
+        // CPU is busy dirtying the next pages (measured: random 4k
+        // read/write 0.79x of /dev/fuse with them pinned, 0.94x with
+        // helpers).
+        Some(Opcode::Write) => match abi::WriteIn::read_from_prefix(op_in) {
+            Ok((arg, _)) if arg.write_flags & abi::write_flags::FUSE_WRITE_CACHE != 0 => {
+                Placement::Helper
+            }
+            _ if payload >= LONG_MIN_BYTES => Placement::Helper,
+            _ => Placement::Pinned,
+        },
         Some(Opcode::Read) => match abi::ReadIn::read_from_prefix(op_in) {
             Ok((arg, _)) if arg.size as usize >= LONG_MIN_BYTES => Placement::Helper,
             _ => Placement::Pinned,
@@ -743,9 +754,26 @@ mod tests {
             Placement::OwnThread
         );
         assert_eq!(placement(Opcode::Setlk as u32, none, 0), Placement::Pinned);
+        let write = |write_flags: u32| {
+            abi::WriteIn {
+                write_flags,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec()
+        };
+        let cached = write(abi::write_flags::FUSE_WRITE_CACHE);
         assert_eq!(
-            placement(Opcode::Write as u32, none, 4096),
+            placement(Opcode::Write as u32, &write(0), 4096),
             Placement::Pinned
+        );
+        assert_eq!(
+            placement(Opcode::Write as u32, &write(0), 1 << 20),
+            Placement::Helper
+        );
+        assert_eq!(
+            placement(Opcode::Write as u32, &cached, 4096),
+            Placement::Helper
         );
         assert_eq!(
             placement(Opcode::Write as u32, none, 1 << 20),
