@@ -118,6 +118,10 @@ impl Tree {
     }
 }
 
+/// Cold walks of the tree in one sample of the stat workload, each after
+/// dropping dentries and inodes; only the walks are timed.
+pub const STAT_WALKS: u64 = 5;
+
 /// `lstat`s every entry under `dir/tree` (reading each directory first, as
 /// `find` or `ls -lR` would). Returns the entries seen and the seconds.
 pub fn stat_tree(dir: &Path) -> io::Result<(u64, f64)> {

@@ -145,7 +145,10 @@ impl Workload {
                 format!("tar -xf of a generated tree of {tree_entries} entries")
             }
             Kind::Meta(MetaOp::Stat) => {
-                format!("lstat of {tree_entries} entries after drop_caches=2")
+                format!(
+                    "lstat of {tree_entries} entries after drop_caches=2, {} times",
+                    crate::meta::STAT_WALKS
+                )
             }
             Kind::Meta(MetaOp::Rm) => format!("rm -rf of {tree_entries} entries"),
         }
