@@ -157,12 +157,19 @@ fn random_operations_from_eight_threads_leave_the_mount_equal_to_the_source() {
         pid,
         &[&mnt, served.source.path()],
     );
-    // The baseline: only the root known, nothing open.
+    // The baseline: only the root known, nothing open, and the daemon done
+    // starting. The mount is visible before the daemon has started its
+    // workers (their cloned /dev/fuse fds, their splice pipes) or closed
+    // what it read while mounting, so its table must hold still first.
+    let mut baseline = daemon_fds(pid);
     assert!(wait_for(Duration::from_secs(10), || {
         drop_caches();
-        fds_into(pid, &src).len() == 1
+        std::thread::sleep(Duration::from_millis(200));
+        let now = daemon_fds(pid);
+        let still = now == baseline;
+        baseline = now;
+        still && fds_into(pid, &src).len() == 1
     }));
-    let baseline = daemon_fds(pid);
     for d in 0..DIRS {
         std::fs::create_dir(mnt.join(format!("d{d}"))).unwrap();
     }

@@ -91,9 +91,9 @@ fn prepare_uring(
         return Ok(Vec::new());
     }
     let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
-    // One ring per queue, served by a thread pinned to the queue's CPU,
-    // with `uring_queue_depth` entries; long requests go to helpers (see
-    // transport::uring).
+    // Per queue: `uring_queue_depth` entries, a thread pinned to the
+    // queue's CPU for short requests and floating helpers, each with its
+    // own ring, for long ones (see transport::uring).
     let depth = config.uring_queue_depth.max(1);
     let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
         .map(|qid| {
@@ -359,7 +359,7 @@ impl<F: Filesystem> Session<F> {
         for queue in std::mem::take(&mut self.queues) {
             let server = self.server.clone();
             let handle = std::thread::Builder::new()
-                .name("fastfuse-uring".into())
+                .name(queue.thread_name())
                 .spawn(move || {
                     if let Err(e) = queue.serve(&server) {
                         tracing::error!("io_uring queue stopped: {e}");

@@ -128,6 +128,78 @@ fn requests_are_served_through_the_ring_on_every_queue() {
     session.unmount().unwrap();
 }
 
+/// The CPUs listed like "0-3,8" (a `Cpus_allowed_list`).
+fn cpu_list(list: &str) -> Vec<usize> {
+    list.trim()
+        .split(',')
+        .flat_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()
+        })
+        .collect()
+}
+
+/// Each thread of this process: (name, the CPUs it may run on).
+fn thread_cpus() -> Vec<(String, Vec<usize>)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?;
+            let status = std::fs::read_to_string(t.join("status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+            Some((name.trim().to_string(), cpu_list(cpus)))
+        })
+        .collect()
+}
+
+#[test]
+fn each_queue_has_a_pinned_thread_and_helpers_that_float() {
+    let _param = UringParam::set(true);
+    let dir = tempfile::tempdir().unwrap();
+    let session = mount(dir.path(), TransportKind::Uring).unwrap();
+    // Served through the ring: every queue has registered, so every
+    // queue's threads exist.
+    exercise(dir.path(), 3);
+    let allowed = cpu_list(
+        std::fs::read_to_string("/proc/thread-self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    );
+    let threads = thread_cpus();
+    let queues = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let queues = cpu_list(&queues).len();
+    for q in 0..queues {
+        let pinned: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| *n == format!("ff-uring{q}"))
+            .collect();
+        assert_eq!(pinned.len(), 1, "queue {q}: {threads:?}");
+        if allowed.contains(&q) {
+            assert_eq!(
+                pinned[0].1,
+                vec![q],
+                "queue {q}'s thread is not pinned to CPU {q}"
+            );
+        }
+        let helpers: Vec<_> = threads
+            .iter()
+            .filter(|(n, _)| n.starts_with(&format!("ff-uring{q}h")))
+            .collect();
+        assert!(!helpers.is_empty(), "queue {q} has no helper: {threads:?}");
+        for (name, cpus) in helpers {
+            // A thread inherits its creator's affinity: helpers are
+            // spawned by the pinned thread and must be set free again.
+            assert_eq!(cpus, &allowed, "{name} does not float");
+        }
+    }
+    session.unmount().unwrap();
+}
+
 #[test]
 fn auto_falls_back_to_dev_fuse_when_the_kernel_does_not_offer_io_uring() {
     let _param = UringParam::set(false);

@@ -537,7 +537,7 @@ impl RingThread {
             Placement::OwnThread => {
                 let mut entry = self.slots[idx].take().expect("checked above");
                 std::thread::Builder::new()
-                    .name(format!("fastfuse-uring{}w", q.qid))
+                    .name(format!("ff-uring{}lk", q.qid))
                     .spawn_scoped(s, move || {
                         q.float();
                         let commit_id =
@@ -631,6 +631,15 @@ fn abandon_ring(dev: &OwnedFd, qid: u16) {
     }
 }
 
+impl UringQueue {
+    /// The thread name of the queue's pinned thread; its helpers are
+    /// `ff-uring<qid>h<n>`, lock waiters `ff-uring<qid>lk` (the kernel keeps
+    /// 15 bytes of a thread name).
+    pub(crate) fn thread_name(&self) -> String {
+        format!("ff-uring{}", self.qid)
+    }
+}
+
 impl Transport for UringQueue {
     fn name(&self) -> &'static str {
         "uring"
@@ -687,7 +696,7 @@ impl UringQueue {
         std::thread::scope(|s| {
             for (h, mut ring) in rings.enumerate() {
                 std::thread::Builder::new()
-                    .name(format!("fastfuse-uring{qid}h{h}"))
+                    .name(format!("ff-uring{qid}h{h}"))
                     .spawn_scoped(s, move || {
                         q.float();
                         if let Err(e) = ring.run(q, h + 1, s) {
