@@ -1,6 +1,7 @@
 //! Dispatch: one `match` from a decoded [`Operation`] to the [`Filesystem`]
 //! method, and the method's typed answer to reply bytes.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -87,6 +88,37 @@ fn write_reply(out: &mut [u8], size: u32) -> Result<usize, Errno> {
     put(out, &abi::WriteOut { size, padding: 0 })
 }
 
+/// Runs a filesystem call; a panic in it is logged and answered with EIO
+/// (nothing, for requests that take no reply) instead of ending the thread
+/// that serves it, which would leave the kernel waiting for the answer (and,
+/// over io_uring, leave that thread's entries unserved).
+fn contain_panic(
+    header: &abi::InHeader,
+    takes_reply: bool,
+    call: impl FnOnce() -> Outcome,
+) -> Outcome {
+    // AssertUnwindSafe: the engine's own state is not touched by the call
+    // (its locks recover from poisoning); the filesystem's is what the
+    // panic left, as documented on Filesystem.
+    catch_unwind(AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a non-string payload");
+        tracing::error!(
+            unique = header.unique,
+            opcode = header.opcode,
+            "the filesystem panicked serving a request ({what}); answering EIO"
+        );
+        if takes_reply {
+            Outcome::Reply(Err(Errno::EIO))
+        } else {
+            Outcome::None
+        }
+    })
+}
+
 impl<F: Filesystem> Dispatcher<F> {
     pub(crate) fn new(fs: F) -> Self {
         Dispatcher {
@@ -111,7 +143,8 @@ impl<F: Filesystem> Dispatcher<F> {
         op: Operation<'_>,
         out: &mut [u8],
     ) -> Outcome {
-        let result = self.call(header, op, out);
+        let takes_reply = !matches!(op, Operation::Forget(_) | Operation::BatchForget(_));
+        let result = contain_panic(header, takes_reply, || self.call(header, op, out));
         if let Outcome::Reply(_) = result {
             self.interrupts.finish(header.unique);
         }
@@ -128,19 +161,22 @@ impl<F: Filesystem> Dispatcher<F> {
     ) -> Outcome {
         let req = Caller::new(header, Some(&self.interrupts));
         let fh = FileHandle(arg.fh);
-        let r = self
-            .fs
-            .write_spliced(
-                &req,
-                NodeId(header.nodeid),
-                fh,
-                arg.offset,
-                data,
-                write_flags(arg),
+        let r = contain_panic(header, true, || {
+            Outcome::Reply(
+                self.fs
+                    .write_spliced(
+                        &req,
+                        NodeId(header.nodeid),
+                        fh,
+                        arg.offset,
+                        data,
+                        write_flags(arg),
+                    )
+                    .and_then(|n| write_reply(out, n)),
             )
-            .and_then(|n| write_reply(out, n));
+        });
         self.interrupts.finish(header.unique);
-        Outcome::Reply(r)
+        r
     }
 
     fn call(&self, header: &abi::InHeader, op: Operation<'_>, out: &mut [u8]) -> Outcome {

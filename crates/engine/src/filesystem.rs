@@ -58,6 +58,10 @@ pub struct CopyRange {
 /// each READDIRPLUS entry) adds one to that node's count; FORGET and
 /// BATCH_FORGET subtract. A node must stay valid while its count is above
 /// zero. The root node is never forgotten.
+///
+/// A method that panics does not take its worker down: the request is
+/// answered EIO and the worker goes on. The filesystem's own state is what
+/// the panic left of it.
 #[allow(unused_variables, clippy::too_many_arguments)]
 pub trait Filesystem: Send + Sync + 'static {
     /// Called once, after INIT was negotiated and before the reply is sent

@@ -123,6 +123,9 @@ mod tests {
             buf.fill(offset as u8);
             Ok(buf.len())
         }
+        fn unlink(&self, _: &Caller, _: NodeId, _: &OsStr) -> Result<(), Errno> {
+            panic!("unlink is broken");
+        }
         fn getxattr(&self, _: &Caller, _: NodeId, _: &OsStr, _: u32) -> Result<Xattr, Errno> {
             Ok(Xattr::Data(b"value".to_vec()))
         }
@@ -224,6 +227,28 @@ mod tests {
         assert_eq!(r, Outcome::Reply(Ok(100)));
         assert!(out[..100].iter().all(|&b| b == 3));
         assert_eq!(out[100], 0);
+    }
+
+    #[test]
+    fn a_panicking_filesystem_call_is_answered_eio_and_the_worker_goes_on() {
+        let (s, shard) = server();
+        let mut out = [0u8; 4096];
+        assert_eq!(
+            serve(&s, &shard, header(Opcode::Unlink, 1), b"name\0", &mut out),
+            Outcome::Reply(Err(Errno::EIO))
+        );
+        let arg = abi::ReadIn {
+            size: 10,
+            ..Default::default()
+        };
+        let r = serve(
+            &s,
+            &shard,
+            header(Opcode::Read, 2),
+            zerocopy::IntoBytes::as_bytes(&arg),
+            &mut out,
+        );
+        assert_eq!(r, Outcome::Reply(Ok(10)));
     }
 
     #[test]
