@@ -471,7 +471,10 @@ pub const HUGE_PAGE: usize = 2 << 20;
 /// page-table walk per 2 MiB instead of 512.
 pub struct HugeBuffer {
     ptr: std::ptr::NonNull<u8>,
+    /// The bytes asked for: what the buffer derefs to.
     len: usize,
+    /// The mapping's length: whole huge pages.
+    mapped: usize,
 }
 
 // SAFETY: HugeBuffer owns its mapping exclusively, like a Box<[u8]>.
@@ -480,19 +483,21 @@ unsafe impl Send for HugeBuffer {}
 unsafe impl Sync for HugeBuffer {}
 
 impl HugeBuffer {
-    /// Maps `len` bytes rounded up to whole huge pages. The pages are
-    /// faulted in (and locked, with `lock`, when RLIMIT_MEMLOCK allows).
+    /// Maps `len` bytes rounded up to whole huge pages and faults the
+    /// first `len` in (locked, with `lock`, when RLIMIT_MEMLOCK allows).
     /// Huge pages are a hint: without them (THP off, memory fragmented)
-    /// the buffer is made of small pages and works the same.
+    /// the buffer is made of small pages, of which only `len` bytes'
+    /// worth become resident, and works the same.
     pub fn new(len: usize, lock: bool) -> io::Result<HugeBuffer> {
-        let len = len.max(1).div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let len = len.max(1);
+        let mapped = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
         // SAFETY: an anonymous private mapping at an address of the
         // kernel's choosing touches no existing memory. Since Linux 6.7
         // anonymous mappings of whole huge pages are aligned to them.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                mapped,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -505,14 +510,19 @@ impl HugeBuffer {
         let buf = HugeBuffer {
             ptr: std::ptr::NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?,
             len,
+            mapped,
         };
         // SAFETY: the range is the mapping just made.
-        if unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) } != 0 {
+        if unsafe { libc::madvise(ptr, mapped, libc::MADV_HUGEPAGE) } != 0 {
             tracing::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
         }
         let mut buf = buf;
-        if !(lock && mlock(&buf).is_ok()) {
-            // Fault every page in now rather than while serving.
+        // The whole mapping is locked: locking part of it would split it,
+        // and a mapping smaller than a huge page gets none.
+        // SAFETY: the range is the mapping just made.
+        let locked = lock && unsafe { libc::mlock(ptr, mapped) } == 0;
+        if !locked {
+            // Fault the pages in now rather than while serving.
             for page in buf.chunks_mut(4096) {
                 page[0] = 0;
             }
@@ -524,7 +534,7 @@ impl HugeBuffer {
 impl std::ops::Deref for HugeBuffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr..ptr+len is a live mapping owned by self.
+        // SAFETY: ptr..ptr+len lies in a live mapping owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -539,6 +549,6 @@ impl std::ops::DerefMut for HugeBuffer {
 impl Drop for HugeBuffer {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours and nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.mapped) };
     }
 }

@@ -18,7 +18,8 @@
 //! A caller waiting for a short request (LOOKUP, UNLINK, GETATTR) sleeps
 //! on that CPU, so serving it there costs no migration: that is where
 //! io_uring beats /dev/fuse. Long requests ([`placement`]: large READs and
-//! WRITEs, fsync) are handed to the queue's helper threads, which float.
+//! WRITEs, every WRITE of the writeback cache, fsync) are handed to the
+//! queue's helper threads, which float.
 //!
 //! The kernel copies a request into an entry's buffers in the context of
 //! the task that submitted the entry's last command. A helper therefore
@@ -76,8 +77,6 @@ struct RingEntry {
     /// In huge pages: the kernel copies every request into it and a WRITE's
     /// data is copied out of it.
     payload: sys::HugeBuffer,
-    /// The part of `payload` registered (the kernel's max payload size).
-    payload_len: usize,
     /// The iovecs REGISTER points at, as `struct iovec[2]` (base, len,
     /// base, len): header, payload. Kept as integers so the entry stays
     /// `Send`.
@@ -92,12 +91,11 @@ impl RingEntry {
             &mut *header as *mut abi::UringReqHeader as usize,
             size_of::<abi::UringReqHeader>(),
             payload.as_mut_ptr() as usize,
-            payload_len,
+            payload.len(),
         ]);
         Ok(RingEntry {
             header,
             payload,
-            payload_len,
             iov,
         })
     }
@@ -321,7 +319,7 @@ fn serve_entry<F: Filesystem>(
     scratch: &mut Vec<u8>,
 ) -> u64 {
     let commit_id = e.header.ring_ent_in_out.commit_id;
-    let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload_len);
+    let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload.len());
     let header = abi::InHeader::read_from_prefix(&e.header.in_out)
         .map(|(h, _)| h)
         .unwrap_or_default();
@@ -348,7 +346,7 @@ fn serve_entry<F: Filesystem>(
             payload: &scratch[..size],
         };
         // READ data lands directly in the payload buffer.
-        server.serve_request(shard, &header, body, &mut e.payload[..e.payload_len])
+        server.serve_request(shard, &header, body, &mut e.payload)
     };
     let result = match outcome {
         Outcome::Reply(r) => r,
