@@ -169,6 +169,18 @@ code_enum! {
     }
 }
 
+impl Opcode {
+    /// Whether the kernel waits for an answer: FORGET and BATCH_FORGET
+    /// take none, INTERRUPT is answered only through the request it names,
+    /// and NOTIFY_REPLY is itself an answer.
+    pub const fn takes_reply(self) -> bool {
+        !matches!(
+            self,
+            Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt | Opcode::NotifyReply
+        )
+    }
+}
+
 code_enum! {
     /// Notification codes (`enum fuse_notify_code`), sent by the server in
     /// `OutHeader::error` with `OutHeader::unique == 0`.

@@ -92,11 +92,7 @@ fn write_reply(out: &mut [u8], size: u32) -> Result<usize, Errno> {
 /// (nothing, for requests that take no reply) instead of ending the thread
 /// that serves it, which would leave the kernel waiting for the answer (and,
 /// over io_uring, leave that thread's entries unserved).
-fn contain_panic(
-    header: &abi::InHeader,
-    takes_reply: bool,
-    call: impl FnOnce() -> Outcome,
-) -> Outcome {
+fn contain_panic(header: &abi::InHeader, call: impl FnOnce() -> Outcome) -> Outcome {
     // AssertUnwindSafe: the engine's own state is not touched by the call
     // (its locks recover from poisoning); the filesystem's is what the
     // panic left, as documented on Filesystem.
@@ -111,7 +107,7 @@ fn contain_panic(
             opcode = header.opcode,
             "the filesystem panicked serving a request ({what}); answering EIO"
         );
-        if takes_reply {
+        if abi::Opcode::from_raw(header.opcode).is_none_or(abi::Opcode::takes_reply) {
             Outcome::Reply(Err(Errno::EIO))
         } else {
             Outcome::None
@@ -143,8 +139,7 @@ impl<F: Filesystem> Dispatcher<F> {
         op: Operation<'_>,
         out: &mut [u8],
     ) -> Outcome {
-        let takes_reply = !matches!(op, Operation::Forget(_) | Operation::BatchForget(_));
-        let result = contain_panic(header, takes_reply, || self.call(header, op, out));
+        let result = contain_panic(header, || self.call(header, op, out));
         if let Outcome::Reply(_) = result {
             self.interrupts.finish(header.unique);
         }
@@ -161,7 +156,7 @@ impl<F: Filesystem> Dispatcher<F> {
     ) -> Outcome {
         let req = Caller::new(header, Some(&self.interrupts));
         let fh = FileHandle(arg.fh);
-        let r = contain_panic(header, true, || {
+        let r = contain_panic(header, || {
             Outcome::Reply(
                 self.fs
                     .write_spliced(

@@ -62,12 +62,7 @@ impl<F: Filesystem> Server<F> {
                 tracing::warn!(unique = header.unique, "malformed request: {e}");
                 // FORGET-like requests take no reply even when malformed.
                 match Opcode::from_raw(header.opcode) {
-                    Some(
-                        Opcode::Forget
-                        | Opcode::BatchForget
-                        | Opcode::Interrupt
-                        | Opcode::NotifyReply,
-                    ) => Outcome::None,
+                    Some(op) if !op.takes_reply() => Outcome::None,
                     _ => Outcome::Reply(Err(Errno::EIO)),
                 }
             }
