@@ -507,7 +507,7 @@ impl HugeBuffer {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let buf = HugeBuffer {
+        let mut buf = HugeBuffer {
             ptr: std::ptr::NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?,
             len,
             mapped,
@@ -516,7 +516,6 @@ impl HugeBuffer {
         if unsafe { libc::madvise(ptr, mapped, libc::MADV_HUGEPAGE) } != 0 {
             tracing::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
         }
-        let mut buf = buf;
         // The whole mapping is locked: locking part of it would split it,
         // and a mapping smaller than a huge page gets none.
         // SAFETY: the range is the mapping just made.

@@ -139,6 +139,15 @@ fn cpu_list(list: &str) -> Vec<usize> {
         .collect()
 }
 
+/// The CPUs a thread may run on, from its /proc `status` file.
+fn allowed_cpus(status: &Path) -> Option<Vec<usize>> {
+    let status = std::fs::read_to_string(status).ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
+    Some(cpu_list(list))
+}
+
 /// Each thread of this process: (name, the CPUs it may run on).
 fn thread_cpus() -> Vec<(String, Vec<usize>)> {
     std::fs::read_dir("/proc/self/task")
@@ -146,11 +155,7 @@ fn thread_cpus() -> Vec<(String, Vec<usize>)> {
         .filter_map(|t| {
             let t = t.ok()?.path();
             let name = std::fs::read_to_string(t.join("comm")).ok()?;
-            let status = std::fs::read_to_string(t.join("status")).ok()?;
-            let cpus = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?;
-            Some((name.trim().to_string(), cpu_list(cpus)))
+            Some((name.trim().to_string(), allowed_cpus(&t.join("status"))?))
         })
         .collect()
 }
@@ -163,13 +168,7 @@ fn each_queue_has_a_pinned_thread_and_helpers_that_float() {
     // Served through the ring: every queue has registered, so every
     // queue's threads exist.
     exercise(dir.path(), 3);
-    let allowed = cpu_list(
-        std::fs::read_to_string("/proc/thread-self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap(),
-    );
+    let allowed = allowed_cpus(Path::new("/proc/thread-self/status")).unwrap();
     let threads = thread_cpus();
     let queues = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
     let queues = cpu_list(&queues).len();

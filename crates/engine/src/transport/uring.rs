@@ -230,6 +230,12 @@ impl<F> QueueShared<'_, F> {
         }
     }
 
+    /// Marks the queue failed and wakes its threads, which then stop.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.wake_all();
+    }
+
     fn stopping(&self) -> bool {
         self.live.load(Ordering::Acquire) == 0 || self.failed.load(Ordering::Acquire)
     }
@@ -264,13 +270,13 @@ struct RingThread {
     ready: Vec<(u64, i32)>,
 }
 
-/// One queue: its rings, its entries, and the inboxes of its threads.
+/// One queue: its rings and the inboxes of its threads.
 pub(crate) struct UringQueue {
     qid: u16,
     dev: Arc<OwnedFd>,
-    /// The pinned thread's ring first, then the helpers'.
+    /// The pinned thread's ring first, holding every entry, then the
+    /// helpers'.
     rings: Vec<RingThread>,
-    entries: Vec<RingEntry>,
     inboxes: Vec<Inbox>,
 }
 
@@ -437,12 +443,7 @@ impl RingThread {
         me: usize,
         s: ThreadScope<'s, 'e>,
     ) -> io::Result<()> {
-        let result = self.serve(q, me, s);
-        if result.is_err() {
-            q.failed.store(true, Ordering::Release);
-            q.wake_all();
-        }
-        result
+        self.serve(q, me, s).inspect_err(|_| q.fail())
     }
 
     fn serve<'s, 'e, F: Filesystem>(
@@ -584,19 +585,27 @@ impl UringQueue {
         lock: bool,
     ) -> io::Result<UringQueue> {
         let threads = 1 + HELPERS_PER_QUEUE;
+        let mut rings = (0..threads)
+            .map(|_| RingThread::new(depth))
+            .collect::<io::Result<Vec<_>>>()?;
+        for slot in &mut rings[0].slots {
+            *slot = Some(RingEntry::new(payload, lock)?);
+        }
         Ok(UringQueue {
             qid,
             dev,
-            rings: (0..threads)
-                .map(|_| RingThread::new(depth))
-                .collect::<io::Result<_>>()?,
-            entries: (0..depth)
-                .map(|_| RingEntry::new(payload, lock))
-                .collect::<io::Result<_>>()?,
+            rings,
             inboxes: (0..threads)
                 .map(|_| Inbox::new())
                 .collect::<io::Result<_>>()?,
         })
+    }
+
+    /// The thread name of the queue's pinned thread; its helpers are
+    /// `ff-uring<qid>h<n>`, lock waiters `ff-uring<qid>lk` (the kernel keeps
+    /// 15 bytes of a thread name).
+    pub(crate) fn thread_name(&self) -> String {
+        format!("ff-uring{}", self.qid)
     }
 }
 
@@ -626,15 +635,6 @@ fn abandon_ring(dev: &OwnedFd, qid: u16) {
     match result {
         Ok(()) => tracing::warn!(qid, "io_uring abandoned: serving through /dev/fuse"),
         Err(e) => tracing::error!(qid, "could not abandon io_uring ({e}); requests may hang"),
-    }
-}
-
-impl UringQueue {
-    /// The thread name of the queue's pinned thread; its helpers are
-    /// `ff-uring<qid>h<n>`, lock waiters `ff-uring<qid>lk` (the kernel keeps
-    /// 15 bytes of a thread name).
-    pub(crate) fn thread_name(&self) -> String {
-        format!("ff-uring{}", self.qid)
     }
 }
 
@@ -671,25 +671,21 @@ impl UringQueue {
             qid,
             dev,
             rings,
-            entries,
             inboxes,
         } = self;
+        let mut rings = rings.into_iter();
+        let mut pinned = rings.next().expect("a queue has a pinned ring");
         let q = QueueShared {
             qid,
             dev: &dev,
             server,
             shard: server.stats.shard("uring"),
-            live: AtomicUsize::new(entries.len()),
+            live: AtomicUsize::new(pinned.slots.len()),
             failed: AtomicBool::new(false),
             inboxes,
             next_helper: AtomicUsize::new(0),
             floating,
         };
-        let mut rings = rings.into_iter();
-        let mut pinned = rings.next().expect("a queue has a pinned ring");
-        for (idx, entry) in entries.into_iter().enumerate() {
-            pinned.slots[idx] = Some(entry);
-        }
         let q = &q;
         std::thread::scope(|s| {
             for (h, mut ring) in rings.enumerate() {
@@ -702,13 +698,10 @@ impl UringQueue {
                         }
                     })?;
             }
-            let registered =
-                (0..pinned.slots.len()).try_for_each(|idx| pinned.push_register(q.dev, qid, idx));
-            let result = registered.and_then(|()| pinned.run(q, 0, s));
-            if result.is_err() {
-                q.failed.store(true, Ordering::Release);
-                q.wake_all();
-            }
+            let result = (0..pinned.slots.len())
+                .try_for_each(|idx| pinned.push_register(q.dev, qid, idx))
+                .inspect_err(|_| q.fail())
+                .and_then(|()| pinned.run(q, 0, s));
             tracing::debug!(qid, "io_uring queue stopped");
             result
         })?;
