@@ -3,10 +3,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fastfuse_abi::{self as abi, fattr::*};
 
+use crate::deferred::ReplyTo;
 use crate::dirent::{DirEntries, DirEntriesPlus};
 use crate::errno::Errno;
 use crate::filesystem::{CopyRange, Filesystem, OpenFlags};
@@ -19,7 +21,7 @@ use crate::types::{FileHandle, NodeId, SetAttr, TimeOrNow, WriteFlags, Xattr};
 /// Shared by every worker of a session.
 pub(crate) struct Dispatcher<F> {
     pub(crate) fs: F,
-    pub(crate) interrupts: Interrupts,
+    pub(crate) interrupts: Arc<Interrupts>,
     destroyed: AtomicBool,
 }
 
@@ -119,7 +121,7 @@ impl<F: Filesystem> Dispatcher<F> {
     pub(crate) fn new(fs: F) -> Self {
         Dispatcher {
             fs,
-            interrupts: Interrupts::default(),
+            interrupts: Arc::default(),
             destroyed: AtomicBool::new(false),
         }
     }
@@ -132,14 +134,29 @@ impl<F: Filesystem> Dispatcher<F> {
         }
     }
 
-    /// Serves one request; `out` is where the reply payload goes.
+    /// The connection ended: deferred requests still waiting are woken (their
+    /// answers go nowhere) and every later wait counts as interrupted.
+    pub(crate) fn connection_ended(&self) {
+        self.interrupts.end();
+    }
+
+    /// Serves one request; `out` is where the reply payload goes, `to` where
+    /// a deferred reply would go.
     pub(crate) fn handle(
         &self,
         header: &abi::InHeader,
         op: Operation<'_>,
         out: &mut [u8],
+        to: ReplyTo<'_>,
     ) -> Outcome {
-        let result = contain_panic(header, || self.call(header, op, out));
+        let req = Caller::new(header, Some(&self.interrupts), to);
+        let result = contain_panic(header, || self.call(&req, header, op, out));
+        // Also after a panic: the Deferred, dropped or kept, answers.
+        let result = if req.was_deferred() {
+            Outcome::Deferred
+        } else {
+            result
+        };
         if let Outcome::Reply(_) = result {
             self.interrupts.finish(header.unique);
         }
@@ -153,8 +170,9 @@ impl<F: Filesystem> Dispatcher<F> {
         arg: &abi::WriteIn,
         data: &mut PipeData<'_>,
         out: &mut [u8],
+        to: ReplyTo<'_>,
     ) -> Outcome {
-        let req = Caller::new(header, Some(&self.interrupts));
+        let req = Caller::new(header, Some(&self.interrupts), to);
         let fh = FileHandle(arg.fh);
         let r = contain_panic(header, || {
             Outcome::Reply(
@@ -170,15 +188,26 @@ impl<F: Filesystem> Dispatcher<F> {
                     .and_then(|n| write_reply(out, n)),
             )
         });
-        self.interrupts.finish(header.unique);
+        let r = if req.was_deferred() {
+            Outcome::Deferred
+        } else {
+            r
+        };
+        if let Outcome::Reply(_) = r {
+            self.interrupts.finish(header.unique);
+        }
         r
     }
 
-    fn call(&self, header: &abi::InHeader, op: Operation<'_>, out: &mut [u8]) -> Outcome {
+    fn call(
+        &self,
+        req: &Caller<'_>,
+        header: &abi::InHeader,
+        op: Operation<'_>,
+        out: &mut [u8],
+    ) -> Outcome {
         let fs = &self.fs;
         let node = NodeId(header.nodeid);
-        let req = Caller::new(header, Some(&self.interrupts));
-        let req = &req;
         use Operation as O;
         let r: Result<usize, Errno> = match op {
             O::Forget(arg) => {

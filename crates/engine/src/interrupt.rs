@@ -1,57 +1,119 @@
 //! INTERRUPT bookkeeping: which requests in flight the kernel asked to
-//! interrupt, so that long waits (SETLKW) can give up with EINTR.
+//! interrupt, so that long waits (SETLKW) can give up with EINTR, and the
+//! wakers of deferred requests, called when their INTERRUPT arrives or the
+//! connection ends.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// More pending interrupts than this means stale entries piled up (an
 /// INTERRUPT for a request that had already been answered): start over.
 const MAX_PENDING: usize = 4096;
 
-/// The set of interrupted request ids.
-#[derive(Debug, Default)]
+/// Called once when the request it was registered for is interrupted.
+pub(crate) type Waker = Box<dyn FnOnce() + Send>;
+
+/// The set of interrupted request ids, and the wakers of deferred requests.
+#[derive(Default)]
 pub struct Interrupts {
     /// How many ids the set holds: lets the common case (none) skip the lock.
     /// Relaxed suffices: the set itself is read under the mutex, and a check
     /// that misses a just-arrived interrupt is repeated by the waiter.
     pending: AtomicUsize,
     set: Mutex<HashSet<u64>>,
+    /// Deferred requests waiting for something, by unique id.
+    wakers: Mutex<HashMap<u64, Waker>>,
+    /// Set when the connection ended: every request counts as interrupted.
+    ended: AtomicBool,
+}
+
+impl std::fmt::Debug for Interrupts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupts")
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .field("ended", &self.ended.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Interrupts {
-    /// Records an INTERRUPT for request `unique`.
+    /// Records an INTERRUPT for request `unique` and wakes it if it waits.
     pub fn insert(&self, unique: u64) {
-        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        if set.len() >= MAX_PENDING {
-            set.clear();
+        {
+            let mut set = lock(&self.set);
+            if set.len() >= MAX_PENDING {
+                set.clear();
+            }
+            set.insert(unique);
+            self.pending.store(set.len(), Ordering::Relaxed);
         }
-        set.insert(unique);
-        self.pending.store(set.len(), Ordering::Relaxed);
+        // Taken out before the call: a waker may answer its request, which
+        // comes back here through `finish`.
+        let waker = lock(&self.wakers).remove(&unique);
+        if let Some(wake) = waker {
+            wake();
+        }
     }
 
-    /// Whether request `unique` was interrupted.
+    /// Whether request `unique` was interrupted (or the connection ended).
     pub fn contains(&self, unique: u64) -> bool {
+        if self.ended.load(Ordering::Acquire) {
+            return true;
+        }
         if self.pending.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let set = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        set.contains(&unique)
+        lock(&self.set).contains(&unique)
+    }
+
+    /// Registers `wake` for request `unique`; called at once if the request
+    /// is already interrupted. Replaces an earlier waker of the request.
+    pub(crate) fn on_interrupt(&self, unique: u64, wake: Waker) {
+        let mut wakers = lock(&self.wakers);
+        // Checked under the wakers' lock: `insert` and `end` take the waker
+        // out under it after marking, so one of the two sides sees the other.
+        if self.contains(unique) {
+            drop(wakers);
+            wake();
+        } else {
+            wakers.insert(unique, wake);
+        }
     }
 
     /// Forgets request `unique` once it has been answered.
     pub fn finish(&self, unique: u64) {
-        if self.pending.load(Ordering::Relaxed) == 0 {
-            return;
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            let mut set = lock(&self.set);
+            set.remove(&unique);
+            self.pending.store(set.len(), Ordering::Relaxed);
         }
-        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        set.remove(&unique);
-        self.pending.store(set.len(), Ordering::Relaxed);
+        // Only deferred requests have wakers; the map is empty otherwise,
+        // and an uncontended lock is cheaper than a second counter.
+        let waker = lock(&self.wakers).remove(&unique);
+        drop(waker);
+    }
+
+    /// The connection ended: every request counts as interrupted from now
+    /// on, and every waiting deferred request is woken so that it answers
+    /// (into the void) and lets go of what it holds.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *lock(&self.wakers));
+        for wake in wakers.into_values() {
+            wake();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -72,5 +134,33 @@ mod tests {
             i.insert(u);
         }
         assert!(i.pending.load(Ordering::Relaxed) <= MAX_PENDING);
+    }
+
+    #[test]
+    fn wakers_run_once_on_interrupt_or_end_and_never_after_finish() {
+        let i = Interrupts::default();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let count = |w: &Arc<AtomicUsize>| {
+            let w = w.clone();
+            Box::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }) as Waker
+        };
+        i.on_interrupt(1, count(&woken));
+        i.on_interrupt(2, count(&woken));
+        i.on_interrupt(3, count(&woken));
+        i.insert(1);
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        i.insert(1);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "a waker runs once");
+        i.finish(2);
+        // Already interrupted: the waker runs at once.
+        i.on_interrupt(1, count(&woken));
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        i.end();
+        assert_eq!(woken.load(Ordering::SeqCst), 3, "3 woken at the end, 2 not");
+        assert!(i.contains(99));
+        i.on_interrupt(4, count(&woken));
+        assert_eq!(woken.load(Ordering::SeqCst), 4);
     }
 }

@@ -43,6 +43,7 @@
 
 mod config;
 mod connection;
+mod deferred;
 mod dirent;
 mod dispatch;
 mod errno;
@@ -61,6 +62,7 @@ mod types;
 
 pub use config::{Config, TransportKind};
 pub use connection::Connection;
+pub use deferred::Deferred;
 pub use dirent::{DirEntries, DirEntriesPlus};
 pub use errno::Errno;
 pub use fastfuse_abi as abi;

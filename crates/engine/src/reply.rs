@@ -21,6 +21,9 @@ pub enum Outcome {
     Reply(Result<usize, Errno>),
     /// The operation takes no reply (FORGET, BATCH_FORGET, INTERRUPT, ...).
     None,
+    /// The filesystem took the request over with
+    /// [`Caller::defer`](crate::Caller::defer) and answers it later.
+    Deferred,
 }
 
 /// Builds the reply header for a request.

@@ -5,13 +5,16 @@
 //! few dozen bytes, and copying frees the decoder from alignment rules);
 //! names and WRITE data stay borrowed from the request buffer.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use fastfuse_abi::{self as abi, Opcode};
 use thiserror::Error;
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::deferred::{Deferred, ReplyTo};
 use crate::interrupt::Interrupts;
 use crate::types::Unique;
 
@@ -49,7 +52,6 @@ pub enum DecodeError {
 }
 
 /// Who made a request, and whether it has been interrupted since.
-#[derive(Debug)]
 pub struct Caller<'a> {
     /// The request's id.
     pub unique: Unique,
@@ -60,29 +62,55 @@ pub struct Caller<'a> {
     /// The caller's thread group id (0 for requests made on nobody's behalf,
     /// such as writeback).
     pub pid: u32,
-    interrupts: Option<&'a Interrupts>,
+    opcode: u32,
+    interrupts: Option<&'a Arc<Interrupts>>,
+    reply_to: ReplyTo<'a>,
+    /// Set by [`Caller::defer`]: the method's return value is not the reply.
+    deferred: Cell<bool>,
+}
+
+impl std::fmt::Debug for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("unique", &self.unique)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("pid", &self.pid)
+            .field("deferred", &self.deferred.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Caller<'a> {
-    pub(crate) fn new(header: &abi::InHeader, interrupts: Option<&'a Interrupts>) -> Self {
+    pub(crate) fn new(
+        header: &abi::InHeader,
+        interrupts: Option<&'a Arc<Interrupts>>,
+        reply_to: ReplyTo<'a>,
+    ) -> Self {
         Caller {
             unique: Unique(header.unique),
             uid: header.uid,
             gid: header.gid,
             pid: header.pid,
+            opcode: header.opcode,
             interrupts,
+            reply_to,
+            deferred: Cell::new(false),
         }
     }
 
     /// A caller with the given credentials, for tests and for filesystems
-    /// that call themselves.
+    /// that call themselves. Its requests cannot be deferred.
     pub fn detached(uid: u32, gid: u32, pid: u32) -> Caller<'static> {
         Caller {
             unique: Unique(0),
             uid,
             gid,
             pid,
+            opcode: 0,
             interrupts: None,
+            reply_to: ReplyTo::Nowhere,
+            deferred: Cell::new(false),
         }
     }
 
@@ -91,6 +119,29 @@ impl<'a> Caller<'a> {
     /// EINTR.
     pub fn is_interrupted(&self) -> bool {
         self.interrupts.is_some_and(|i| i.contains(self.unique.0))
+    }
+
+    /// Takes the request over, to be answered later through the returned
+    /// handle from any thread; the method's own return value is then
+    /// ignored, and the worker goes on to other requests. `None` when this
+    /// caller cannot defer (a [`detached`](Caller::detached) one) or the
+    /// request was deferred already: answer it by returning.
+    ///
+    /// Deferring costs a reference count and, over io_uring, a spare ring
+    /// entry while the request is out; answering at once costs nothing.
+    pub fn defer(&self) -> Option<Deferred> {
+        if self.deferred.get() {
+            return None;
+        }
+        let interrupts = self.interrupts?.clone();
+        let d = Deferred::new(self.unique.0, self.opcode, interrupts, self.reply_to)?;
+        self.deferred.set(true);
+        Some(d)
+    }
+
+    /// Whether [`defer`](Caller::defer) took the request over.
+    pub(crate) fn was_deferred(&self) -> bool {
+        self.deferred.get()
     }
 }
 

@@ -408,7 +408,10 @@ impl<F: Filesystem> Session<F> {
         };
         let workers = self.start_workers()?;
         let server = self.server.clone();
-        let destroy: Box<dyn FnOnce() + Send> = Box::new(move || server.dispatcher.destroy_once());
+        let destroy: Box<dyn FnOnce() + Send> = Box::new(move || {
+            server.dispatcher.connection_ended();
+            server.dispatcher.destroy_once()
+        });
         Ok(BackgroundSession {
             mount: self.mount,
             stats: self.server.stats.clone(),

@@ -296,47 +296,73 @@ pub fn write_all_parts(fd: &impl AsFd, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-/// A set of CPUs a thread may run on.
-#[derive(Clone, Copy)]
-pub struct CpuSet(libc::cpu_set_t);
+/// A set of CPUs a thread may run on, as the kernel's bitmask of
+/// `unsigned long`s: sized to the CPU numbers in use, so that CPUs past
+/// glibc's 1024 (`cpu_set_t`) are neither lost nor a panic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuSet(Vec<libc::c_ulong>);
+
+const CPUS_PER_WORD: usize = libc::c_ulong::BITS as usize;
 
 impl CpuSet {
-    /// The CPUs the calling thread may run on now (`sched_getaffinity`).
+    /// The CPUs the calling thread may run on now (`sched_getaffinity`),
+    /// growing the mask until the kernel's fits (EINVAL: too small).
     pub fn current() -> io::Result<CpuSet> {
-        // SAFETY: cpu_set_t is plain data, valid zeroed;
-        // sched_getaffinity writes at most size_of::<cpu_set_t>() bytes.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            check(libc::sched_getaffinity(
-                0,
-                std::mem::size_of::<libc::cpu_set_t>(),
-                &mut set,
-            ))?;
-            Ok(CpuSet(set))
+        let mut words = 1024 / CPUS_PER_WORD;
+        loop {
+            let mut mask: Vec<libc::c_ulong> = vec![0; words];
+            let bytes = words * size_of::<libc::c_ulong>();
+            // SAFETY: the raw syscall writes at most `bytes` bytes into
+            // the mask, which is that long; it returns how many it wrote.
+            let r =
+                unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, bytes, mask.as_mut_ptr()) };
+            if r >= 0 {
+                return Ok(CpuSet(mask));
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) || words >= 1 << 16 {
+                return Err(e);
+            }
+            words *= 2;
         }
     }
 
     /// The set of one CPU.
     pub fn one(cpu: usize) -> CpuSet {
-        // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it
-        // (CPU_SET ignores CPUs beyond the set's size).
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_ZERO(&mut set);
-            libc::CPU_SET(cpu, &mut set);
-            CpuSet(set)
-        }
+        let mut mask: Vec<libc::c_ulong> = vec![0; cpu / CPUS_PER_WORD + 1];
+        mask[cpu / CPUS_PER_WORD] |= 1 << (cpu % CPUS_PER_WORD);
+        CpuSet(mask)
+    }
+
+    /// Whether `cpu` is in the set.
+    #[cfg(test)]
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.0
+            .get(cpu / CPUS_PER_WORD)
+            .is_some_and(|w| w & (1 << (cpu % CPUS_PER_WORD)) != 0)
     }
 
     /// Restricts the calling thread to this set (`sched_setaffinity`).
     /// Threads it creates afterwards inherit the set.
     pub fn apply(&self) -> io::Result<()> {
-        // SAFETY: sched_setaffinity reads size_of::<cpu_set_t>() bytes of
-        // a cpu_set_t we own.
-        check(unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0)
-        })?;
+        let bytes = self.0.len() * size_of::<libc::c_ulong>();
+        // SAFETY: the kernel reads `bytes` bytes of the mask we own.
+        let r = unsafe { libc::syscall(libc::SYS_sched_setaffinity, 0, bytes, self.0.as_ptr()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(())
+    }
+}
+
+/// Writes a zero into the first byte of every page of `buf`, so that each
+/// page is resident now rather than faulted in while serving. Volatile: a
+/// buffer known to be zeroed (calloc) would otherwise let the optimizer
+/// drop stores of zero.
+pub fn prefault(buf: &mut [u8]) {
+    for page in buf.chunks_mut(4096) {
+        // SAFETY: `page[0]` is a valid byte of an exclusive borrow.
+        unsafe { std::ptr::write_volatile(&mut page[0], 0) };
     }
 }
 
@@ -522,9 +548,7 @@ impl HugeBuffer {
         let locked = lock && unsafe { libc::mlock(ptr, mapped) } == 0;
         if !locked {
             // Fault the pages in now rather than while serving.
-            for page in buf.chunks_mut(4096) {
-                page[0] = 0;
-            }
+            prefault(&mut buf);
         }
         Ok(buf)
     }
@@ -549,5 +573,30 @@ impl Drop for HugeBuffer {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours and nothing borrows it any more.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.mapped) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_sets_hold_cpus_past_1024() {
+        let far = CpuSet::one(1500);
+        assert!(far.contains(1500));
+        assert!(!far.contains(1499) && !far.contains(0) && !far.contains(4096));
+        let here = CpuSet::current().unwrap();
+        assert!((0..4096).any(|cpu| here.contains(cpu)));
+        here.apply().unwrap();
+        // A set naming only a CPU that does not exist is refused, not a
+        // panic.
+        assert!(CpuSet::one(100_000).apply().is_err());
+    }
+
+    #[test]
+    fn prefault_keeps_contents() {
+        let mut buf = vec![0u8; 3 * 4096 + 10];
+        prefault(&mut buf);
+        assert!(buf.iter().all(|&b| b == 0));
     }
 }

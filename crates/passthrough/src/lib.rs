@@ -43,6 +43,7 @@ mod error;
 mod fs;
 mod handle;
 mod inode;
+mod lock_wait;
 mod ops;
 mod options;
 mod procfd;

@@ -661,3 +661,72 @@ pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
     // SAFETY: `rl` is a valid in-pointer.
     check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }).map(drop)
 }
+
+/// The signal that wakes a thread blocked in a lock wait (see
+/// `lock_wait`): SIGURG, whose default action is to be ignored, so that a
+/// stray one harms no thread of a program that embeds the filesystem.
+const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn on_wake_signal(_: libc::c_int) {}
+
+/// Installs a handler for the wake signal without `SA_RESTART`, so that a
+/// blocking `fcntl(F_OFD_SETLKW)` or `flock` it hits returns EINTR. Once.
+pub(crate) fn install_wake_handler() -> io::Result<()> {
+    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        // SAFETY: `struct sigaction` is plain data, valid zeroed; the
+        // handler is an `extern "C"` function that does nothing, which is
+        // async-signal-safe.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_wake_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(WAKE_SIGNAL, &sa, std::ptr::null_mut())
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL))
+        }
+    });
+    r.map_err(io::Error::from_raw_os_error)
+}
+
+/// A running thread that can be sent the wake signal.
+#[derive(Clone, Copy)]
+pub(crate) struct WakeableThread(libc::pthread_t);
+
+impl WakeableThread {
+    /// The calling thread, with the wake signal unblocked (a thread
+    /// inherits its creator's mask).
+    pub(crate) fn current() -> io::Result<WakeableThread> {
+        // SAFETY: a sigset_t is plain data initialised by sigemptyset;
+        // pthread_sigmask reads it and pthread_self cannot fail.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, WAKE_SIGNAL);
+            let r = libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
+            Ok(WakeableThread(libc::pthread_self()))
+        }
+    }
+
+    /// `pthread_kill(thread, SIGURG)`. The caller must know the thread has
+    /// not exited (`lock_wait` holds a lock the thread takes before it
+    /// ends): signalling a thread that is gone is undefined behaviour.
+    pub(crate) fn wake(self) {
+        // SAFETY: the thread is alive, as the caller guarantees above.
+        let r = unsafe { libc::pthread_kill(self.0, WAKE_SIGNAL) };
+        if r != 0 {
+            tracing::error!(
+                "cannot wake a lock waiter: {}",
+                io::Error::from_raw_os_error(r)
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ use fastfuse_abi as abi;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::{Server, Transport};
+use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
 use crate::init::PAGE_SIZE;
 use crate::reply::{self, Outcome};
@@ -47,10 +48,9 @@ pub(crate) fn prepared_buffer(len: usize, lock: bool) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     if !(lock && sys::mlock(&buf).is_ok()) {
         // Touch every page so that it is resident now rather than later.
-        for page in buf.chunks_mut(4096) {
-            page[0] = 1;
-            page[0] = 0;
-        }
+        // Volatile: the buffer is known to be zeroed (calloc), so plain
+        // stores of zero may be dropped by the optimizer.
+        sys::prefault(&mut buf);
         if lock {
             tracing::debug!(
                 "mlock of a {len}-byte buffer refused (RLIMIT_MEMLOCK); pages prefaulted"
@@ -129,11 +129,12 @@ impl DevWorker {
             &header,
             Body::Contiguous(body),
             payload(&mut self.reply),
+            ReplyTo::Dev(&self.fd),
         );
         self.note(&header, n);
         match outcome {
             Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
-            Outcome::None => Next::Retry,
+            Outcome::None | Outcome::Deferred => Next::Retry,
         }
     }
 
@@ -162,14 +163,20 @@ impl DevWorker {
         };
         let (_, scratch) = self.request.split_at_mut(WRITE_HEAD);
         let mut data = PipeData::new(pipe.read_end(), n - WRITE_HEAD, scratch);
-        let outcome =
-            server.serve_spliced_write(shard, &header, &arg, &mut data, payload(&mut self.reply));
+        let outcome = server.serve_spliced_write(
+            shard,
+            &header,
+            &arg,
+            &mut data,
+            payload(&mut self.reply),
+            ReplyTo::Dev(&self.fd),
+        );
         // Whatever the filesystem left must go before the next request.
         let drained = pipe.discard(data.remaining());
         self.note(&header, n);
         let next = match outcome {
             Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
-            Outcome::None => Next::Retry,
+            Outcome::None | Outcome::Deferred => Next::Retry,
         };
         if let Err(e) = drained {
             self.pipe_failed(e, None);

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use fastfuse_abi::{self as abi, Opcode};
 
+use crate::deferred::ReplyTo;
 use crate::dispatch::Dispatcher;
 use crate::errno::Errno;
 use crate::filesystem::Filesystem;
@@ -42,13 +43,14 @@ pub(crate) trait Transport: Send + 'static {
 
 impl<F: Filesystem> Server<F> {
     /// Decodes and serves one request whose header has been read; `out` is
-    /// the transport's reply payload area.
+    /// the transport's reply payload area, `to` where a deferred reply goes.
     pub(crate) fn serve_request(
         &self,
         shard: &Shard,
         header: &abi::InHeader,
         body: Body<'_>,
         out: &mut [u8],
+        to: ReplyTo<'_>,
     ) -> Outcome {
         let start = Instant::now();
         let outcome = match request::decode(header, body, self.layout) {
@@ -56,7 +58,7 @@ impl<F: Filesystem> Server<F> {
                 if let request::Operation::Write { data, .. } = &op {
                     shard.record_write(data.len());
                 }
-                self.dispatcher.handle(header, op, out)
+                self.dispatcher.handle(header, op, out, to)
             }
             Err(e) => {
                 tracing::warn!(unique = header.unique, "malformed request: {e}");
@@ -81,11 +83,14 @@ impl<F: Filesystem> Server<F> {
         arg: &abi::WriteIn,
         data: &mut PipeData<'_>,
         out: &mut [u8],
+        to: ReplyTo<'_>,
     ) -> Outcome {
         let start = Instant::now();
         shard.record_write(data.len());
         shard.record_spliced_write();
-        let outcome = self.dispatcher.handle_spliced_write(header, arg, data, out);
+        let outcome = self
+            .dispatcher
+            .handle_spliced_write(header, arg, data, out, to);
         let failed = matches!(outcome, Outcome::Reply(Err(_)));
         shard.record(header.opcode, start.elapsed(), failed);
         outcome
@@ -153,6 +158,19 @@ mod tests {
                 },
             ))
         }
+        fn fsync(&self, req: &Caller, _: NodeId, _: FileHandle, _: bool) -> Result<(), Errno> {
+            // Answered later, from another thread.
+            let later = req.defer().ok_or(Errno::EXDEV)?;
+            assert!(req.defer().is_none(), "a request defers once");
+            std::thread::spawn(move || later.ok());
+            // Ignored: the request was deferred.
+            Err(Errno::EBADF)
+        }
+        fn flush(&self, req: &Caller, _: NodeId, _: FileHandle, _: u64) -> Result<(), Errno> {
+            // Deferred, then dropped unanswered: EIO.
+            let _dropped = req.defer();
+            Ok(())
+        }
         fn setlk(
             &self,
             req: &Caller,
@@ -200,7 +218,7 @@ mod tests {
         body: &[u8],
         out: &mut [u8],
     ) -> Outcome {
-        s.serve_request(shard, &h, Body::Contiguous(body), out)
+        s.serve_request(shard, &h, Body::Contiguous(body), out, ReplyTo::Nowhere)
     }
 
     #[test]
@@ -328,6 +346,53 @@ mod tests {
             serve(&s, &shard, header(Opcode::Forget, 6), &[0u8; 3], &mut out),
             Outcome::None
         );
+    }
+
+    #[test]
+    fn deferred_requests_are_answered_later_on_the_fd_they_came_from() {
+        use std::io::Read;
+        let (s, shard) = server();
+        let (mut rd, wr) = std::io::pipe().unwrap();
+        let dev = Arc::new(std::os::fd::OwnedFd::from(wr));
+        let mut out = [0u8; 64];
+        let read_reply = |rd: &mut std::io::PipeReader| {
+            let mut h = [0u8; 16];
+            rd.read_exact(&mut h).unwrap();
+            let len = u32::from_ne_bytes(h[0..4].try_into().unwrap());
+            let error = i32::from_ne_bytes(h[4..8].try_into().unwrap());
+            let unique = u64::from_ne_bytes(h[8..16].try_into().unwrap());
+            (len, error, unique)
+        };
+        let fsync = abi::FsyncIn::default();
+        let r = s.serve_request(
+            &shard,
+            &header(Opcode::Fsync, 7),
+            Body::Contiguous(zerocopy::IntoBytes::as_bytes(&fsync)),
+            &mut out,
+            ReplyTo::Dev(&dev),
+        );
+        assert_eq!(r, Outcome::Deferred);
+        assert_eq!(read_reply(&mut rd), (16, 0, 7));
+        let flush = abi::FlushIn::default();
+        let r = s.serve_request(
+            &shard,
+            &header(Opcode::Flush, 8),
+            Body::Contiguous(zerocopy::IntoBytes::as_bytes(&flush)),
+            &mut out,
+            ReplyTo::Dev(&dev),
+        );
+        assert_eq!(r, Outcome::Deferred);
+        assert_eq!(read_reply(&mut rd), (16, -libc::EIO, 8));
+        // Without a transport to answer through, a request is not deferred:
+        // the method's own answer goes.
+        let r = serve(
+            &s,
+            &shard,
+            header(Opcode::Fsync, 9),
+            zerocopy::IntoBytes::as_bytes(&fsync),
+            &mut out,
+        );
+        assert_eq!(r, Outcome::Reply(Err(Errno::EXDEV)));
     }
 
     #[test]
@@ -520,7 +585,7 @@ mod fuzz {
             };
             let decodes = request::decode(&header, Body::Contiguous(&body), Layout::default()).is_ok();
             let mut out = vec![0u8; 8192];
-            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out);
+            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out, ReplyTo::Nowhere);
             if !decodes {
                 let silent = matches!(opcode, Opcode::BatchForget);
                 prop_assert_eq!(outcome, if silent { Outcome::None } else { Outcome::Reply(Err(Errno::EIO)) });
@@ -575,7 +640,7 @@ mod fuzz {
                 ..Default::default()
             };
             let mut out = vec![0u8; 8192];
-            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out);
+            let outcome = server.serve_request(&shard, &header, Body::Contiguous(&body), &mut out, ReplyTo::Nowhere);
             let silent = matches!(
                 Opcode::from_raw(opcode),
                 Some(Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt | Opcode::NotifyReply)
@@ -589,6 +654,9 @@ mod fuzz {
                         Err(e) => prop_assert!((1..4096).contains(&e.raw()), "errno {}", e.raw()),
                     }
                 }
+                // `Yes` defers nothing, and nothing can defer without a
+                // transport to answer through.
+                Outcome::Deferred => prop_assert!(false, "opcode {} was deferred", opcode),
             }
         }
     }

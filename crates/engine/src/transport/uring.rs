@@ -40,6 +40,7 @@
 //! outlive it), so this module is part of the syscall boundary.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -51,6 +52,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::{Server, Transport};
+use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
 use crate::reply::{self, Outcome};
 use crate::request::Body;
@@ -101,7 +103,36 @@ impl RingEntry {
     }
 
     fn opcode(&self) -> u32 {
-        abi::InHeader::read_from_prefix(&self.header.in_out).map_or(0, |(h, _)| h.opcode)
+        self.in_header().opcode
+    }
+
+    /// The header of the request the kernel put in the entry (until the
+    /// reply overwrites it).
+    fn in_header(&self) -> abi::InHeader {
+        abi::InHeader::read_from_prefix(&self.header.in_out)
+            .map(|(h, _)| h)
+            .unwrap_or_default()
+    }
+
+    fn commit_id(&self) -> u64 {
+        self.header.ring_ent_in_out.commit_id
+    }
+
+    /// Puts a reply in place: its header where the request's was, its
+    /// payload at the start of the payload buffer (EIO if it does not fit,
+    /// which would be an engine bug: the buffer holds max_write bytes).
+    fn set_reply(&mut self, out: &abi::OutHeader, payload: &[u8]) {
+        let (out, payload) = if payload.len() <= self.payload.len() {
+            (*out, payload)
+        } else {
+            (
+                reply::out_header(out.unique, Err(crate::Errno::EIO)),
+                &[][..],
+            )
+        };
+        self.payload[..payload.len()].copy_from_slice(payload);
+        self.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
+        self.header.ring_ent_in_out.payload_sz = payload.len() as u32;
     }
 
     fn placement(&self) -> Placement {
@@ -170,6 +201,9 @@ enum Then {
     Serve,
     /// The reply is in place: commit it.
     Commit(u64),
+    /// A new entry: register it (it stands in for one whose request was
+    /// deferred).
+    Register,
 }
 
 /// Entries handed to one thread, and the eventfd that wakes its ring.
@@ -205,18 +239,138 @@ impl Inbox {
     }
 }
 
+/// The entries of one queue whose request the filesystem deferred, shared
+/// with the [`Deferred`](crate::Deferred) handles that will answer them.
+///
+/// A deferred request keeps its entry (the reply must be committed on it)
+/// for as long as the filesystem pleases, so the queue registers a spare
+/// entry in its place: the queue always has its depth of entries serving,
+/// and grows by the largest number of requests deferred at once.
+pub(crate) struct Parking {
+    qid: u16,
+    depth: usize,
+    /// By entry index: a parked entry, or an answer that arrived before
+    /// the serving thread had parked its entry.
+    parked: Mutex<HashMap<usize, Parked>>,
+    /// Entries in circulation: registered and not ended, being served, or
+    /// being handed over. Parked entries are not: the queue stops at zero
+    /// even while the filesystem still holds deferred requests.
+    live: AtomicUsize,
+    /// Entries the queue has (parked or not), and how many are parked.
+    total: AtomicUsize,
+    parked_now: AtomicUsize,
+    /// The next index for a spare entry.
+    next_idx: AtomicUsize,
+    /// Payload size and locking of spare entries.
+    payload: usize,
+    lock: bool,
+    /// The pinned thread's inbox: answered entries are committed there.
+    pinned: Arc<Inbox>,
+}
+
+enum Parked {
+    Entry(RingEntry),
+    /// (unique, reply header, payload).
+    Answer(u64, abi::OutHeader, Vec<u8>),
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking")
+            .field("qid", &self.qid)
+            .field("parked", &self.parked_now.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Parking {
+    /// Answers the request deferred in entry `idx`: the entry goes to the
+    /// pinned thread to be committed, or, if it is not parked yet, the
+    /// answer waits for it.
+    pub(crate) fn answer(&self, idx: usize, out: &abi::OutHeader, payload: &[u8]) {
+        let mut parked = lock(&self.parked);
+        match parked.remove(&idx) {
+            Some(Parked::Entry(mut entry)) if entry.in_header().unique == out.unique => {
+                drop(parked);
+                let commit_id = entry.commit_id();
+                entry.set_reply(out, payload);
+                self.parked_now.fetch_sub(1, Ordering::AcqRel);
+                self.live.fetch_add(1, Ordering::AcqRel);
+                self.pinned.send(Handoff {
+                    idx,
+                    entry,
+                    then: Then::Commit(commit_id),
+                });
+            }
+            Some(other) => {
+                // Another request's entry (this answer is stale: its
+                // request was answered already, after a panic): keep it.
+                parked.insert(idx, other);
+                tracing::warn!(
+                    qid = self.qid,
+                    unique = out.unique,
+                    "a deferred answer for a request no longer parked; dropped"
+                );
+            }
+            None => {
+                parked.insert(idx, Parked::Answer(out.unique, *out, payload.to_vec()));
+            }
+        }
+    }
+
+    /// Parks entry `idx`, whose request was deferred. Returns it with its
+    /// reply in place, and its commit id, when the answer came first.
+    fn park(&self, idx: usize, mut entry: RingEntry) -> Option<(RingEntry, u64)> {
+        let unique = entry.in_header().unique;
+        let mut parked = lock(&self.parked);
+        match parked.remove(&idx) {
+            Some(Parked::Answer(u, out, payload)) if u == unique => {
+                drop(parked);
+                let commit_id = entry.commit_id();
+                entry.set_reply(&out, &payload);
+                Some((entry, commit_id))
+            }
+            _ => {
+                parked.insert(idx, Parked::Entry(entry));
+                self.parked_now.fetch_add(1, Ordering::AcqRel);
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                None
+            }
+        }
+    }
+
+    /// A spare entry, if fewer than the queue's depth are serving.
+    fn spare(&self) -> io::Result<Option<(usize, RingEntry)>> {
+        let serving = self
+            .total
+            .load(Ordering::Acquire)
+            .saturating_sub(self.parked_now.load(Ordering::Acquire));
+        if serving >= self.depth {
+            return Ok(None);
+        }
+        let entry = RingEntry::new(self.payload, self.lock)?;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Ok(Some((self.next_idx.fetch_add(1, Ordering::Relaxed), entry)))
+    }
+}
+
 /// What the threads of one queue share.
 struct QueueShared<'s, F> {
     qid: u16,
     dev: &'s OwnedFd,
     server: &'s Server<F>,
     shard: Arc<Shard>,
-    /// Entries whose command has not ended: the queue stops at zero.
-    live: AtomicUsize,
+    /// Deferred requests' entries, and the count of entries in circulation.
+    parking: Arc<Parking>,
     /// Set when a thread of the queue failed: the others stop too.
     failed: AtomicBool,
     /// One per thread: the pinned thread's first, then the helpers'.
-    inboxes: Vec<Inbox>,
+    inboxes: Vec<Arc<Inbox>>,
     /// Round-robin choice of helper.
     next_helper: AtomicUsize,
     /// The CPUs helpers may run on (all those of the process).
@@ -237,7 +391,26 @@ impl<F> QueueShared<'_, F> {
     }
 
     fn stopping(&self) -> bool {
-        self.live.load(Ordering::Acquire) == 0 || self.failed.load(Ordering::Acquire)
+        self.parking.live.load(Ordering::Acquire) == 0 || self.failed.load(Ordering::Acquire)
+    }
+
+    /// Parks entry `idx`, whose request was deferred, and has a spare
+    /// registered in its place. The entry comes back, to be committed, if
+    /// its answer is already there.
+    fn park(&self, idx: usize, entry: RingEntry) -> Option<(RingEntry, u64)> {
+        match self.parking.spare() {
+            Ok(Some((spare, entry))) => self.inboxes[0].send(Handoff {
+                idx: spare,
+                entry,
+                then: Then::Register,
+            }),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                qid = self.qid,
+                "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
+            ),
+        }
+        self.parking.park(idx, entry)
     }
 
     /// Lets the calling thread, spawned by the pinned one, float.
@@ -268,6 +441,44 @@ struct RingThread {
     scratch: Vec<u8>,
     /// Completions taken from the ring in one pass: (tag, result).
     ready: Vec<(u64, i32)>,
+    /// By entry index: whether the entry's command is in the kernel, which
+    /// may then write a request into its buffers.
+    in_kernel: Vec<bool>,
+}
+
+impl RingThread {
+    /// Makes room for entry `idx` (spare entries get new indices).
+    fn slot(&mut self, idx: usize) -> &mut Option<RingEntry> {
+        if idx >= self.slots.len() {
+            self.slots.resize_with(idx + 1, || None);
+            self.in_kernel.resize(idx + 1, false);
+        }
+        &mut self.slots[idx]
+    }
+}
+
+impl Drop for RingThread {
+    fn drop(&mut self) {
+        // An entry whose command is still in the kernel may yet be written
+        // into: closing the ring cancels its command only asynchronously.
+        // Such entries are left allocated (only a queue that failed has
+        // any; a queue that stopped cleanly saw every command end).
+        let mut leaked = 0;
+        for (slot, &live) in self.slots.iter_mut().zip(&self.in_kernel) {
+            if live {
+                if let Some(entry) = slot.take() {
+                    std::mem::forget(entry);
+                    leaked += 1;
+                }
+            }
+        }
+        if leaked > 0 {
+            tracing::warn!(
+                leaked,
+                "io_uring entries whose command may still be in the kernel are left allocated"
+            );
+        }
+    }
 }
 
 /// One queue: its rings and the inboxes of its threads.
@@ -277,7 +488,10 @@ pub(crate) struct UringQueue {
     /// The pinned thread's ring first, holding every entry, then the
     /// helpers'.
     rings: Vec<RingThread>,
-    inboxes: Vec<Inbox>,
+    inboxes: Vec<Arc<Inbox>>,
+    /// Payload size and locking, for spare entries.
+    payload: usize,
+    lock: bool,
 }
 
 /// How many queues the kernel expects: one per possible CPU.
@@ -316,19 +530,19 @@ fn cmd_bytes(qid: u16, commit_id: u64) -> [u8; 80] {
 }
 
 /// Serves the request the kernel put in `e` and builds the reply in place.
-/// `scratch` receives a copy of the payload of requests other than WRITE.
-/// Returns the commit id.
+/// `scratch` receives a copy of the payload of requests other than WRITE;
+/// `to` is where a deferred reply goes. Returns the commit id, or None when
+/// the filesystem deferred the request.
 fn serve_entry<F: Filesystem>(
     server: &Server<F>,
     shard: &Shard,
     e: &mut RingEntry,
     scratch: &mut Vec<u8>,
-) -> u64 {
-    let commit_id = e.header.ring_ent_in_out.commit_id;
+    to: ReplyTo<'_>,
+) -> Option<u64> {
+    let commit_id = e.commit_id();
     let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload.len());
-    let header = abi::InHeader::read_from_prefix(&e.header.in_out)
-        .map(|(h, _)| h)
-        .unwrap_or_default();
+    let header = e.in_header();
     let outcome = if header.opcode == Opcode::Write as u32 {
         // WRITE data is taken straight from the payload buffer; the
         // 8-byte reply goes through a small buffer and is copied after.
@@ -337,7 +551,7 @@ fn serve_entry<F: Filesystem>(
             op: &e.header.op_in,
             payload: &e.payload[..size],
         };
-        let outcome = server.serve_request(shard, &header, body, &mut small);
+        let outcome = server.serve_request(shard, &header, body, &mut small, to);
         if let Outcome::Reply(Ok(n)) = outcome {
             e.payload[..n].copy_from_slice(&small[..n]);
         }
@@ -352,10 +566,11 @@ fn serve_entry<F: Filesystem>(
             payload: &scratch[..size],
         };
         // READ data lands directly in the payload buffer.
-        server.serve_request(shard, &header, body, &mut e.payload)
+        server.serve_request(shard, &header, body, &mut e.payload, to)
     };
     let result = match outcome {
         Outcome::Reply(r) => r,
+        Outcome::Deferred => return None,
         // Nothing that takes no reply should come through the ring; the
         // entry must be committed all the same to get the next request.
         Outcome::None => Ok(0),
@@ -363,7 +578,7 @@ fn serve_entry<F: Filesystem>(
     let out = reply::out_header(header.unique, result);
     e.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
     e.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
-    commit_id
+    Some(commit_id)
 }
 
 impl RingThread {
@@ -379,6 +594,7 @@ impl RingThread {
             wake_buf: Box::new([0; 8]),
             scratch: Vec::new(),
             ready: Vec::with_capacity(entries + 1),
+            in_kernel: vec![false; entries],
         })
     }
 
@@ -397,8 +613,11 @@ impl RingThread {
         let sqe = sys::uring_cmd_with_len(sqe, 2);
         // SAFETY: the iovecs and the buffers they name are heap
         // allocations of an entry in self.slots, which holds it until its
-        // command has ended; slots is dropped after the ring.
-        unsafe { sys::uring_push(&mut self.ring, &sqe) }
+        // command has ended (in_kernel is set below, and an entry whose
+        // command may still be in the kernel is never freed: see Drop).
+        unsafe { sys::uring_push(&mut self.ring, &sqe) }?;
+        self.in_kernel[idx] = true;
+        Ok(())
     }
 
     fn push_commit(
@@ -419,7 +638,9 @@ impl RingThread {
         // request into the buffers registered for the entry, which this
         // thread holds in self.slots until the command ends (see
         // push_register).
-        unsafe { sys::uring_push(&mut self.ring, &sqe) }
+        unsafe { sys::uring_push(&mut self.ring, &sqe) }?;
+        self.in_kernel[idx] = true;
+        Ok(())
     }
 
     fn push_wake_read(&mut self, inbox: &Inbox) -> io::Result<()> {
@@ -471,34 +692,39 @@ impl RingThread {
                         return Err(io::Error::from_raw_os_error(-res));
                     }
                     for h in q.inboxes[me].take() {
-                        self.slots[h.idx] = Some(h.entry);
+                        *self.slot(h.idx) = Some(h.entry);
                         match h.then {
                             Then::Serve => self.handle(q, me, h.idx, s)?,
                             Then::Commit(id) => self.push_commit(q.dev, q.qid, h.idx, id)?,
+                            Then::Register => self.push_register(q.dev, q.qid, h.idx)?,
                         }
                     }
                     self.push_wake_read(&q.inboxes[me])?;
-                } else if res == 0 {
-                    self.handle(q, me, tag as usize, s)?;
-                } else if res == -libc::EAGAIN {
-                    // REGISTER raced the INIT reply: try again shortly.
-                    std::thread::sleep(Duration::from_millis(1));
-                    self.push_register(q.dev, q.qid, tag as usize)?;
                 } else {
-                    // ENOTCONN/ECONNABORTED at unmount, or a refused
-                    // REGISTER (the kernel then falls back to /dev/fuse).
-                    if !matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) {
-                        tracing::warn!(
-                            qid = q.qid,
-                            "io_uring entry ended: {}",
-                            io::Error::from_raw_os_error(-res)
-                        );
-                    }
-                    // The command has ended: the kernel is done with the
-                    // entry's buffers.
-                    self.slots[tag as usize] = None;
-                    if q.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        q.wake_all();
+                    // The entry's command has ended, one way or the other.
+                    let idx = tag as usize;
+                    self.in_kernel[idx] = false;
+                    if res == 0 {
+                        self.handle(q, me, idx, s)?;
+                    } else if res == -libc::EAGAIN {
+                        // REGISTER raced the INIT reply: try again shortly.
+                        std::thread::sleep(Duration::from_millis(1));
+                        self.push_register(q.dev, q.qid, idx)?;
+                    } else {
+                        // ENOTCONN/ECONNABORTED at unmount, or a refused
+                        // REGISTER (the kernel then falls back to /dev/fuse).
+                        if !matches!(-res, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED) {
+                            tracing::warn!(
+                                qid = q.qid,
+                                "io_uring entry ended: {}",
+                                io::Error::from_raw_os_error(-res)
+                            );
+                        }
+                        // The kernel is done with the entry's buffers.
+                        self.slots[idx] = None;
+                        if q.parking.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            q.wake_all();
+                        }
                     }
                 }
             }
@@ -539,18 +765,36 @@ impl RingThread {
                     .name(format!("ff-uring{}lk", q.qid))
                     .spawn_scoped(s, move || {
                         q.float();
-                        let commit_id =
-                            serve_entry(q.server, &q.shard, &mut entry, &mut Vec::new());
-                        q.inboxes[0].send(Handoff {
-                            idx,
-                            entry,
-                            then: Then::Commit(commit_id),
-                        });
+                        let to = ReplyTo::Uring(&q.parking, idx);
+                        let served =
+                            serve_entry(q.server, &q.shard, &mut entry, &mut Vec::new(), to);
+                        let commit = match served {
+                            Some(commit_id) => Some((entry, commit_id)),
+                            None => q.park(idx, entry),
+                        };
+                        if let Some((entry, commit_id)) = commit {
+                            q.inboxes[0].send(Handoff {
+                                idx,
+                                entry,
+                                then: Then::Commit(commit_id),
+                            });
+                        }
                     })?;
                 Ok(())
             }
             placement => {
-                let commit_id = serve_entry(q.server, &q.shard, entry, &mut self.scratch);
+                let to = ReplyTo::Uring(&q.parking, idx);
+                let Some(commit_id) = serve_entry(q.server, &q.shard, entry, &mut self.scratch, to)
+                else {
+                    let entry = self.slots[idx].take().expect("checked above");
+                    return match q.park(idx, entry) {
+                        Some((entry, commit_id)) => {
+                            *self.slot(idx) = Some(entry);
+                            self.push_commit(q.dev, q.qid, idx, commit_id)
+                        }
+                        None => Ok(()),
+                    };
+                };
                 if pinned || placement == Placement::Helper {
                     self.push_commit(q.dev, q.qid, idx, commit_id)
                 } else {
@@ -596,8 +840,10 @@ impl UringQueue {
             dev,
             rings,
             inboxes: (0..threads)
-                .map(|_| Inbox::new())
+                .map(|_| Inbox::new().map(Arc::new))
                 .collect::<io::Result<_>>()?,
+            payload,
+            lock,
         })
     }
 
@@ -672,15 +918,30 @@ impl UringQueue {
             dev,
             rings,
             inboxes,
+            payload,
+            lock,
         } = self;
         let mut rings = rings.into_iter();
         let mut pinned = rings.next().expect("a queue has a pinned ring");
+        let depth = pinned.slots.len();
+        let parking = Arc::new(Parking {
+            qid,
+            depth,
+            parked: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(depth),
+            total: AtomicUsize::new(depth),
+            parked_now: AtomicUsize::new(0),
+            next_idx: AtomicUsize::new(depth),
+            payload,
+            lock,
+            pinned: inboxes[0].clone(),
+        });
         let q = QueueShared {
             qid,
             dev: &dev,
             server,
             shard: server.stats.shard("uring"),
-            live: AtomicUsize::new(pinned.slots.len()),
+            parking,
             failed: AtomicBool::new(false),
             inboxes,
             next_helper: AtomicUsize::new(0),

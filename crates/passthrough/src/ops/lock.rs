@@ -17,26 +17,24 @@
 //! flock(2) locks belong to the open file, which is the FUSE handle: they
 //! are taken on the handle's own fd.
 //!
-//! Waiting (SETLKW, flock without LOCK_NB) is a loop of non-blocking
-//! attempts with a short, growing sleep: a worker blocked in the kernel
-//! could not notice INTERRUPT, and a waiting worker must be releasable.
+//! A lock that is free is taken at once, on the worker. A blocking one
+//! (SETLKW, flock without LOCK_NB) that is not is waited for off the
+//! workers (`lock_wait`): the request is deferred and a thread of its own
+//! blocks in `F_OFD_SETLKW` or `flock(2)` until the lock is granted or the
+//! kernel interrupts the request.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use fastfuse::{Caller, Errno, FileHandle, Lock};
 
 use crate::fs::PassthroughFs;
 use crate::handle::OpenFile;
 use crate::inode::Inode;
+use crate::lock_wait::wait_for_lock;
 use crate::sys;
 /// The kernel's "to the end of the file" (OFFSET_MAX).
 const OFFSET_MAX: u64 = i64::MAX as u64;
-
-/// First and largest sleep between attempts to take a contended lock.
-const FIRST_WAIT: Duration = Duration::from_millis(1);
-const LONGEST_WAIT: Duration = Duration::from_millis(10);
 
 /// A FUSE lock range as a `struct flock` (start and length, 0 = to end).
 fn to_flock(lock: &Lock) -> Result<libc::flock, Errno> {
@@ -237,8 +235,12 @@ pub(super) fn setlk(
             libc::F_UNLCK => libc::LOCK_UN,
             _ => return Err(Errno::EINVAL),
         };
-        let fd = file.fd.as_fd();
-        return retry(req, sleep, || sys::flock(fd, op | libc::LOCK_NB));
+        return match sys::flock(file.fd.as_fd(), op | libc::LOCK_NB) {
+            Err(e) if sleep && is_conflict(&e) => {
+                wait_for_lock(req, move || sys::flock(file.fd.as_fd(), op), || {})
+            }
+            r => r.map_err(Errno::from),
+        };
     }
     let fl = to_flock(&lock)?;
     let fd = if lock.typ == libc::F_UNLCK as u32 {
@@ -258,33 +260,41 @@ pub(super) fn setlk(
         drop(owners);
         owner_fd_or_open(fs, &file.inode, owner, lock.pid)?
     };
-    retry(req, sleep, || {
-        let mut attempt = fl;
-        sys::fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut attempt)
-    })
+    let mut attempt = fl;
+    match sys::fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut attempt) {
+        Err(e) if sleep && is_conflict(&e) => {
+            let waiting = fd.clone();
+            let inode = file.inode.clone();
+            wait_for_lock(
+                req,
+                move || {
+                    let mut attempt = fl;
+                    sys::fcntl_lock(waiting.as_fd(), libc::F_OFD_SETLKW, &mut attempt)
+                },
+                move || reinstate_owner(&inode, owner, fd, lock.pid),
+            )
+        }
+        r => r.map_err(Errno::from),
+    }
 }
 
-/// Runs `attempt` once, or, when `sleep`, until it stops meeting a
-/// conflicting lock (EAGAIN/EACCES) or the request is interrupted (EINTR).
-fn retry(
-    req: &Caller<'_>,
-    sleep: bool,
-    mut attempt: impl FnMut() -> std::io::Result<()>,
-) -> Result<(), Errno> {
-    let mut wait = FIRST_WAIT;
-    loop {
-        match attempt() {
-            Ok(()) => return Ok(()),
-            Err(e) if sleep && matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
-                if req.is_interrupted() {
-                    return Err(Errno::EINTR);
-                }
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(LONGEST_WAIT);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// Whether a non-blocking lock attempt failed only because another holder
+/// has a conflicting lock.
+fn is_conflict(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
+}
+
+/// After a wait: if the owner closed the file meanwhile (a FLUSH dropped
+/// its description from the table), the description that now holds the
+/// granted lock goes back into the table, so that the owner's next unlock
+/// or close finds it. Otherwise the table holds it already.
+fn reinstate_owner(inode: &Inode, owner: u64, fd: Arc<OwnedFd>, pid: u32) {
+    inode
+        .posix_locks
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(owner)
+        .or_insert((fd, pid));
 }
 
 #[cfg(test)]
@@ -338,28 +348,5 @@ mod tests {
             ..backwards
         };
         assert_eq!(to_flock(&huge).unwrap_err(), Errno::EINVAL);
-    }
-
-    #[test]
-    fn a_wait_ends_on_success_or_hard_error() {
-        let req = Caller::detached(0, 0, 0);
-        let mut n = 0;
-        let r = retry(&req, true, || {
-            n += 1;
-            if n < 3 {
-                Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
-            } else {
-                Ok(())
-            }
-        });
-        assert_eq!((r, n), (Ok(()), 3));
-        let r = retry(&req, false, || {
-            Err(std::io::Error::from_raw_os_error(libc::EAGAIN))
-        });
-        assert_eq!(r, Err(Errno::EAGAIN));
-        let r = retry(&req, true, || {
-            Err(std::io::Error::from_raw_os_error(libc::EBADF))
-        });
-        assert_eq!(r, Err(Errno::EBADF));
     }
 }
