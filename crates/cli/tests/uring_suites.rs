@@ -10,56 +10,16 @@
 //! must not pass for the ring.
 //!
 //! The kernel offers io_uring only while the fuse module's `enable_uring`
-//! parameter is Y, so every test here holds [`RingEnabled`] for its whole
-//! run. All of them want Y, so they share it and still run in parallel; the
-//! parameter goes back to what it was when the last one ends (also when
-//! one fails). Tests in other binaries never run meanwhile: cargo runs test
-//! binaries one at a time.
+//! parameter is Y, so every test here holds a [`RingEnabled`] for its
+//! whole run.
 
 mod common;
 mod posix_suite;
 mod source_script;
 
-use std::sync::Mutex;
-
-use common::Served;
+use common::{RingEnabled, Served};
 use posix_suite::{fsx, pjdfstest_same_as_tmpfs};
 use source_script::same_as_source;
-
-const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
-
-/// How many tests hold `enable_uring` at Y, and its value before the first.
-static HOLDERS: Mutex<(usize, String)> = Mutex::new((0, String::new()));
-
-/// `enable_uring` at Y for as long as any test of this binary holds one;
-/// the last to go puts back the value the first found.
-struct RingEnabled;
-
-impl RingEnabled {
-    fn hold() -> RingEnabled {
-        // A test that panicked while holding the lock poisons it; the count
-        // is still right (it only changes after the write succeeded).
-        let mut holders = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
-        if holders.0 == 0 {
-            let before = std::fs::read_to_string(ENABLE_URING)
-                .expect("the fuse module has no enable_uring parameter (needs Linux 6.14+)");
-            std::fs::write(ENABLE_URING, "Y").unwrap();
-            holders.1 = before.trim().to_string();
-        }
-        holders.0 += 1;
-        RingEnabled
-    }
-}
-
-impl Drop for RingEnabled {
-    fn drop(&mut self) {
-        let mut holders = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
-        holders.0 -= 1;
-        if holders.0 == 0 {
-            let _ = std::fs::write(ENABLE_URING, &holders.1);
-        }
-    }
-}
 
 /// What the kernel sends on /dev/fuse even when the ring serves the mount:
 /// dev_uring.c takes over requests, not FORGETs or INTERRUPTs.

@@ -356,7 +356,8 @@ impl<F: Filesystem> Session<F> {
                 .map_err(|e| SessionError::Io("spawning a worker", e))?;
             workers.push(handle);
         }
-        for queue in std::mem::take(&mut self.queues) {
+        for mut queue in std::mem::take(&mut self.queues) {
+            queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
             let server = self.server.clone();
             let handle = std::thread::Builder::new()
                 .name(queue.thread_name())

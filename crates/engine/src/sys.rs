@@ -488,6 +488,28 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// `statx(path, AT_STATX_FORCE_SYNC)`: on a FUSE mount, one GETATTR
+/// whatever the attribute cache holds.
+pub fn statx_force_sync(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statx is plain data, valid zeroed.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is NUL-terminated and stx is writable, both for the
+    // duration of the call.
+    check(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC | libc::AT_NO_AUTOMOUNT,
+            libc::STATX_MODE,
+            &mut stx,
+        )
+    })?;
+    Ok(())
+}
+
 /// Size of a transparent huge page on x86-64 and arm64 with 4 KiB pages.
 pub const HUGE_PAGE: usize = 2 << 20;
 

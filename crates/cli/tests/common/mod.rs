@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The fastfuse binary under test.
@@ -268,4 +269,43 @@ pub fn tree(root: &Path) -> Vec<(PathBuf, u64, u32)> {
     }
     out.sort();
     out
+}
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// How many tests hold `enable_uring` at Y, and its value before the first.
+static HOLDERS: Mutex<(usize, String)> = Mutex::new((0, String::new()));
+
+/// `enable_uring` at Y (the kernel offers FUSE over io_uring only then)
+/// for as long as any test of this binary holds one; the last to go puts
+/// back the value the first found, also when a test fails. Tests that want
+/// Y share it and still run in parallel; tests in other binaries never run
+/// meanwhile (cargo runs test binaries one at a time).
+pub struct RingEnabled;
+
+impl RingEnabled {
+    /// Sets `enable_uring` to Y unless another test holds it already.
+    pub fn hold() -> RingEnabled {
+        // A test that panicked while holding the lock poisons it; the count
+        // is still right (it only changes after the write succeeded).
+        let mut holders = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        if holders.0 == 0 {
+            let before = std::fs::read_to_string(ENABLE_URING)
+                .expect("the fuse module has no enable_uring parameter (needs Linux 6.14+)");
+            std::fs::write(ENABLE_URING, "Y").unwrap();
+            holders.1 = before.trim().to_string();
+        }
+        holders.0 += 1;
+        RingEnabled
+    }
+}
+
+impl Drop for RingEnabled {
+    fn drop(&mut self) {
+        let mut holders = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        holders.0 -= 1;
+        if holders.0 == 0 {
+            let _ = std::fs::write(ENABLE_URING, &holders.1);
+        }
+    }
 }

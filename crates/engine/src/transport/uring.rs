@@ -43,8 +43,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use fastfuse_abi::{self as abi, Opcode};
@@ -256,6 +257,9 @@ pub(crate) struct Parking {
     /// being handed over. Parked entries are not: the queue stops at zero
     /// even while the filesystem still holds deferred requests.
     live: AtomicUsize,
+    /// Set once `live` reached zero: the queue's threads stop, and stay
+    /// stopped even if a late answer puts an entry back.
+    stopped: AtomicBool,
     /// Entries the queue has (parked or not), and how many are parked.
     total: AtomicUsize,
     parked_now: AtomicUsize,
@@ -322,33 +326,45 @@ impl Parking {
         }
     }
 
-    /// Parks entry `idx`, whose request was deferred. Returns it with its
-    /// reply in place, and its commit id, when the answer came first.
-    fn park(&self, idx: usize, mut entry: RingEntry) -> Option<(RingEntry, u64)> {
+    /// Parks entry `idx`, whose request was deferred and counted by
+    /// [`spare`](Parking::spare). Returns it with its reply in place, and
+    /// its commit id, when the answer came first; and whether no entry is
+    /// left in circulation (the queue may stop).
+    fn park(&self, idx: usize, mut entry: RingEntry) -> (Option<(RingEntry, u64)>, bool) {
         let unique = entry.in_header().unique;
         let mut parked = lock(&self.parked);
         match parked.remove(&idx) {
             Some(Parked::Answer(u, out, payload)) if u == unique => {
                 drop(parked);
+                self.parked_now.fetch_sub(1, Ordering::AcqRel);
                 let commit_id = entry.commit_id();
                 entry.set_reply(&out, &payload);
-                Some((entry, commit_id))
+                (Some((entry, commit_id)), false)
             }
             _ => {
                 parked.insert(idx, Parked::Entry(entry));
-                self.parked_now.fetch_add(1, Ordering::AcqRel);
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                None
+                (None, self.leave_circulation())
             }
         }
     }
 
-    /// A spare entry, if fewer than the queue's depth are serving.
+    /// Takes one entry out of circulation; true when it was the last one,
+    /// which stops the queue.
+    fn leave_circulation(&self) -> bool {
+        let last = self.live.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            self.stopped.store(true, Ordering::Release);
+        }
+        last
+    }
+
+    /// Counts one more parked entry (before it is parked, so that entries
+    /// deferred at once on several threads each see the others) and makes
+    /// a spare if fewer than the queue's depth are left serving. A spare
+    /// too many is harmless; one too few could leave requests waiting.
     fn spare(&self) -> io::Result<Option<(usize, RingEntry)>> {
-        let serving = self
-            .total
-            .load(Ordering::Acquire)
-            .saturating_sub(self.parked_now.load(Ordering::Acquire));
+        let parked = self.parked_now.fetch_add(1, Ordering::AcqRel) + 1;
+        let serving = self.total.load(Ordering::Acquire).saturating_sub(parked);
         if serving >= self.depth {
             return Ok(None);
         }
@@ -356,6 +372,63 @@ impl Parking {
         self.total.fetch_add(1, Ordering::AcqRel);
         self.live.fetch_add(1, Ordering::AcqRel);
         Ok(Some((self.next_idx.fetch_add(1, Ordering::Relaxed), entry)))
+    }
+}
+
+/// Makes the kernel send the queue a request after spares were registered.
+///
+/// A REGISTER only puts its entry on the queue's free list (dev_uring.c,
+/// fuse_uring_do_register): requests that queued while no entry was free
+/// wait for the next commit on the queue, which may never come while the
+/// other entries are parked. A new request takes a free entry at once, and
+/// committing it fetches the next waiting one. So a thread pinned to the
+/// queue's CPU (the kernel picks the queue by the caller's CPU) stats the
+/// mount's root with `AT_STATX_FORCE_SYNC`, one GETATTR, once for every
+/// deferred request (after its spare, if it needed one, was registered):
+/// each such GETATTR lets one waiting request in, and each waiting request
+/// got there because an entry was taken out of circulation. It cannot be
+/// the queue's pinned thread, which serves that GETATTR.
+struct Kicker {
+    mountpoint: Option<PathBuf>,
+    /// Kicks asked for and not made yet.
+    pending: Mutex<usize>,
+    wake: Condvar,
+}
+
+impl Kicker {
+    fn kick(&self, n: usize) {
+        *lock(&self.pending) += n;
+        self.wake.notify_one();
+    }
+
+    /// Wakes the kicker to see that the queue stops.
+    fn stop(&self) {
+        let _held = lock(&self.pending);
+        self.wake.notify_one();
+    }
+
+    /// Runs on its own thread until the queue stops.
+    fn run<F>(&self, q: &QueueShared<'_, F>) {
+        let Some(mountpoint) = &self.mountpoint else {
+            return;
+        };
+        if let Err(e) = sys::CpuSet::one(q.qid as usize).apply() {
+            tracing::debug!(qid = q.qid, "cannot pin the queue's kicker: {e}");
+        }
+        loop {
+            let mut pending = lock(&self.pending);
+            while *pending == 0 && !q.stopping() {
+                pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            if q.stopping() {
+                return;
+            }
+            *pending -= 1;
+            drop(pending);
+            if let Err(e) = sys::statx_force_sync(mountpoint) {
+                tracing::debug!(qid = q.qid, "kicking the queue: {e}");
+            }
+        }
     }
 }
 
@@ -375,6 +448,7 @@ struct QueueShared<'s, F> {
     next_helper: AtomicUsize,
     /// The CPUs helpers may run on (all those of the process).
     floating: Option<sys::CpuSet>,
+    kicker: Kicker,
 }
 
 impl<F> QueueShared<'_, F> {
@@ -382,6 +456,7 @@ impl<F> QueueShared<'_, F> {
         for inbox in &self.inboxes {
             inbox.signal();
         }
+        self.kicker.stop();
     }
 
     /// Marks the queue failed and wakes its threads, which then stop.
@@ -391,26 +466,38 @@ impl<F> QueueShared<'_, F> {
     }
 
     fn stopping(&self) -> bool {
-        self.parking.live.load(Ordering::Acquire) == 0 || self.failed.load(Ordering::Acquire)
+        self.parking.stopped.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
     }
 
     /// Parks entry `idx`, whose request was deferred, and has a spare
     /// registered in its place. The entry comes back, to be committed, if
     /// its answer is already there.
     fn park(&self, idx: usize, entry: RingEntry) -> Option<(RingEntry, u64)> {
+        // The spare first: `live` counts it before the parked entry leaves
+        // circulation, so that it never touches zero in between (a thread
+        // that saw zero would stop serving).
+        // The pinned thread kicks the queue (see Kicker) once it has
+        // registered the spare; without one, the kick is made now.
         match self.parking.spare() {
             Ok(Some((spare, entry))) => self.inboxes[0].send(Handoff {
                 idx: spare,
                 entry,
                 then: Then::Register,
             }),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                qid = self.qid,
-                "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
-            ),
+            Ok(None) => self.kicker.kick(1),
+            Err(e) => {
+                tracing::warn!(
+                    qid = self.qid,
+                    "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
+                );
+                self.kicker.kick(1);
+            }
         }
-        self.parking.park(idx, entry)
+        let (back, idle) = self.parking.park(idx, entry);
+        if idle {
+            self.wake_all();
+        }
+        back
     }
 
     /// Lets the calling thread, spawned by the pinned one, float.
@@ -492,6 +579,8 @@ pub(crate) struct UringQueue {
     /// Payload size and locking, for spare entries.
     payload: usize,
     lock: bool,
+    /// The mount, for the queue's kicker (see [`Kicker`]).
+    mountpoint: Option<PathBuf>,
 }
 
 /// How many queues the kernel expects: one per possible CPU.
@@ -691,15 +780,24 @@ impl RingThread {
                     if res < 0 && res != -libc::EINTR {
                         return Err(io::Error::from_raw_os_error(-res));
                     }
+                    let mut spares = 0;
                     for h in q.inboxes[me].take() {
                         *self.slot(h.idx) = Some(h.entry);
                         match h.then {
                             Then::Serve => self.handle(q, me, h.idx, s)?,
                             Then::Commit(id) => self.push_commit(q.dev, q.qid, h.idx, id)?,
-                            Then::Register => self.push_register(q.dev, q.qid, h.idx)?,
+                            Then::Register => {
+                                self.push_register(q.dev, q.qid, h.idx)?;
+                                spares += 1;
+                            }
                         }
                     }
                     self.push_wake_read(&q.inboxes[me])?;
+                    if spares > 0 {
+                        // Registered now, then the queue is woken up.
+                        self.ring.submit()?;
+                        q.kicker.kick(spares);
+                    }
                 } else {
                     // The entry's command has ended, one way or the other.
                     let idx = tag as usize;
@@ -722,7 +820,7 @@ impl RingThread {
                         }
                         // The kernel is done with the entry's buffers.
                         self.slots[idx] = None;
-                        if q.parking.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        if q.parking.leave_circulation() {
                             q.wake_all();
                         }
                     }
@@ -844,7 +942,14 @@ impl UringQueue {
                 .collect::<io::Result<_>>()?,
             payload,
             lock,
+            mountpoint: None,
         })
+    }
+
+    /// Tells the queue where the filesystem is mounted; without it a queue
+    /// whose requests wait behind deferred ones waits for other traffic.
+    pub(crate) fn set_mountpoint(&mut self, mountpoint: PathBuf) {
+        self.mountpoint = Some(mountpoint);
     }
 
     /// The thread name of the queue's pinned thread; its helpers are
@@ -920,6 +1025,7 @@ impl UringQueue {
             inboxes,
             payload,
             lock,
+            mountpoint,
         } = self;
         let mut rings = rings.into_iter();
         let mut pinned = rings.next().expect("a queue has a pinned ring");
@@ -929,6 +1035,7 @@ impl UringQueue {
             depth,
             parked: Mutex::new(HashMap::new()),
             live: AtomicUsize::new(depth),
+            stopped: AtomicBool::new(false),
             total: AtomicUsize::new(depth),
             parked_now: AtomicUsize::new(0),
             next_idx: AtomicUsize::new(depth),
@@ -946,9 +1053,17 @@ impl UringQueue {
             inboxes,
             next_helper: AtomicUsize::new(0),
             floating,
+            kicker: Kicker {
+                mountpoint,
+                pending: Mutex::new(0),
+                wake: Condvar::new(),
+            },
         };
         let q = &q;
         std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name(format!("ff-uring{qid}k"))
+                .spawn_scoped(s, move || q.kicker.run(q))?;
             for (h, mut ring) in rings.enumerate() {
                 std::thread::Builder::new()
                     .name(format!("ff-uring{qid}h{h}"))
