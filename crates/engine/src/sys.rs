@@ -740,3 +740,41 @@ pub fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     // before (see above), so nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn only_an_inherited_socket_is_adopted_and_only_once() {
+        assert!(adopt_inherited_socket(libc::STDIN_FILENO).is_err());
+        // std opens everything close-on-exec: not inherited, refused.
+        let (a, b) = UnixStream::pair().unwrap();
+        let err = adopt_inherited_socket(a.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("close-on-exec"), "{err}");
+        // As a parent leaves it for its child.
+        clear_cloexec(b.as_fd()).unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(b);
+        let adopted = adopt_inherited_socket(raw).unwrap();
+        assert!(adopt_inherited_socket(raw).is_err(), "adopted twice");
+        // SAFETY: F_GETFD on a descriptor this test owns (`adopted`).
+        let flags = unsafe { libc::fcntl(adopted.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        drop(adopted);
+        assert!(adopt_inherited_socket(raw).is_err(), "closed, yet adopted");
+        let (r, _w) = pipe().unwrap();
+        clear_cloexec(r.as_fd()).unwrap();
+        let err = adopt_inherited_socket(r.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+    }
+
+    #[test]
+    fn statx_reports_a_unique_mount_id() {
+        let root = statx_mount(Path::new("/")).unwrap();
+        let dir = open_path(Path::new("/")).unwrap();
+        assert_eq!(statx_mount_fd(dir.as_fd()).unwrap(), root);
+        // Unique ids start above the 32-bit range of the reused ones.
+        assert!(root.mount_id > u64::from(u32::MAX >> 1), "{root:?}");
+    }
+}
