@@ -655,14 +655,16 @@ pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(revents[0] & libc::POLLERR != 0)
 }
 
-/// `signalfd(SHUTDOWN_SIGNALS, SFD_CLOEXEC)` —
+/// `signalfd(SHUTDOWN_SIGNALS, SFD_CLOEXEC | SFD_NONBLOCK)` —
 /// [signalfd(2)](https://man7.org/linux/man-pages/man2/signalfd.2.html): a
 /// descriptor that becomes readable when a shutdown signal is pending. The
 /// signals must be blocked ([`block_shutdown_signals`]) in every thread.
+/// Non-blocking, so that a signal taken by someone else between poll and
+/// read leaves the reader waiting in poll, where it can be woken.
 pub fn shutdown_signalfd() -> io::Result<OwnedFd> {
     let set = shutdown_sigset();
     // SAFETY: set is an initialised sigset_t alive for the call.
-    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) })?;
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
     // SAFETY: signalfd succeeded, so fd is a fresh descriptor owned by no
     // one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
