@@ -4,7 +4,7 @@
 //! next line.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -61,21 +61,28 @@ pub fn spawn_and_wait(log: Option<&std::path::Path>) -> anyhow::Result<()> {
 pub struct Readiness(Option<UnixStream>);
 
 impl Readiness {
-    /// Takes the channel named in the environment (once).
+    /// Takes the channel named in the environment. The variable is
+    /// removed, so that it is taken once and no child sees it; the fd is
+    /// adopted only if it is an inherited socket (see
+    /// [`fastfuse::adopt_inherited_socket`]), and otherwise ignored.
     pub fn from_env() -> Readiness {
-        let fd = std::env::var(READY_FD)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok());
+        let Some(value) = std::env::var_os(READY_FD) else {
+            return Readiness(None);
+        };
+        // Before any thread runs (tracing's subscriber starts none), so no
+        // one reads the environment concurrently.
         std::env::remove_var(READY_FD);
-        Readiness(fd.and_then(|fd| {
-            // Only trust an fd that is open and a socket.
-            std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
-            #[allow(unsafe_code)]
-            // SAFETY: the parent passed this fd to us for exactly this use,
-            // and nothing else in this process owns it.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            Some(UnixStream::from(owned))
-        }))
+        let fd = value.to_str().and_then(|v| v.parse::<RawFd>().ok());
+        let adopted = fd
+            .ok_or_else(|| std::io::Error::other("not a descriptor number"))
+            .and_then(fastfuse::adopt_inherited_socket);
+        match adopted {
+            Ok(fd) => Readiness(Some(UnixStream::from(fd))),
+            Err(e) => {
+                tracing::warn!("ignoring {READY_FD}={value:?}: {e}");
+                Readiness(None)
+            }
+        }
     }
 
     /// Reports success: the parent exits 0.

@@ -68,10 +68,11 @@ pub use errno::Errno;
 pub use fastfuse_abi as abi;
 pub use filesystem::{CopyRange, Filesystem, OpenFlags};
 pub use init::{negotiate, InitError, InitReply, Negotiated};
-pub use mount::{mount_device, MountError, MountOptions};
+pub use mount::{mount_device, mount_id, MountError, MountOptions};
 pub use request::Caller;
 pub use session::{BackgroundSession, Session, SessionError};
 pub use splice::PipeData;
+pub use sys::adopt_inherited_socket;
 pub use types::{
     attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
     TimeOrNow, Unique, WriteFlags, Xattr,

@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -22,13 +23,13 @@ pub enum MountError {
     NotADirectory(PathBuf),
     /// The mountpoint could not be examined (a dead FUSE mount answers
     /// ENOTCONN: unmount it first).
-    #[error("cannot examine mountpoint {0}: {1}")]
+    #[error("cannot examine mountpoint {0}")]
     Mountpoint(PathBuf, #[source] io::Error),
     /// An option is malformed or unknown.
     #[error("bad mount option {0:?}: {1}")]
     BadOption(String, &'static str),
     /// mount(2) or fusermount3 failed.
-    #[error("mounting on {0} failed: {1}")]
+    #[error("mounting on {0} failed")]
     Mount(PathBuf, #[source] io::Error),
 }
 
@@ -55,8 +56,17 @@ pub struct MountOptions {
     pub dev: bool,
     /// `noexec`.
     pub noexec: bool,
-    /// `noatime`.
+    /// `noatime` (MS_NOATIME).
     pub noatime: bool,
+    /// `nodiratime` (MS_NODIRATIME).
+    pub nodiratime: bool,
+    /// `relatime` (MS_RELATIME; the kernel's default anyway unless
+    /// `noatime` or `strictatime`).
+    pub relatime: bool,
+    /// `strictatime` (MS_STRICTATIME).
+    pub strictatime: bool,
+    /// `lazytime` (MS_LAZYTIME).
+    pub lazytime: bool,
     /// `sync`.
     pub sync: bool,
     /// `dirsync`.
@@ -78,6 +88,10 @@ impl Default for MountOptions {
             dev: false,
             noexec: false,
             noatime: false,
+            nodiratime: false,
+            relatime: false,
+            strictatime: false,
+            lazytime: false,
             sync: false,
             dirsync: false,
             max_read: 0,
@@ -121,14 +135,46 @@ impl MountOptions {
                 flag(value)?;
                 self.auto_unmount = true
             }
+            // The atime modes as mount(8) takes them: the last of noatime,
+            // relatime and strictatime wins.
+            "atime" => {
+                flag(value)?;
+                self.noatime = false
+            }
+            "noatime" => {
+                flag(value)?;
+                (self.noatime, self.relatime, self.strictatime) = (true, false, false)
+            }
+            "relatime" => {
+                flag(value)?;
+                (self.noatime, self.relatime, self.strictatime) = (false, true, false)
+            }
+            "strictatime" => {
+                flag(value)?;
+                (self.noatime, self.relatime, self.strictatime) = (false, false, true)
+            }
+            "norelatime" => {
+                flag(value)?;
+                self.relatime = false
+            }
+            "nostrictatime" => {
+                flag(value)?;
+                self.strictatime = false
+            }
+            "diratime" | "nodiratime" => {
+                flag(value)?;
+                self.nodiratime = key == "nodiratime"
+            }
+            "lazytime" | "nolazytime" => {
+                flag(value)?;
+                self.lazytime = key == "lazytime"
+            }
             "suid" => self.suid = true,
             "nosuid" => self.suid = false,
             "dev" => self.dev = true,
             "nodev" => self.dev = false,
             "exec" => self.noexec = false,
             "noexec" => self.noexec = true,
-            "atime" | "relatime" | "strictatime" => self.noatime = false,
-            "noatime" => self.noatime = true,
             "sync" => self.sync = true,
             "async" => self.sync = false,
             "dirsync" => self.dirsync = true,
@@ -137,10 +183,12 @@ impl MountOptions {
                     .and_then(|v| v.parse().ok())
                     .ok_or(MountError::BadOption(opt.into(), "wants a number"))?
             }
-            // Accepted for compatibility with mount.fuse3 and fstab; they
-            // change nothing here.
-            "allow_root" | "user" | "nouser" | "users" | "auto" | "noauto" | "_netdev"
-            | "nofail" | "defaults" => {}
+            // Words of fstab and mount(8) that mount(8) or systemd act on
+            // and mount.fuse3 drops (`x-*` and `comment=` are notes for
+            // other programs); they change nothing here.
+            "allow_root" | "user" | "nouser" | "users" | "owner" | "group" | "auto" | "noauto"
+            | "_netdev" | "nofail" | "defaults" | "comment" => {}
+            _ if key.starts_with("x-") => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -160,6 +208,10 @@ impl MountOptions {
             (!self.dev, libc::MS_NODEV),
             (self.noexec, libc::MS_NOEXEC),
             (self.noatime, libc::MS_NOATIME),
+            (self.nodiratime, libc::MS_NODIRATIME),
+            (self.relatime, libc::MS_RELATIME),
+            (self.strictatime, libc::MS_STRICTATIME),
+            (self.lazytime, libc::MS_LAZYTIME),
             (self.sync, libc::MS_SYNCHRONOUS),
             (self.dirsync, libc::MS_DIRSYNC),
             (self.read_only, libc::MS_RDONLY),
@@ -188,6 +240,13 @@ impl MountOptions {
             (!self.dev, "nodev"),
             (self.noexec, "noexec"),
             (self.noatime, "noatime"),
+            // relatime is left out: it is what the kernel does anyway, and
+            // fusermount3 3.14 (Debian 12) refuses the word. These three it
+            // refuses too, but without them the mount would not be what
+            // was asked for: better its error than a silent difference.
+            (self.nodiratime, "nodiratime"),
+            (self.strictatime, "strictatime"),
+            (self.lazytime, "lazytime"),
             (self.sync, "sync"),
             (self.dirsync, "dirsync"),
         ] {
@@ -203,15 +262,24 @@ impl MountOptions {
 }
 
 /// A live FUSE mount and the /dev/fuse fd of its connection.
+///
+/// A mount is known by its unique mount id, never by its path or device
+/// number: after an unmount the next mount on the same path very likely
+/// gets the same `major:minor` (anonymous device minors, like the old
+/// mount ids, are reused lowest first), and unmounting by path alone would
+/// take that one down.
 #[derive(Debug)]
 pub struct Mount {
     mountpoint: PathBuf,
-    /// `major:minor` of the mount, to recognise it in /proc/self/mountinfo.
-    dev: (u32, u32),
+    /// The kernel's never-reused id of this mount (`STATX_MNT_ID_UNIQUE`).
+    id: u64,
+    /// The connection's /dev/fuse fd, to ask the kernel whether it has
+    /// ended the connection.
+    conn: Arc<OwnedFd>,
     via_fusermount: bool,
     /// With auto_unmount, fusermount3 stays alive and unmounts when this
     /// socket closes (that is, when this process is gone).
-    _auto_unmount: Option<(UnixStream, Child)>,
+    auto_unmount: AutoUnmount,
 }
 
 fn check_mountpoint(mountpoint: &Path) -> Result<std::fs::Metadata, MountError> {
@@ -228,11 +296,14 @@ fn check_mountpoint(mountpoint: &Path) -> Result<std::fs::Metadata, MountError> 
 /// Mounts a FUSE filesystem at `mountpoint` and returns the mount and the
 /// connection's /dev/fuse fd. As root (without auto_unmount) through
 /// mount(2); otherwise through fusermount3.
-pub fn mount(mountpoint: &Path, opts: &MountOptions) -> Result<(Mount, OwnedFd), MountError> {
+pub fn mount(mountpoint: &Path, opts: &MountOptions) -> Result<(Mount, Arc<OwnedFd>), MountError> {
     let meta = check_mountpoint(mountpoint)?;
     let mountpoint = std::fs::canonicalize(mountpoint)
         .map_err(|e| MountError::Mountpoint(mountpoint.into(), e))?;
     let fail = |e| MountError::Mount(mountpoint.clone(), e);
+    // A mount is known by its unique id (see Mount): without it there is
+    // no safe way to unmount later, so refuse before mounting.
+    sys::statx_mount(&mountpoint).map_err(fail)?;
     let (fd, via_fusermount, auto) = if sys::effective_uid() == 0 && !opts.auto_unmount {
         let fd = sys::open_dev_fuse().map_err(fail)?;
         let (uid, gid) = sys::real_ids();
@@ -263,19 +334,28 @@ pub fn mount(mountpoint: &Path, opts: &MountOptions) -> Result<(Mount, OwnedFd),
         let (fd, auto) = fusermount(&mountpoint, opts).map_err(fail)?;
         (fd, true, auto)
     };
-    let dev = mount_device(&mountpoint).map_err(fail)?.ok_or_else(|| {
-        fail(io::Error::other(
-            "the mount does not appear in /proc/self/mountinfo",
-        ))
-    })?;
+    let conn = Arc::new(fd);
+    // Taken at once, while the mount just made is the top one on the path.
+    let stat = match sys::statx_mount(&mountpoint) {
+        Ok(stat) => stat,
+        Err(e) => {
+            // statx worked on the bare mountpoint a moment ago, so this is
+            // unlikely; the mount cannot be told apart later, so it goes now.
+            if let Err(e) = sys::umount2(&mountpoint, libc::MNT_DETACH) {
+                tracing::warn!("detaching {} failed: {e}", mountpoint.display());
+            }
+            return Err(fail(e));
+        }
+    };
     Ok((
         Mount {
             mountpoint,
-            dev,
+            id: stat.mount_id,
+            conn: conn.clone(),
             via_fusermount,
-            _auto_unmount: auto,
+            auto_unmount: auto,
         },
-        fd,
+        conn,
     ))
 }
 
@@ -291,23 +371,41 @@ fn fusermount(mountpoint: &Path, opts: &MountOptions) -> io::Result<(OwnedFd, Au
         .arg(mountpoint)
         .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
         .stdin(Stdio::null())
+        // Its complaints (an option it does not know...) belong in our
+        // error, not on a daemon's stderr that may go nowhere.
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot run fusermount3: {e}")))?;
     drop(theirs);
+    let said = |child: &mut Child| {
+        let mut text = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
+        text.trim().to_string()
+    };
     let fd = match sys::recv_fd(ours.as_fd()) {
         Ok(fd) => fd,
         Err(e) => {
+            let text = said(&mut child);
             let status = child.wait()?;
+            let why = if text.is_empty() { e.to_string() } else { text };
             return Err(io::Error::new(
                 e.kind(),
-                format!("fusermount3 failed ({status}): {e}"),
+                format!("fusermount3 failed ({status}): {why}"),
             ));
         }
     };
     if opts.auto_unmount {
+        // It lives on with its stderr pipe open (it only writes there if an
+        // unmount fails), until the Mount ends it.
         Ok((fd, Some((ours, child))))
     } else {
+        let text = said(&mut child);
         child.wait()?;
+        if !text.is_empty() {
+            tracing::warn!("fusermount3: {text}");
+        }
         Ok((fd, None))
     }
 }
@@ -318,47 +416,69 @@ impl Mount {
         &self.mountpoint
     }
 
-    /// `major:minor` of the mount.
-    pub fn device(&self) -> (u32, u32) {
-        self.dev
+    /// The kernel's unique, never-reused id of this mount.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
-    /// Whether this mount is still in place.
+    /// Whether the kernel has ended the connection (an unmount or an abort
+    /// did): there is nothing left to unmount then, whatever is mounted at
+    /// the path now.
+    pub fn connection_ended(&self) -> bool {
+        match sys::fuse_connection_ended(self.conn.as_fd()) {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::warn!("cannot poll /dev/fuse: {e}");
+                false
+            }
+        }
+    }
+
+    /// Whether `stat` describes this mount.
+    fn is(&self, stat: io::Result<sys::MountStat>) -> bool {
+        matches!(stat, Ok(s) if s.mount_id == self.id)
+    }
+
+    /// Whether this mount is still in place: its connection lives and it
+    /// is the top mount on its path. Never sends the filesystem a request.
     pub fn is_mounted(&self) -> bool {
-        matches!(mount_device(&self.mountpoint), Ok(Some(dev)) if dev == self.dev)
+        !self.connection_ended() && self.is(sys::statx_mount(&self.mountpoint))
     }
 
-    /// Unmounts. With `flush`, first syncs the filesystem so that dirty
-    /// pages reach the daemon while it still serves (call it with workers
-    /// running). Tries a normal unmount and falls back to a lazy one when
-    /// files are still open; the session then ends when the last one closes.
+    /// Unmounts, if this mount is still in place. With `flush`, first syncs
+    /// the filesystem so that dirty pages reach the daemon while it still
+    /// serves (call it with workers running). Tries a normal unmount and
+    /// falls back to a lazy one when files are still open; the session
+    /// then ends when the last one closes.
+    ///
+    /// The normal unmount goes by path (a handle on the mount would keep it
+    /// busy), right after checking that the top mount there is this one.
     pub fn unmount(&self, flush: bool) -> io::Result<()> {
         if !self.is_mounted() {
             return Ok(());
         }
         if flush {
             if let Ok(dir) = std::fs::File::open(&self.mountpoint) {
+                if !self.is(sys::statx_mount_fd(dir.as_fd())) {
+                    return Ok(());
+                }
                 if let Err(e) = sys::syncfs(dir.as_fd()) {
                     tracing::warn!("syncfs on {} failed: {e}", self.mountpoint.display());
                 }
             }
         }
+        if !self.is_mounted() {
+            return Ok(());
+        }
         if self.via_fusermount {
-            for lazy in [false, true] {
-                let mut cmd = Command::new("fusermount3");
-                cmd.arg("-u").arg("-q");
-                if lazy {
-                    cmd.arg("-z");
-                }
-                let status = cmd.arg("--").arg(&self.mountpoint).status()?;
-                if status.success() || !self.is_mounted() {
-                    return Ok(());
-                }
+            let status = Command::new("fusermount3")
+                .args(["-u", "-q", "--"])
+                .arg(&self.mountpoint)
+                .status()?;
+            if status.success() || !self.is_mounted() {
+                return Ok(());
             }
-            Err(io::Error::other(format!(
-                "fusermount3 -u {} failed",
-                self.mountpoint.display()
-            )))
+            self.detach()
         } else {
             match sys::umount2(&self.mountpoint, 0) {
                 Ok(()) => Ok(()),
@@ -367,31 +487,48 @@ impl Mount {
                         "{} is busy: detaching it; the session ends when the last file closes",
                         self.mountpoint.display()
                     );
-                    sys::umount2(&self.mountpoint, libc::MNT_DETACH)
+                    self.detach()
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
                 Err(e) => Err(e),
             }
         }
     }
-}
 
-impl Mount {
-    /// Detaches the mount lazily: never waits, never flushes.
+    /// Detaches the mount lazily, if it is still in place: never waits,
+    /// never flushes. Through mount(2) it goes by a handle on the mount
+    /// itself, so it cannot take another mount down.
     fn detach(&self) -> io::Result<()> {
+        if self.connection_ended() {
+            return Ok(());
+        }
+        let root = match sys::open_path(&self.mountpoint) {
+            Ok(root) => root,
+            // Nothing at the path any more: nothing of ours either.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !self.is(sys::statx_mount_fd(root.as_fd())) {
+            return Ok(());
+        }
         if self.via_fusermount {
+            drop(root);
             let status = Command::new("fusermount3")
                 .args(["-u", "-q", "-z", "--"])
                 .arg(&self.mountpoint)
                 .status()?;
-            if !status.success() {
+            if !status.success() && self.is_mounted() {
                 return Err(io::Error::other(format!(
                     "fusermount3 -u -z exited with {status}"
                 )));
             }
             Ok(())
         } else {
-            sys::umount2(&self.mountpoint, libc::MNT_DETACH)
+            match sys::umount2_fd(root.as_fd(), libc::MNT_DETACH) {
+                // Detached already (by someone else, since the check).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+                r => r,
+            }
         }
     }
 }
@@ -401,12 +538,28 @@ impl Drop for Mount {
         // By the time a Mount is dropped nothing serves it any more, so only
         // a lazy detach is safe: a normal unmount would wait on writeback
         // that no one can answer.
-        if self.is_mounted() {
-            if let Err(e) = self.detach() {
-                tracing::warn!("detaching {} failed: {e}", self.mountpoint.display());
+        match self.detach() {
+            Ok(()) => {
+                // Our mount is gone, so the auto_unmount fusermount3 has
+                // nothing left to do, and what it would unmount once its
+                // socket closes is whatever is mounted at the path by then.
+                if let Some((sock, mut child)) = self.auto_unmount.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    drop(sock);
+                }
             }
+            Err(e) => tracing::warn!("detaching {} failed: {e}", self.mountpoint.display()),
         }
     }
+}
+
+/// The unique, never-reused id of the mount `path` is on (for a
+/// mountpoint, the top mount there), from statx(2) with
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8+). Sends a FUSE filesystem mounted at
+/// `path` no request, so it answers even when the daemon is stopped or busy.
+pub fn mount_id(path: &Path) -> io::Result<u64> {
+    Ok(sys::statx_mount(path)?.mount_id)
 }
 
 /// The `major:minor` of the filesystem mounted at `mountpoint`, from
@@ -503,6 +656,72 @@ mod tests {
             o.ms_flags(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY
         );
+    }
+
+    #[test]
+    fn kernel_flags_and_fstab_words_are_accepted() {
+        let mut o = MountOptions::default();
+        for opt in [
+            "nodiratime",
+            "norelatime",
+            "lazytime",
+            "nofail",
+            "_netdev",
+            "x-systemd.foo",
+            "x-systemd.requires=a.mount",
+            "comment=anything",
+            "defaults",
+            "user",
+            "users",
+            "noauto",
+            "auto",
+            "sync",
+            "dirsync",
+        ] {
+            assert!(o.apply(opt).unwrap(), "{opt}");
+        }
+        assert_eq!(
+            o.ms_flags(),
+            libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NODIRATIME
+                | libc::MS_LAZYTIME
+                | libc::MS_SYNCHRONOUS
+                | libc::MS_DIRSYNC
+        );
+        assert_eq!(
+            o.fusermount_opts(),
+            "rw,fsname=fastfuse,nosuid,nodev,nodiratime,lazytime,sync,dirsync"
+        );
+        for (opt, bit) in [
+            ("strictatime", libc::MS_STRICTATIME),
+            ("relatime", libc::MS_RELATIME),
+            ("noatime", libc::MS_NOATIME),
+        ] {
+            let mut o = MountOptions::default();
+            // The last atime mode wins.
+            for o_ in ["noatime", "strictatime", "relatime", opt] {
+                o.apply(o_).unwrap();
+            }
+            let modes = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
+            assert_eq!(o.ms_flags() & modes, bit, "{opt}");
+        }
+        let mut o = MountOptions::default();
+        for opt in [
+            "nodiratime",
+            "diratime",
+            "lazytime",
+            "nolazytime",
+            "strictatime",
+            "nostrictatime",
+            "atime",
+        ] {
+            o.apply(opt).unwrap();
+        }
+        assert_eq!(o, MountOptions::default());
+        assert!(o.apply("nodiratime=1").is_err());
+        assert!(!o.apply("bogus").unwrap());
+        assert!(!o.apply("xsystemd").unwrap());
     }
 
     #[test]

@@ -3,10 +3,8 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use fastfuse_abi as abi;
 use thiserror::Error;
@@ -262,7 +260,6 @@ impl<F: Filesystem> Session<F> {
     ) -> Result<Session<F>, SessionError> {
         let (mount, dev) = mount::mount(mountpoint.as_ref(), options)?;
         let mount = Arc::new(mount);
-        let dev = Arc::new(dev);
         // On failure the Mount's drop detaches it; no server was running, so
         // nothing could be waiting on it.
         let Handshake {
@@ -395,12 +392,13 @@ impl<F: Filesystem> Session<F> {
             // Blocked before workers start, so that they inherit the mask
             // and only the signal thread takes these signals.
             sys::block_shutdown_signals().map_err(|e| SessionError::Io("blocking signals", e))?;
-            Some(SignalThread::start(self.mount.clone()))
+            let signals = SignalThread::start(self.mount.clone())
+                .map_err(|e| SessionError::Io("watching for shutdown signals", e))?;
+            Some(signals)
         } else {
             None
         };
-        let stats_server = match StatsServer::start(self.server.stats.clone(), self.mount.device())
-        {
+        let stats_server = match StatsServer::start(self.server.stats.clone(), self.mount.id()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("statistics socket unavailable: {e}");
@@ -424,36 +422,66 @@ impl<F: Filesystem> Session<F> {
     }
 }
 
-/// Waits for shutdown signals and unmounts when one comes.
+/// Waits for shutdown signals and unmounts when one comes. It sleeps in
+/// poll(2) on a signalfd and an eventfd, so that stopping it is immediate:
+/// no timed wait on the way out.
 struct SignalThread {
-    stop: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SignalThread {
-    fn start(mount: Arc<Mount>) -> SignalThread {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+    fn start(mount: Arc<Mount>) -> io::Result<SignalThread> {
+        let signals = sys::shutdown_signalfd()?;
+        let wake = Arc::new(sys::eventfd()?);
+        let thread_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name("fastfuse-signals".into())
-            .spawn(move || {
-                while !thread_stop.load(Ordering::Acquire) {
-                    if let Some(sig) = sys::wait_shutdown_signal(Duration::from_millis(200)) {
-                        tracing::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
-                        if let Err(e) = mount.unmount(true) {
-                            tracing::error!("unmount failed: {e}");
+            .spawn(move || loop {
+                let ready = match sys::poll_readable(&[signals.as_fd(), thread_wake.as_fd()], None)
+                {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        tracing::error!("waiting for signals failed: {e}");
+                        return;
+                    }
+                };
+                if ready[1] != 0 {
+                    return;
+                }
+                if ready[0] != 0 {
+                    match sys::read_signalfd(signals.as_fd()) {
+                        Ok(sig) => {
+                            tracing::info!(
+                                "signal {sig}: unmounting {}",
+                                mount.mountpoint().display()
+                            );
+                            if let Err(e) = mount.unmount(true) {
+                                tracing::error!("unmount failed: {e}");
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            tracing::error!("reading a signal failed: {e}");
+                            return;
                         }
                     }
                 }
-            })
-            .ok();
-        SignalThread { stop, thread }
+            })?;
+        Ok(SignalThread {
+            wake,
+            thread: Some(thread),
+        })
     }
 }
 
 impl Drop for SignalThread {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        if let Err(e) = sys::eventfd_signal(self.wake.as_fd()) {
+            // Joining could then wait forever: leave the thread be.
+            tracing::warn!("cannot wake the signal thread: {e}");
+            self.thread.take();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

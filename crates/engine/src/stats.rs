@@ -3,20 +3,26 @@
 //! (so counting is an uncontended atomic add); a snapshot sums the shards.
 //!
 //! While mounted, a session serves snapshots as JSON on an abstract Unix
-//! socket named after the mount's device number; [`query`] reads them.
+//! socket named after the mount's unique id (`STATX_MNT_ID_UNIQUE`, never
+//! reused, unlike device numbers, so the socket of a daemon still exiting
+//! never clashes with that of the next mount on the same path); [`query`]
+//! reads them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fastfuse_abi::Opcode;
 use serde::{Deserialize, Serialize};
+
+use crate::sys;
 
 /// Opcodes are indexed directly; everything above (CUSE_INIT) shares the
 /// last slot.
@@ -220,46 +226,65 @@ impl StatsSnapshot {
     }
 }
 
-/// The abstract socket name for the mount with device `major:minor`.
-fn socket_name(dev: (u32, u32)) -> String {
-    format!("fastfuse-stats-{}:{}", dev.0, dev.1)
+/// The abstract socket name for the mount with unique id `mount_id`.
+fn socket_name(mount_id: u64) -> String {
+    format!("fastfuse-stats-{mount_id}")
 }
 
 /// Serves snapshots on the abstract socket until dropped.
 pub(crate) struct StatsServer {
-    stop: Arc<AtomicBool>,
-    name: String,
+    /// Written to stop the accept loop, which polls it with the listener.
+    wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl StatsServer {
-    pub(crate) fn start(stats: Arc<Stats>, dev: (u32, u32)) -> io::Result<StatsServer> {
-        let name = socket_name(dev);
-        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
+    pub(crate) fn start(stats: Arc<Stats>, mount_id: u64) -> io::Result<StatsServer> {
+        let name = socket_name(mount_id);
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding @{name}: {e}")))?;
+        // Readiness comes from poll; a client that gave up in between must
+        // not block the loop in accept.
+        listener.set_nonblocking(true)?;
+        let wake = Arc::new(sys::eventfd()?);
+        let thread_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name("fastfuse-stats".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if thread_stop.load(Ordering::Acquire) {
-                        break;
+            .spawn(move || loop {
+                let fds = [listener.as_fd(), thread_wake.as_fd()];
+                match sys::poll_readable(&fds, None) {
+                    Ok(ready) if ready[1] != 0 => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("statistics socket: poll failed: {e}");
+                        return;
                     }
-                    match conn {
-                        Ok(mut conn) => {
-                            let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
-                            let _ = conn.write_all(&json);
+                }
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.write_all(&json);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Out of descriptors (EMFILE) a waiting connection
+                    // stays queued and accept fails at once, again and
+                    // again: pause rather than spin on it, still waking
+                    // at once to stop.
+                    Err(_) => {
+                        if let Ok(ready) = sys::poll_readable(
+                            &[thread_wake.as_fd()],
+                            Some(Duration::from_millis(50)),
+                        ) {
+                            if ready[0] != 0 {
+                                return;
+                            }
                         }
-                        // Out of descriptors (EMFILE) a waiting connection
-                        // stays queued and accept may fail at once, again
-                        // and again: pause rather than spin on it.
-                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
                 }
             })?;
         Ok(StatsServer {
-            stop,
-            name,
+            wake,
             thread: Some(thread),
         })
     }
@@ -267,10 +292,10 @@ impl StatsServer {
 
 impl Drop for StatsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the accept loop so that it sees the flag.
-        if let Ok(addr) = SocketAddr::from_abstract_name(&self.name) {
-            let _ = UnixStream::connect_addr(&addr);
+        if let Err(e) = sys::eventfd_signal(self.wake.as_fd()) {
+            // Joining could then wait forever: leave the thread be.
+            tracing::warn!("cannot stop the statistics thread: {e}");
+            self.thread.take();
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -279,21 +304,25 @@ impl Drop for StatsServer {
 }
 
 /// Reads the statistics of the fastfuse session mounted at `mountpoint`
-/// (in this or another process). Does not touch the mount itself, so it
-/// answers even when the filesystem is busy.
+/// (in this or another process). Finds the session by the unique id of the
+/// mount at `mountpoint` (statx with `AT_STATX_DONT_SYNC`, which sends the
+/// filesystem no request), so it answers even when the filesystem is busy
+/// or its daemon stopped, and never reaches an older daemon that served the
+/// same path. Needs Linux 6.8+, and the right to access the mount (its
+/// owner, or anyone with `allow_other`).
 pub fn query(mountpoint: &Path) -> io::Result<StatsSnapshot> {
-    let dev = crate::mount::mount_device(mountpoint)?.ok_or_else(|| {
+    let mount_id = crate::mount::mount_id(mountpoint).map_err(|e| {
         io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} is not a mount point", mountpoint.display()),
+            e.kind(),
+            format!("cannot examine {}: {e}", mountpoint.display()),
         )
     })?;
-    let addr = SocketAddr::from_abstract_name(socket_name(dev))?;
+    let addr = SocketAddr::from_abstract_name(socket_name(mount_id))?;
     let mut conn = UnixStream::connect_addr(&addr).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
-                "no fastfuse session serves statistics for {}: {e}",
+                "no fastfuse session serves statistics for {} (is it a fastfuse mountpoint?): {e}",
                 mountpoint.display()
             ),
         )

@@ -200,7 +200,7 @@ fn shutdown_sigset() -> libc::sigset_t {
 }
 
 /// Blocks SIGINT/SIGTERM/SIGHUP in the calling thread (and in threads it
-/// spawns later), so that only [`wait_shutdown_signal`] receives them.
+/// spawns later), so that only a [`shutdown_signalfd`] receives them.
 pub fn block_shutdown_signals() -> io::Result<()> {
     let set = shutdown_sigset();
     // SAFETY: set is initialised; the old-set pointer may be null.
@@ -209,19 +209,6 @@ pub fn block_shutdown_signals() -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(ret));
     }
     Ok(())
-}
-
-/// `sigtimedwait` on the shutdown signals: the signal number, or `None`
-/// after `timeout`.
-pub fn wait_shutdown_signal(timeout: std::time::Duration) -> Option<libc::c_int> {
-    let set = shutdown_sigset();
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: set and ts are initialised locals; info may be null.
-    let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
 }
 
 /// Receives one file descriptor sent with SCM_RIGHTS on `sock` (how
@@ -598,9 +585,246 @@ impl Drop for HugeBuffer {
     }
 }
 
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8): the 64-bit mount id that is never
+/// reused while the system runs; the libc crate does not export it.
+const STATX_MNT_ID_UNIQUE: libc::c_uint = 0x4000;
+
+/// What [`statx_mount`] reports of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountStat {
+    /// The never-reused id of the mount the path is on.
+    pub mount_id: u64,
+}
+
+fn statx_at(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> io::Result<MountStat> {
+    // SAFETY: struct statx is plain data; zeroed is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // AT_STATX_DONT_SYNC: a FUSE filesystem answers from its attribute
+    // cache and sends no request, so this cannot wait on a daemon that is
+    // stopped, not serving yet, or gone.
+    let flags = flags | libc::AT_STATX_DONT_SYNC | libc::AT_NO_AUTOMOUNT;
+    // SAFETY: path is NUL-terminated and stx a live, writable struct statx;
+    // both outlive the call.
+    check(unsafe { libc::statx(dirfd, path.as_ptr(), flags, STATX_MNT_ID_UNIQUE, &mut stx) })?;
+    if stx.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the kernel reports no unique mount id (STATX_MNT_ID_UNIQUE needs Linux 6.8+)",
+        ));
+    }
+    Ok(MountStat {
+        mount_id: stx.stx_mnt_id,
+    })
+}
+
+/// `statx(path, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_MNT_ID_UNIQUE)`
+/// — [statx(2)](https://man7.org/linux/man-pages/man2/statx.2.html): the
+/// unique id of the mount `path` is on (the top one, for a mountpoint).
+/// Sends FUSE no request for the last component.
+pub fn statx_mount(path: &Path) -> io::Result<MountStat> {
+    statx_at(libc::AT_FDCWD, &cstring(path)?, 0)
+}
+
+/// [`statx_mount`] of what `fd` refers to (`AT_EMPTY_PATH`).
+pub fn statx_mount_fd(fd: BorrowedFd<'_>) -> io::Result<MountStat> {
+    statx_at(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+/// `open(path, O_PATH | O_CLOEXEC)`: a handle on the mount at `path` that
+/// the filesystem never sees (no OPEN request).
+pub fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    let path = cstring(path)?;
+    // SAFETY: path is NUL-terminated and alive for the call.
+    let fd = check(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY,
+        )
+    })?;
+    // SAFETY: open succeeded, so fd is a fresh descriptor owned by no one
+    // else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `umount2("/proc/self/fd/N", flags)`: unmounts exactly the mount `fd`
+/// (an [`open_path`] of its root) is on, whatever is mounted at its path
+/// now. Only useful with `MNT_DETACH`: the fd itself keeps the mount busy.
+pub fn umount2_fd(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
+    umount2(
+        Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        flags,
+    )
+}
+
+/// The events `poll(2)` reported for one descriptor.
+pub type PollEvents = libc::c_short;
+
+/// `poll(fds, POLLIN)` —
+/// [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html): waits
+/// until one of `fds` is readable (or in error), or `timeout` passes
+/// (`None`: no limit); returns each fd's `revents`. EINTR is retried.
+pub fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<PollEvents>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    loop {
+        // SAFETY: pfds is a live array of pfds.len() pollfd structs, which
+        // poll writes revents into.
+        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if ret >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents).collect());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Whether the kernel has ended the FUSE connection `dev` (a /dev/fuse fd)
+/// belongs to: after an unmount or an abort, /dev/fuse polls as POLLERR.
+pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> io::Result<bool> {
+    let revents = poll_readable(&[dev], Some(std::time::Duration::ZERO))?;
+    Ok(revents[0] & libc::POLLERR != 0)
+}
+
+/// `signalfd(SHUTDOWN_SIGNALS, SFD_CLOEXEC | SFD_NONBLOCK)` —
+/// [signalfd(2)](https://man7.org/linux/man-pages/man2/signalfd.2.html): a
+/// descriptor that becomes readable when a shutdown signal is pending. The
+/// signals must be blocked ([`block_shutdown_signals`]) in every thread.
+/// Non-blocking, so that a signal taken by someone else between poll and
+/// read leaves the reader waiting in poll, where it can be woken.
+pub fn shutdown_signalfd() -> io::Result<OwnedFd> {
+    let set = shutdown_sigset();
+    // SAFETY: set is an initialised sigset_t alive for the call.
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: signalfd succeeded, so fd is a fresh descriptor owned by no
+    // one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes one pending signal from a [`shutdown_signalfd`]: its number.
+pub fn read_signalfd(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: signalfd_siginfo is plain data; zeroed is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: info is a live, writable signalfd_siginfo of `size` bytes.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != size {
+        return Err(io::Error::other(format!(
+            "short read from a signalfd: {n} bytes"
+        )));
+    }
+    Ok(info.ssi_signo as libc::c_int)
+}
+
+/// Takes ownership of a socket this process inherited across exec, under a
+/// number it was told (e.g. in an environment variable by the parent that
+/// passed it).
+///
+/// Why the returned `OwnedFd` is the only owner: every descriptor this
+/// process opens through std, this crate or rustix is close-on-exec, so an
+/// open descriptor above the standard streams *without* FD_CLOEXEC can
+/// only have come through exec; and adopting sets FD_CLOEXEC (under a
+/// lock), so the same descriptor is refused a second time. The remaining
+/// assumption, which a process cannot check, is that no C code in it opened
+/// that number without O_CLOEXEC and holds it.
+pub fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serialised = ADOPTING.lock().unwrap_or_else(|e| e.into_inner());
+    let refuse = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} {why}"),
+        ))
+    };
+    if fd <= libc::STDERR_FILENO {
+        return refuse("is a standard stream or invalid");
+    }
+    // SAFETY: F_GETFD takes no argument and touches no memory; on a number
+    // that is not open it fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return refuse(&format!("is not open: {}", io::Error::last_os_error()));
+    }
+    if flags & libc::FD_CLOEXEC != 0 {
+        return refuse(
+            "is close-on-exec: opened (or adopted already) in this process, not inherited",
+        );
+    }
+    // SAFETY: struct stat is plain data; fstat writes it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a live, writable struct stat for the call.
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return refuse("is not a socket");
+    }
+    // SAFETY: F_SETFD with an integer argument; marks the fd adopted and
+    // keeps it from children (fusermount3) from now on.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: fd is open, a socket, and was inherited and not adopted
+    // before (see above), so nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn only_an_inherited_socket_is_adopted_and_only_once() {
+        assert!(adopt_inherited_socket(libc::STDIN_FILENO).is_err());
+        // std opens everything close-on-exec: not inherited, refused.
+        let (a, b) = UnixStream::pair().unwrap();
+        let err = adopt_inherited_socket(a.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("close-on-exec"), "{err}");
+        // As a parent leaves it for its child.
+        clear_cloexec(b.as_fd()).unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(b);
+        let adopted = adopt_inherited_socket(raw).unwrap();
+        assert!(adopt_inherited_socket(raw).is_err(), "adopted twice");
+        // SAFETY: F_GETFD on a descriptor this test owns (`adopted`).
+        let flags = unsafe { libc::fcntl(adopted.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        drop(adopted);
+        assert!(adopt_inherited_socket(raw).is_err(), "closed, yet adopted");
+        let (r, _w) = pipe().unwrap();
+        clear_cloexec(r.as_fd()).unwrap();
+        let err = adopt_inherited_socket(r.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+    }
+
+    #[test]
+    fn statx_reports_a_unique_mount_id() {
+        let root = statx_mount(Path::new("/")).unwrap();
+        let dir = open_path(Path::new("/")).unwrap();
+        assert_eq!(statx_mount_fd(dir.as_fd()).unwrap(), root);
+        // Unique ids start above the 32-bit range of the reused ones.
+        assert!(root.mount_id > u64::from(u32::MAX >> 1), "{root:?}");
+    }
 
     #[test]
     fn cpu_sets_hold_cpus_past_1024() {
