@@ -381,7 +381,11 @@ where
     if !ready {
         return None;
     }
-    assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+    assert!(
+        libc::WIFEXITED(status),
+        "the child died: wait status {status:#x}, signal {}",
+        libc::WTERMSIG(status)
+    );
     match libc::WEXITSTATUS(status) {
         0 => Some(Ok(())),
         e => Some(Err(Errno::from_raw_os_error(e))),
