@@ -28,7 +28,9 @@ pub struct MountArgs {
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
     /// io_uring, transport=dev|uring|auto, xattr, no_xattr, readdirplus,
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
-    /// /dev/fuse into the source file, one copy fewer), no_splice_write.
+    /// /dev/fuse into the source file, one copy fewer), no_splice_write,
+    /// request_timeout=SECS (the kernel aborts the connection when a
+    /// request stays unanswered that long; 0: never, the default).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Worker threads (default: one per CPU).
@@ -149,6 +151,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "max_pages" => config.max_pages = parse_num(opt, value)?,
             "max_background" => config.max_background = parse_num(opt, value)?,
             "congestion_threshold" => config.congestion_threshold = parse_num(opt, value)?,
+            "request_timeout" => config.request_timeout = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,
             "io_uring" => config.transport = TransportKind::Uring,
@@ -277,8 +280,14 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
     }
     let fs = PassthroughFs::new(&plan.source, plan.fs)
         .with_context(|| format!("source {}", plan.source.display()))?;
+    let asked_timeout = plan.config.request_timeout;
     let session = Session::mount(fs, &plan.mountpoint, &plan.mount, plan.config)?;
     let n = session.connection().negotiated();
+    if asked_timeout != 0 && n.request_timeout == 0 {
+        tracing::warn!(
+            "the kernel does not offer FUSE_REQUEST_TIMEOUT (Linux 6.15+); request_timeout={asked_timeout} is not in force"
+        );
+    }
     if plan.fs.kernel_passthrough && !n.passthrough() {
         tracing::warn!(
             "the kernel did not agree to passthrough; serving reads and writes in the daemon"
@@ -289,6 +298,7 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
         passthrough = n.passthrough(),
         io_uring = n.io_uring(),
         max_write = n.max_write,
+        request_timeout = n.request_timeout,
         "mounted {} on {}",
         plan.source.display(),
         plan.mountpoint.display()
@@ -364,5 +374,26 @@ mod tests {
             parse(&["/s", "/m"]).unwrap().config.transport,
             TransportKind::Auto
         );
+    }
+
+    #[test]
+    fn request_timeout() {
+        assert_eq!(parse(&["/s", "/m"]).unwrap().config.request_timeout, 0);
+        let p = parse(&["-o", "request_timeout=30", "/s", "/m"]).unwrap();
+        assert_eq!(p.config.request_timeout, 30);
+        assert_eq!(
+            parse(&["-o", "request_timeout=0", "/s", "/m"])
+                .unwrap()
+                .config
+                .request_timeout,
+            0
+        );
+        for bad in [
+            "request_timeout",
+            "request_timeout=x",
+            "request_timeout=65536",
+        ] {
+            assert!(parse(&["-o", bad, "/s", "/m"]).is_err(), "{bad}");
+        }
     }
 }

@@ -57,6 +57,13 @@ pub struct Config {
     ///
     /// [`Session::run`]: crate::Session::run
     pub handle_signals: bool,
+    /// Seconds the kernel lets a request go unanswered before it aborts
+    /// the whole connection (`FUSE_REQUEST_TIMEOUT`, Linux 6.15+); 0: no
+    /// timeout. Asked for only when the kernel offers it. The kernel checks
+    /// every 15 s, raises the value to at least 15 and caps it at
+    /// `fs.fuse.max_request_timeout`; a blocking lock wait counts as an
+    /// unanswered request too.
+    pub request_timeout: u16,
 }
 
 impl Default for Config {
@@ -81,6 +88,7 @@ impl Default for Config {
             mlock_buffers: true,
             io_flusher: true,
             handle_signals: false,
+            request_timeout: 0,
         }
     }
 }

@@ -44,6 +44,11 @@ pub struct Negotiated {
     pub time_gran: u32,
     /// Passthrough stacking depth, when passthrough was agreed.
     pub max_stack_depth: u32,
+    /// Request timeout in seconds sent to the kernel (0: none, also when
+    /// the kernel did not offer `FUSE_REQUEST_TIMEOUT`). The kernel applies
+    /// its own floor and `fs.fuse.max_request_timeout` to it and does not
+    /// say what it settled on.
+    pub request_timeout: u16,
 }
 
 impl Negotiated {
@@ -144,6 +149,7 @@ pub fn negotiate(
         ),
         (config.passthrough, FUSE_PASSTHROUGH),
         (config.transport != TransportKind::Dev, FUSE_OVER_IO_URING),
+        (config.request_timeout != 0, FUSE_REQUEST_TIMEOUT),
         // Without the writeback cache, let the kernel drop cached pages
         // when mtime or size change behind its back.
         (!config.writeback_cache, FUSE_AUTO_INVAL_DATA),
@@ -188,6 +194,13 @@ pub fn negotiate(
     } else {
         0
     };
+    // A kernel without the flag would ignore the field; zero it so that
+    // `Negotiated` says what is really in force.
+    let request_timeout = if flags & FUSE_REQUEST_TIMEOUT != 0 {
+        config.request_timeout
+    } else {
+        0
+    };
     let out = abi::InitOut {
         major: ours,
         minor,
@@ -200,6 +213,7 @@ pub fn negotiate(
         max_pages: max_pages as u16,
         flags2: (flags >> 32) as u32,
         max_stack_depth,
+        request_timeout,
         ..Default::default()
     };
     let len = if minor < 5 {
@@ -224,6 +238,7 @@ pub fn negotiate(
             congestion_threshold: config.congestion_threshold,
             time_gran: 1,
             max_stack_depth,
+            request_timeout,
         },
     })
 }
@@ -326,6 +341,28 @@ mod tests {
         assert_eq!(n.flags, FUSE_ASYNC_READ);
         assert_eq!(out.flags2, 0);
         assert_eq!(out.max_write, 32 * 4096);
+    }
+
+    #[test]
+    fn request_timeout_only_when_asked_and_offered() {
+        let cfg = Config {
+            request_timeout: 5,
+            ..Config::default()
+        };
+        let (out, _, n) = agreed(negotiate(&kernel_618(), &cfg, 256).unwrap());
+        assert!(n.has(FUSE_REQUEST_TIMEOUT));
+        assert_eq!((out.request_timeout, n.request_timeout), (5, 5));
+        assert_eq!(out.flags2 & (FUSE_REQUEST_TIMEOUT >> 32) as u32, 1 << 10);
+
+        let mut older = kernel_618();
+        older.flags2 &= !((FUSE_REQUEST_TIMEOUT >> 32) as u32);
+        let (out, _, n) = agreed(negotiate(&older, &cfg, 256).unwrap());
+        assert!(!n.has(FUSE_REQUEST_TIMEOUT));
+        assert_eq!((out.request_timeout, n.request_timeout), (0, 0));
+
+        let (out, _, n) = agreed(negotiate(&kernel_618(), &Config::default(), 256).unwrap());
+        assert!(!n.has(FUSE_REQUEST_TIMEOUT));
+        assert_eq!((out.request_timeout, n.request_timeout), (0, 0));
     }
 
     #[test]

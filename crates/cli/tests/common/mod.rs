@@ -30,7 +30,8 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A tmpfs mounted on a temporary directory; unmounted and removed on drop.
+/// A tmpfs mounted on a temporary directory, or (from [`Tmpfs::on_disk`])
+/// a plain temporary directory; unmounted if mounted, and removed, on drop.
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }
@@ -51,6 +52,17 @@ impl Tmpfs {
                 "fastfuse-test",
             ])
             .arg(dir.path()));
+        Tmpfs { dir }
+    }
+
+    /// Not a tmpfs: a temporary directory under `parent`, for a source
+    /// whose page cache reclaim can write back to disk (tmpfs pages can
+    /// only go to swap, and there is none).
+    pub fn on_disk(parent: &Path) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("fastfuse-src")
+            .tempdir_in(parent)
+            .unwrap();
         Tmpfs { dir }
     }
 

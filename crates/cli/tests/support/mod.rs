@@ -320,3 +320,107 @@ pub fn truncate(path: &std::ffi::CStr, len: i64) -> Result<(), Errno> {
         Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
     }
 }
+
+/// Runs `f` in a forked child and waits for it at most `limit`: `Some`
+/// with what `f` returned, or `None` if the child was still running then.
+/// A late child is ended with SIGKILL and reaped, after `unstick` ran: a
+/// FUSE request the daemon has already read is waited out even by a
+/// killed caller, so `unstick` must end it (abort the connection). `f`
+/// must follow the rules of [`as_user`]: system calls on buffers prepared
+/// before the fork, nothing that allocates or takes a lock.
+pub fn in_child<F>(limit: Duration, unstick: impl FnOnce(), f: F) -> Option<Result<(), Errno>>
+where
+    F: FnOnce() -> Result<(), Errno>,
+{
+    // SAFETY: fork(2) in a multi-threaded process; the child runs only
+    // `f` (async-signal-safe system calls, by this function's contract)
+    // and ends with _exit(2), never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = match f() {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error(),
+        };
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let child = rustix::process::Pid::from_raw(pid).unwrap();
+    let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())
+        .expect("pidfd_open of the child");
+    let mut fds = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // A pidfd becomes readable when its process exits.
+    let deadline = Instant::now() + limit;
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout_ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fds` is a valid array of one pollfd for the call's
+        // duration.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout_ms) };
+        if n >= 0 {
+            break n > 0;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+    };
+    if !ready {
+        unstick();
+        // SAFETY: kill(2) of the child forked above, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above; `status` is a valid
+    // out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    if !ready {
+        return None;
+    }
+    assert!(
+        libc::WIFEXITED(status),
+        "the child died: wait status {status:#x}, signal {}",
+        libc::WTERMSIG(status)
+    );
+    match libc::WEXITSTATUS(status) {
+        0 => Some(Ok(())),
+        e => Some(Err(Errno::from_raw_os_error(e))),
+    }
+}
+
+/// Stops the child `pid` (one this test spawned) with SIGSTOP and returns
+/// once every one of its threads has stopped, so that none can still take
+/// a request off /dev/fuse.
+pub fn stop_child(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) of a child this test started, by its pid.
+    let r = unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert_eq!(r, 0, "SIGSTOP: {}", std::io::Error::last_os_error());
+    // SAFETY: siginfo_t is plain data, valid all-zero; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // The group stop is reported once all threads stopped. WNOWAIT
+        // leaves the report (and the child's exit status, later) in place
+        // for std's Child.
+        // SAFETY: waitid(2) on our own child with a valid siginfo pointer.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "waitid: {e}");
+    }
+    let code = info.si_code;
+    assert_eq!(code, libc::CLD_STOPPED, "the daemon did not stop: {code}");
+}
