@@ -45,7 +45,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fastfuse_abi::{self as abi, Opcode};
@@ -375,7 +375,8 @@ impl Parking {
     }
 }
 
-/// Makes the kernel send the queue a request after spares were registered.
+/// Makes the kernel send queue `qid` a request, after spares were
+/// registered or an entry was parked.
 ///
 /// A REGISTER only puts its entry on the queue's free list (dev_uring.c,
 /// fuse_uring_do_register): requests that queued while no entry was free
@@ -383,52 +384,27 @@ impl Parking {
 /// other entries are parked. A new request takes a free entry at once, and
 /// committing it fetches the next waiting one. So a thread pinned to the
 /// queue's CPU (the kernel picks the queue by the caller's CPU) stats the
-/// mount's root with `AT_STATX_FORCE_SYNC`, one GETATTR, once for every
-/// deferred request (after its spare, if it needed one, was registered):
-/// each such GETATTR lets one waiting request in, and each waiting request
-/// got there because an entry was taken out of circulation. It cannot be
-/// the queue's pinned thread, which serves that GETATTR.
-struct Kicker {
-    mountpoint: Option<PathBuf>,
-    /// Kicks asked for and not made yet.
-    pending: Mutex<usize>,
-    wake: Condvar,
-}
-
-impl Kicker {
-    fn kick(&self, n: usize) {
-        *lock(&self.pending) += n;
-        self.wake.notify_one();
-    }
-
-    /// Wakes the kicker to see that the queue stops.
-    fn stop(&self) {
-        let _held = lock(&self.pending);
-        self.wake.notify_one();
-    }
-
-    /// Runs on its own thread until the queue stops.
-    fn run<F>(&self, q: &QueueShared<'_, F>) {
-        let Some(mountpoint) = &self.mountpoint else {
-            return;
-        };
-        if let Err(e) = sys::CpuSet::one(q.qid as usize).apply() {
-            tracing::debug!(qid = q.qid, "cannot pin the queue's kicker: {e}");
-        }
-        loop {
-            let mut pending = lock(&self.pending);
-            while *pending == 0 && !q.stopping() {
-                pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+/// mount's root with `AT_STATX_FORCE_SYNC`, one GETATTR. Each kick is a
+/// thread of its own: a kick whose GETATTR has to wait in the queue must
+/// not hold up the next one, which may find a free entry. It cannot be the
+/// queue's pinned thread, which serves that GETATTR.
+fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
+    let Some(mountpoint) = mountpoint.cloned() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name(format!("ff-uring{qid}k"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            if let Err(e) = sys::CpuSet::one(qid as usize).apply() {
+                tracing::debug!(qid, "cannot pin a queue kick: {e}");
             }
-            if q.stopping() {
-                return;
+            if let Err(e) = sys::statx_force_sync(&mountpoint) {
+                tracing::debug!(qid, "kicking the queue: {e}");
             }
-            *pending -= 1;
-            drop(pending);
-            if let Err(e) = sys::statx_force_sync(mountpoint) {
-                tracing::debug!(qid = q.qid, "kicking the queue: {e}");
-            }
-        }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(qid, "no thread to kick the queue with: {e}");
     }
 }
 
@@ -448,7 +424,8 @@ struct QueueShared<'s, F> {
     next_helper: AtomicUsize,
     /// The CPUs helpers may run on (all those of the process).
     floating: Option<sys::CpuSet>,
-    kicker: Kicker,
+    /// Where the filesystem is mounted, for [`kick`].
+    mountpoint: Option<PathBuf>,
 }
 
 impl<F> QueueShared<'_, F> {
@@ -456,7 +433,6 @@ impl<F> QueueShared<'_, F> {
         for inbox in &self.inboxes {
             inbox.signal();
         }
-        self.kicker.stop();
     }
 
     /// Marks the queue failed and wakes its threads, which then stop.
@@ -476,7 +452,7 @@ impl<F> QueueShared<'_, F> {
         // The spare first: `live` counts it before the parked entry leaves
         // circulation, so that it never touches zero in between (a thread
         // that saw zero would stop serving).
-        // The pinned thread kicks the queue (see Kicker) once it has
+        // The pinned thread kicks the queue (see `kick`) once it has
         // registered the spare; without one, the kick is made now.
         match self.parking.spare() {
             Ok(Some((spare, entry))) => self.inboxes[0].send(Handoff {
@@ -484,13 +460,13 @@ impl<F> QueueShared<'_, F> {
                 entry,
                 then: Then::Register,
             }),
-            Ok(None) => self.kicker.kick(1),
+            Ok(None) => kick(self.mountpoint.as_ref(), self.qid),
             Err(e) => {
                 tracing::warn!(
                     qid = self.qid,
                     "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
                 );
-                self.kicker.kick(1);
+                kick(self.mountpoint.as_ref(), self.qid);
             }
         }
         let (back, idle) = self.parking.park(idx, entry);
@@ -579,7 +555,7 @@ pub(crate) struct UringQueue {
     /// Payload size and locking, for spare entries.
     payload: usize,
     lock: bool,
-    /// The mount, for the queue's kicker (see [`Kicker`]).
+    /// The mount, for [`kick`].
     mountpoint: Option<PathBuf>,
 }
 
@@ -796,7 +772,9 @@ impl RingThread {
                     if spares > 0 {
                         // Registered now, then the queue is woken up.
                         self.ring.submit()?;
-                        q.kicker.kick(spares);
+                        for _ in 0..spares {
+                            kick(q.mountpoint.as_ref(), q.qid);
+                        }
                     }
                 } else {
                     // The entry's command has ended, one way or the other.
@@ -1053,17 +1031,10 @@ impl UringQueue {
             inboxes,
             next_helper: AtomicUsize::new(0),
             floating,
-            kicker: Kicker {
-                mountpoint,
-                pending: Mutex::new(0),
-                wake: Condvar::new(),
-            },
+            mountpoint,
         };
         let q = &q;
         std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name(format!("ff-uring{qid}k"))
-                .spawn_scoped(s, move || q.kicker.run(q))?;
             for (h, mut ring) in rings.enumerate() {
                 std::thread::Builder::new()
                     .name(format!("ff-uring{qid}h{h}"))
