@@ -225,7 +225,7 @@ impl Filesystem for MemFs {
         n.attr.uid = c.uid.unwrap_or(n.attr.uid);
         n.attr.gid = c.gid.unwrap_or(n.attr.gid);
         let stamp = |t: TimeOrNow| match t {
-            TimeOrNow::At(d) => (d.as_secs(), d.subsec_nanos()),
+            TimeOrNow::At(t) => (t.secs as u64, t.nsecs),
             TimeOrNow::Now => now(),
         };
         if let Some(t) = c.atime {

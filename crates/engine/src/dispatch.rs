@@ -4,7 +4,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fastfuse_abi::{self as abi, fattr::*};
 
@@ -16,17 +15,13 @@ use crate::interrupt::Interrupts;
 use crate::reply::{self, put, put_bytes, Outcome};
 use crate::request::{Caller, Operation};
 use crate::splice::PipeData;
-use crate::types::{FileHandle, NodeId, SetAttr, TimeOrNow, WriteFlags, Xattr};
+use crate::types::{FileHandle, NodeId, SetAttr, TimeOrNow, Timestamp, WriteFlags, Xattr};
 
 /// Shared by every worker of a session.
 pub(crate) struct Dispatcher<F> {
     pub(crate) fs: F,
     pub(crate) interrupts: Arc<Interrupts>,
     destroyed: AtomicBool,
-}
-
-fn time(secs: u64, nsecs: u32) -> Duration {
-    Duration::new(secs, nsecs.min(999_999_999))
 }
 
 fn set_attr(a: &abi::SetattrIn) -> SetAttr {
@@ -36,7 +31,7 @@ fn set_attr(a: &abi::SetattrIn) -> SetAttr {
         if on(now_bit) {
             Some(TimeOrNow::Now)
         } else if on(bit) {
-            Some(TimeOrNow::At(time(s, ns)))
+            Some(TimeOrNow::At(Timestamp::from_wire(s, ns)))
         } else {
             None
         }
@@ -49,7 +44,7 @@ fn set_attr(a: &abi::SetattrIn) -> SetAttr {
         size: on(FATTR_SIZE).then_some(a.size),
         atime: stamp(FATTR_ATIME_NOW, FATTR_ATIME, a.atime, a.atimensec),
         mtime: stamp(FATTR_MTIME_NOW, FATTR_MTIME, a.mtime, a.mtimensec),
-        ctime: on(FATTR_CTIME).then(|| time(a.ctime, a.ctimensec)),
+        ctime: on(FATTR_CTIME).then(|| Timestamp::from_wire(a.ctime, a.ctimensec)),
         kill_suidgid: on(FATTR_KILL_SUIDGID),
         lock_owner: on(FATTR_LOCKOWNER).then_some(a.lock_owner),
     }

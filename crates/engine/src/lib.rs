@@ -75,5 +75,5 @@ pub use splice::PipeData;
 pub use sys::adopt_inherited_socket;
 pub use types::{
     attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
-    TimeOrNow, Unique, WriteFlags, Xattr,
+    TimeOrNow, Timestamp, Unique, WriteFlags, Xattr,
 };

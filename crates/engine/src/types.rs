@@ -157,7 +157,7 @@ pub struct SetAttr {
     /// New modification time.
     pub mtime: Option<TimeOrNow>,
     /// New change time (sent with the writeback cache).
-    pub ctime: Option<Duration>,
+    pub ctime: Option<Timestamp>,
     /// The kernel asks to clear suid/sgid (`FATTR_KILL_SUIDGID`, with
     /// handle_killpriv_v2).
     pub kill_suidgid: bool,
@@ -165,11 +165,32 @@ pub struct SetAttr {
     pub lock_owner: Option<u64>,
 }
 
-/// A timestamp to set: a fixed time since the epoch, or "now".
+/// A point in time as the kernel sends it: seconds since the Unix epoch,
+/// negative before 1970, and nanoseconds within the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    /// Seconds since the epoch (the kernel's time64_t).
+    pub secs: i64,
+    /// Nanoseconds, 0..1_000_000_000.
+    pub nsecs: u32,
+}
+
+impl Timestamp {
+    /// The wire's fields (`u64` seconds, which the kernel reads as
+    /// `time64_t`) as a timestamp; nanoseconds are clamped to the second.
+    pub fn from_wire(secs: u64, nsecs: u32) -> Timestamp {
+        Timestamp {
+            secs: secs as i64,
+            nsecs: nsecs.min(999_999_999),
+        }
+    }
+}
+
+/// A timestamp to set: a fixed time, or "now".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeOrNow {
-    /// A fixed time since the Unix epoch.
-    At(Duration),
+    /// A fixed time, before or after the Unix epoch.
+    At(Timestamp),
     /// The current time, as the server's clock says.
     Now,
 }

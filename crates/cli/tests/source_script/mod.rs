@@ -1098,6 +1098,11 @@ const SCRIPT: &[Step] = &[
         run: modes_owners_times,
     },
     Step {
+        name: "times_across_boundaries",
+        other_users: false,
+        run: times_across_boundaries,
+    },
+    Step {
         name: "hard_links",
         other_users: false,
         run: hard_links,
@@ -1469,6 +1474,47 @@ fn modes_owners_times(c: &mut Ctx) {
     }
     c.content("f");
     c.source_content("f");
+}
+
+/// Timestamps before 1970 and at the 32- and 34-bit boundaries round-trip
+/// through utimensat and stat (utimensat(2): any time64_t with
+/// nanoseconds below 10^9; tmpfs keeps them all), through the mount and on
+/// the source, which is what a later mount reads them from.
+fn times_across_boundaries(c: &mut Ctx) {
+    let f = c.p("f");
+    c.ok("write f", write_file(&f, b"times"));
+    for (label, sec, nsec) in [
+        ("1960-01-01", -315_619_200, 0),
+        ("-1 s", -1, 0),
+        ("-1 s and a half", -2, 500_000_000),
+        ("INT32_MIN", i64::from(i32::MIN), 1),
+        ("INT32_MIN - 1", i64::from(i32::MIN) - 1, 999_999_999),
+        ("epoch", 0, 0),
+        ("INT32_MAX", i64::from(i32::MAX), 999_999_999),
+        ("2^31", 1 << 31, 0),
+        ("2^32 - 1", (1 << 32) - 1, 0),
+        ("2^32", 1 << 32, 7),
+        ("2^34 - 1", (1 << 34) - 1, 0),
+        ("2^34", 1 << 34, 0),
+    ] {
+        let times = [timespec(sec, nsec), timespec(sec + 3600, nsec)];
+        c.ok(label, utimensat(&f, Some(times), false));
+        for (side, path) in [("mount", f.clone()), ("source", c.src.join("f"))] {
+            let seen = lstat(&path).map(|m| {
+                format!(
+                    "atime {}.{:09} mtime {}.{:09}",
+                    m.atime(),
+                    m.atime_nsec(),
+                    m.mtime(),
+                    m.mtime_nsec()
+                )
+            });
+            match seen {
+                Ok(t) => c.text(&format!("{label}: {side}"), t),
+                Err(e) => c.text(&format!("{label}: {side}"), errno_name(e)),
+            }
+        }
+    }
 }
 
 /// nlink counts, shared inode numbers, data through another name.

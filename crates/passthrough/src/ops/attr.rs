@@ -82,10 +82,7 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     let (tv_sec, tv_nsec) = match t {
         None => (0, libc::UTIME_OMIT),
         Some(TimeOrNow::Now) => (0, libc::UTIME_NOW),
-        Some(TimeOrNow::At(d)) => (
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            i64::from(d.subsec_nanos()),
-        ),
+        Some(TimeOrNow::At(t)) => (t.secs, i64::from(t.nsecs)),
     };
     libc::timespec { tv_sec, tv_nsec }
 }
@@ -195,7 +192,7 @@ pub(super) fn statfs(fs: &PassthroughFs, node: NodeId) -> Result<StatFs, Errno> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use fastfuse::Timestamp;
 
     #[test]
     fn kill_suidgid_follows_the_kernel() {
@@ -209,7 +206,12 @@ mod tests {
     fn timestamps() {
         assert_eq!(timespec(None).tv_nsec, libc::UTIME_OMIT);
         assert_eq!(timespec(Some(TimeOrNow::Now)).tv_nsec, libc::UTIME_NOW);
-        let t = timespec(Some(TimeOrNow::At(Duration::new(5, 7))));
+        let t = timespec(Some(TimeOrNow::At(Timestamp { secs: 5, nsecs: 7 })));
         assert_eq!((t.tv_sec, t.tv_nsec), (5, 7));
+        // Before 1970: the kernel's time64_t, sent as u64, comes back
+        // negative.
+        let before = Timestamp::from_wire(-315_619_200i64 as u64, 0);
+        let t = timespec(Some(TimeOrNow::At(before)));
+        assert_eq!(t.tv_sec, -315_619_200);
     }
 }
