@@ -241,20 +241,32 @@ fn unrelated_requests(served: &Served, tag: &str, round: usize) -> Duration {
     stat.max(started.elapsed())
 }
 
-/// One holder and `n` waiters on one file: see the module's doc.
-fn waiters_on_one_lock(served: &Served, kind: Kind, n: usize) {
-    let tag = format!("{kind:?}-{n}");
+/// A file of the mount locked by a holder, and `n` waiters blocked on it
+/// (their requests have reached the daemon). The markers directory must
+/// outlive the waiters.
+fn locked_with_waiters(
+    served: &Served,
+    kind: Kind,
+    tag: &str,
+    n: usize,
+) -> (Child, Vec<Child>, tempfile::TempDir) {
     let file = served.mnt().join(format!("lock-{tag}"));
     std::fs::write(&file, b"locked").unwrap();
     let file = cstr(&file);
     let markers = tempfile::tempdir().unwrap();
     let marker = cstr(&markers.path().join("holding"));
-
     let mut h = holder(&file, kind);
     assert_eq!(h.report(), LOCKED, "{tag}: the holder could not lock");
     let before = served_count(served);
-    let mut waiters: Vec<Child> = (0..n).map(|_| waiter(&file, &marker, kind)).collect();
+    let waiters: Vec<Child> = (0..n).map(|_| waiter(&file, &marker, kind)).collect();
     wait_for_waiters(served.mnt(), before, n as u64);
+    (h, waiters, markers)
+}
+
+/// One holder and `n` waiters on one file: see the module's doc.
+fn waiters_on_one_lock(served: &Served, kind: Kind, n: usize) {
+    let tag = format!("{kind:?}-{n}");
+    let (mut h, mut waiters, _markers) = locked_with_waiters(served, kind, &tag, n);
 
     // Everything else is served while they wait.
     let fastest = (0..3)
@@ -303,16 +315,7 @@ fn served_count(served: &Served) -> u64 {
 /// A holder that exits without unlocking releases its lock to the waiters.
 fn holder_exits_holding(served: &Served, kind: Kind) {
     let tag = format!("{kind:?}-exit");
-    let file = served.mnt().join(format!("lock-{tag}"));
-    std::fs::write(&file, b"locked").unwrap();
-    let file = cstr(&file);
-    let markers = tempfile::tempdir().unwrap();
-    let marker = cstr(&markers.path().join("holding"));
-    let mut h = holder(&file, kind);
-    assert_eq!(h.report(), LOCKED, "{tag}: the holder could not lock");
-    let before = served_count(served);
-    let mut waiters: Vec<Child> = (0..3).map(|_| waiter(&file, &marker, kind)).collect();
-    wait_for_waiters(served.mnt(), before, 3);
+    let (mut h, mut waiters, _markers) = locked_with_waiters(served, kind, &tag, 3);
     h.command(b'x');
     assert_eq!(h.reap(), 0, "{tag}: holder status");
     for (i, w) in waiters.iter_mut().enumerate() {

@@ -410,9 +410,13 @@ pub trait Filesystem: Send + Sync + 'static {
         Err(Errno::ENOSYS)
     }
 
-    /// Takes or releases a lock; `sleep` waits for it (SETLKW: check
-    /// [`Caller::is_interrupted`] while waiting and answer EINTR); `flock`
-    /// marks a BSD flock(2) lock rather than a POSIX one.
+    /// Takes or releases a lock; `flock` marks a BSD flock(2) lock rather
+    /// than a POSIX one. With `sleep` (SETLKW) a lock that is held
+    /// elsewhere must be waited for: do not block here, which would hold
+    /// the worker (and, with as many waiters as workers, the unlock that
+    /// would release them); [`Caller::defer`] the request and answer it
+    /// from another thread when granted, or EINTR once
+    /// [`Deferred::on_interrupt`](crate::Deferred::on_interrupt) fires.
     fn setlk(
         &self,
         req: &Caller,
