@@ -1098,6 +1098,11 @@ const SCRIPT: &[Step] = &[
         run: modes_owners_times,
     },
     Step {
+        name: "chown_and_setid",
+        other_users: false,
+        run: chown_and_setid,
+    },
+    Step {
         name: "times_across_boundaries",
         other_users: false,
         run: times_across_boundaries,
@@ -1474,6 +1479,36 @@ fn modes_owners_times(c: &mut Ctx) {
     }
     c.content("f");
     c.source_content("f");
+}
+
+/// chown(2) clears set-user-ID, and set-group-ID with group-execute, of a
+/// regular file even when the owner does not change, for root too
+/// (chown_common always asks notify_change to kill them, and
+/// notify_change then clears them whatever the caller's capabilities), and
+/// any chown, even one that changes nothing (-1, -1), updates ctime.
+fn chown_and_setid(c: &mut Ctx) {
+    let f = c.p("f");
+    c.ok("write f", write_file(&f, b"setid"));
+    let Ok(owner) = lstat(&f) else {
+        return c.unexpected("lstat f", "failed".into());
+    };
+    let (uid, gid) = (owner.uid(), owner.gid());
+    for (label, mode) in [("06555", 0o6555), ("06755", 0o6755), ("02644", 0o2644)] {
+        c.ok(&format!("chmod {label}"), chmod(&f, mode));
+        c.ok(
+            &format!("chown to the same owner after {label}"),
+            lchown(&f, uid, gid),
+        );
+        c.stat("f");
+    }
+    c.ok("chmod 06755 again", chmod(&f, 0o6755));
+    let before = c.times("f");
+    tick();
+    c.ok("chown -1:-1", lchown(&f, u32::MAX, u32::MAX));
+    c.stat("f");
+    if let (Some(b), Some(a)) = (before, c.times("f")) {
+        c.must("chown -1:-1 advanced ctime", a.ctime > b.ctime);
+    }
 }
 
 /// Timestamps before 1970 and at the 32- and 34-bit boundaries round-trip

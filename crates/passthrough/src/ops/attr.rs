@@ -115,8 +115,18 @@ pub(super) fn setattr(
     if let Some(mode) = changes.mode {
         target.chmod(fs, mode & 0o7777)?;
     }
-    if changes.uid.is_some() || changes.gid.is_some() {
-        // -1 leaves an id as it is.
+    let changes_nothing = changes.mode.is_none()
+        && changes.uid.is_none()
+        && changes.gid.is_none()
+        && changes.size.is_none()
+        && changes.atime.is_none()
+        && changes.mtime.is_none()
+        && !changes.kill_suidgid;
+    if changes.uid.is_some() || changes.gid.is_some() || changes_nothing {
+        // -1 leaves an id as it is. A SETATTR that changes nothing is a
+        // chown(-1, -1) (the kernel drops ids that do not change): on the
+        // source too it updates ctime and, on a regular file, drops
+        // set-user-ID and set-group-ID, as any chown does (chown_common).
         target.chown(
             changes.uid.unwrap_or(u32::MAX),
             changes.gid.unwrap_or(u32::MAX),
