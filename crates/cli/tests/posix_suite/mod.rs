@@ -8,16 +8,10 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// pjdfstest's settings: its dummy users and the optional features both
+/// filesystems have. Kept beside this module.
 fn pjdfstest_config() -> PathBuf {
-    // shared/ sits beside the repository (CI copies it there too).
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shared = repo.join("../shared/pjdfstest.toml");
-    assert!(
-        shared.exists(),
-        "{} is missing: the POSIX suite needs its dummy-user configuration",
-        shared.display()
-    );
-    shared
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/posix_suite/pjdfstest.toml")
 }
 
 /// Runs pjdfstest in `dir` and returns the names of the tests that passed.
