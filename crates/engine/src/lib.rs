@@ -56,6 +56,7 @@ pub mod request;
 mod session;
 mod splice;
 pub mod stats;
+mod stoppable;
 mod sys;
 mod transport;
 mod types;

@@ -20,7 +20,8 @@ use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
 use crate::request::{self, Body, Layout, Operation};
 use crate::splice::{Pipe, MIN_SPLICED_WRITE};
-use crate::stats::{Stats, StatsServer};
+use crate::stats::{self, Stats};
+use crate::stoppable::StoppableThread;
 use crate::sys;
 use crate::transport::dev::DevWorker;
 use crate::transport::uring::{self, UringQueue};
@@ -392,13 +393,13 @@ impl<F: Filesystem> Session<F> {
             // Blocked before workers start, so that they inherit the mask
             // and only the signal thread takes these signals.
             sys::block_shutdown_signals().map_err(|e| SessionError::Io("blocking signals", e))?;
-            let signals = SignalThread::start(self.mount.clone())
+            let signals = watch_signals(self.mount.clone())
                 .map_err(|e| SessionError::Io("watching for shutdown signals", e))?;
             Some(signals)
         } else {
             None
         };
-        let stats_server = match StatsServer::start(self.server.stats.clone(), self.mount.id()) {
+        let stats_server = match stats::serve(self.server.stats.clone(), self.mount.id()) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("statistics socket unavailable: {e}");
@@ -422,70 +423,38 @@ impl<F: Filesystem> Session<F> {
     }
 }
 
-/// Waits for shutdown signals and unmounts when one comes. It sleeps in
-/// poll(2) on a signalfd and an eventfd, so that stopping it is immediate:
-/// no timed wait on the way out.
-struct SignalThread {
-    wake: Arc<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl SignalThread {
-    fn start(mount: Arc<Mount>) -> io::Result<SignalThread> {
-        let signals = sys::shutdown_signalfd()?;
-        let wake = Arc::new(sys::eventfd()?);
-        let thread_wake = wake.clone();
-        let thread = std::thread::Builder::new()
-            .name("fastfuse-signals".into())
-            .spawn(move || loop {
-                let ready = match sys::poll_readable(&[signals.as_fd(), thread_wake.as_fd()], None)
-                {
-                    Ok(ready) => ready,
-                    Err(e) => {
-                        tracing::error!("waiting for signals failed: {e}");
-                        return;
+/// A thread that waits for shutdown signals and unmounts when one comes,
+/// until dropped. It sleeps in poll(2) on a signalfd and its stop eventfd.
+fn watch_signals(mount: Arc<Mount>) -> io::Result<StoppableThread> {
+    let signals = sys::shutdown_signalfd()?;
+    let thread = StoppableThread::spawn("fastfuse-signals", move |stop| loop {
+        let ready = match sys::poll_readable(&[signals.as_fd(), stop.as_fd()], None) {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!("waiting for signals failed: {e}");
+                return;
+            }
+        };
+        if ready[1] != 0 {
+            return;
+        }
+        if ready[0] != 0 {
+            match sys::read_signalfd(signals.as_fd()) {
+                Ok(sig) => {
+                    tracing::info!("signal {sig}: unmounting {}", mount.mountpoint().display());
+                    if let Err(e) = mount.unmount(true) {
+                        tracing::error!("unmount failed: {e}");
                     }
-                };
-                if ready[1] != 0 {
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    tracing::error!("reading a signal failed: {e}");
                     return;
                 }
-                if ready[0] != 0 {
-                    match sys::read_signalfd(signals.as_fd()) {
-                        Ok(sig) => {
-                            tracing::info!(
-                                "signal {sig}: unmounting {}",
-                                mount.mountpoint().display()
-                            );
-                            if let Err(e) = mount.unmount(true) {
-                                tracing::error!("unmount failed: {e}");
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            tracing::error!("reading a signal failed: {e}");
-                            return;
-                        }
-                    }
-                }
-            })?;
-        Ok(SignalThread {
-            wake,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for SignalThread {
-    fn drop(&mut self) {
-        if let Err(e) = sys::eventfd_signal(self.wake.as_fd()) {
-            // Joining could then wait forever: leave the thread be.
-            tracing::warn!("cannot wake the signal thread: {e}");
-            self.thread.take();
+            }
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    })?;
+    Ok(thread)
 }
 
 /// A session serving on background threads.
@@ -500,8 +469,8 @@ pub struct BackgroundSession {
     stats: Arc<Stats>,
     workers: Vec<JoinHandle<()>>,
     destroy: Option<Box<dyn FnOnce() + Send>>,
-    signals: Option<SignalThread>,
-    _stats_server: Option<StatsServer>,
+    signals: Option<StoppableThread>,
+    _stats_server: Option<StoppableThread>,
 }
 
 impl BackgroundSession {

@@ -10,18 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fastfuse_abi::Opcode;
 use serde::{Deserialize, Serialize};
 
+use crate::stoppable::StoppableThread;
 use crate::sys;
 
 /// Opcodes are indexed directly; everything above (CUSE_INIT) shares the
@@ -231,76 +231,46 @@ fn socket_name(mount_id: u64) -> String {
     format!("fastfuse-stats-{mount_id}")
 }
 
-/// Serves snapshots on the abstract socket until dropped.
-pub(crate) struct StatsServer {
-    /// Written to stop the accept loop, which polls it with the listener.
-    wake: Arc<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl StatsServer {
-    pub(crate) fn start(stats: Arc<Stats>, mount_id: u64) -> io::Result<StatsServer> {
-        let name = socket_name(mount_id);
-        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
-            .map_err(|e| io::Error::new(e.kind(), format!("binding @{name}: {e}")))?;
-        // Readiness comes from poll; a client that gave up in between must
-        // not block the loop in accept.
-        listener.set_nonblocking(true)?;
-        let wake = Arc::new(sys::eventfd()?);
-        let thread_wake = wake.clone();
-        let thread = std::thread::Builder::new()
-            .name("fastfuse-stats".into())
-            .spawn(move || loop {
-                let fds = [listener.as_fd(), thread_wake.as_fd()];
-                match sys::poll_readable(&fds, None) {
-                    Ok(ready) if ready[1] != 0 => return,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("statistics socket: poll failed: {e}");
+/// A thread that serves snapshots on the abstract socket until dropped.
+pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThread> {
+    let name = socket_name(mount_id);
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
+        .map_err(|e| io::Error::new(e.kind(), format!("binding @{name}: {e}")))?;
+    // Readiness comes from poll; a client that gave up in between must
+    // not block the loop in accept.
+    listener.set_nonblocking(true)?;
+    let thread = StoppableThread::spawn("fastfuse-stats", move |stop| loop {
+        let fds = [listener.as_fd(), stop.as_fd()];
+        match sys::poll_readable(&fds, None) {
+            Ok(ready) if ready[1] != 0 => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("statistics socket: poll failed: {e}");
+                return;
+            }
+        }
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.write_all(&json);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Out of descriptors (EMFILE) a waiting connection stays
+            // queued and accept fails at once, again and again: pause
+            // rather than spin on it, still waking at once to stop.
+            Err(_) => {
+                if let Ok(ready) =
+                    sys::poll_readable(&[stop.as_fd()], Some(Duration::from_millis(50)))
+                {
+                    if ready[0] != 0 {
                         return;
                     }
                 }
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.write_all(&json);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    // Out of descriptors (EMFILE) a waiting connection
-                    // stays queued and accept fails at once, again and
-                    // again: pause rather than spin on it, still waking
-                    // at once to stop.
-                    Err(_) => {
-                        if let Ok(ready) = sys::poll_readable(
-                            &[thread_wake.as_fd()],
-                            Some(Duration::from_millis(50)),
-                        ) {
-                            if ready[0] != 0 {
-                                return;
-                            }
-                        }
-                    }
-                }
-            })?;
-        Ok(StatsServer {
-            wake,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for StatsServer {
-    fn drop(&mut self) {
-        if let Err(e) = sys::eventfd_signal(self.wake.as_fd()) {
-            // Joining could then wait forever: leave the thread be.
-            tracing::warn!("cannot stop the statistics thread: {e}");
-            self.thread.take();
+            }
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    })?;
+    Ok(thread)
 }
 
 /// Reads the statistics of the fastfuse session mounted at `mountpoint`
