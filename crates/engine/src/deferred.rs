@@ -148,7 +148,7 @@ impl Deferred {
             }
             Sink::Uring(parking, idx) => parking.answer(idx, &header, payload),
         }
-        self.interrupts.finish(self.unique);
+        self.interrupts.finish_deferred(self.unique);
     }
 }
 

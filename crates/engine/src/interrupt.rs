@@ -87,13 +87,19 @@ impl Interrupts {
 
     /// Forgets request `unique` once it has been answered.
     pub fn finish(&self, unique: u64) {
-        if self.pending.load(Ordering::Relaxed) != 0 {
-            let mut set = lock(&self.set);
-            set.remove(&unique);
-            self.pending.store(set.len(), Ordering::Relaxed);
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return;
         }
-        // Only deferred requests have wakers; the map is empty otherwise,
-        // and an uncontended lock is cheaper than a second counter.
+        let mut set = lock(&self.set);
+        set.remove(&unique);
+        self.pending.store(set.len(), Ordering::Relaxed);
+    }
+
+    /// [`finish`](Interrupts::finish) for a deferred request, which may
+    /// have a waker: only those take the wakers' lock, never a request
+    /// answered by the worker that read it.
+    pub(crate) fn finish_deferred(&self, unique: u64) {
+        self.finish(unique);
         let waker = lock(&self.wakers).remove(&unique);
         drop(waker);
     }
@@ -153,7 +159,7 @@ mod tests {
         assert_eq!(woken.load(Ordering::SeqCst), 1);
         i.insert(1);
         assert_eq!(woken.load(Ordering::SeqCst), 1, "a waker runs once");
-        i.finish(2);
+        i.finish_deferred(2);
         // Already interrupted: the waker runs at once.
         i.on_interrupt(1, count(&woken));
         assert_eq!(woken.load(Ordering::SeqCst), 2);
