@@ -146,14 +146,19 @@ impl<F: Filesystem> Dispatcher<F> {
     ) -> Outcome {
         let req = Caller::new(header, Some(&self.interrupts), to);
         let result = contain_panic(header, || self.call(&req, header, op, out));
-        // Also after a panic: the Deferred, dropped or kept, answers.
-        let result = if req.was_deferred() {
-            Outcome::Deferred
-        } else {
-            result
-        };
+        self.settle(&req, result)
+    }
+
+    /// What a served request comes to: deferred if the filesystem took it
+    /// over (also when it panicked after: the Deferred, dropped or kept,
+    /// answers), otherwise `result`, and then the request leaves the
+    /// interrupt set.
+    fn settle(&self, req: &Caller<'_>, result: Outcome) -> Outcome {
+        if req.was_deferred() {
+            return Outcome::Deferred;
+        }
         if let Outcome::Reply(_) = result {
-            self.interrupts.finish(header.unique);
+            self.interrupts.finish(req.unique.0);
         }
         result
     }
@@ -183,15 +188,7 @@ impl<F: Filesystem> Dispatcher<F> {
                     .and_then(|n| write_reply(out, n)),
             )
         });
-        let r = if req.was_deferred() {
-            Outcome::Deferred
-        } else {
-            r
-        };
-        if let Outcome::Reply(_) = r {
-            self.interrupts.finish(header.unique);
-        }
-        r
+        self.settle(&req, r)
     }
 
     fn call(
