@@ -477,24 +477,14 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// `statx(path, AT_STATX_FORCE_SYNC)`: on a FUSE mount, one GETATTR
 /// whatever the attribute cache holds.
-pub fn statx_force_sync(path: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: statx is plain data, valid zeroed.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is NUL-terminated and stx is writable, both for the
-    // duration of the call.
-    check(unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_STATX_FORCE_SYNC | libc::AT_NO_AUTOMOUNT,
-            libc::STATX_MODE,
-            &mut stx,
-        )
-    })?;
-    Ok(())
+pub fn statx_force_sync(path: &Path) -> io::Result<()> {
+    statx(
+        libc::AT_FDCWD,
+        &cstring(path)?,
+        libc::AT_STATX_FORCE_SYNC | libc::AT_NO_AUTOMOUNT,
+        libc::STATX_MODE,
+    )
+    .map(drop)
 }
 
 /// Size of a transparent huge page on x86-64 and arm64 with 4 KiB pages.
@@ -596,20 +586,32 @@ pub struct MountStat {
     pub mount_id: u64,
 }
 
+/// `statx(dirfd, path, flags, mask)` —
+/// [statx(2)](https://man7.org/linux/man-pages/man2/statx.2.html).
+fn statx(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    mask: libc::c_uint,
+) -> io::Result<libc::statx> {
+    // SAFETY: struct statx is plain data; zeroed is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: path is NUL-terminated and stx a live, writable struct statx;
+    // both outlive the call.
+    check(unsafe { libc::statx(dirfd, path.as_ptr(), flags, mask, &mut stx) })?;
+    Ok(stx)
+}
+
 fn statx_at(
     dirfd: libc::c_int,
     path: &std::ffi::CStr,
     flags: libc::c_int,
 ) -> io::Result<MountStat> {
-    // SAFETY: struct statx is plain data; zeroed is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // AT_STATX_DONT_SYNC: a FUSE filesystem answers from its attribute
     // cache and sends no request, so this cannot wait on a daemon that is
     // stopped, not serving yet, or gone.
     let flags = flags | libc::AT_STATX_DONT_SYNC | libc::AT_NO_AUTOMOUNT;
-    // SAFETY: path is NUL-terminated and stx a live, writable struct statx;
-    // both outlive the call.
-    check(unsafe { libc::statx(dirfd, path.as_ptr(), flags, STATX_MNT_ID_UNIQUE, &mut stx) })?;
+    let stx = statx(dirfd, path, flags, STATX_MNT_ID_UNIQUE)?;
     if stx.stx_mask & STATX_MNT_ID_UNIQUE == 0 {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,

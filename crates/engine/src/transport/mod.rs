@@ -364,25 +364,28 @@ mod tests {
             (len, error, unique)
         };
         let fsync = abi::FsyncIn::default();
-        let r = s.serve_request(
-            &shard,
-            &header(Opcode::Fsync, 7),
-            Body::Contiguous(zerocopy::IntoBytes::as_bytes(&fsync)),
-            &mut out,
-            ReplyTo::Dev(&dev),
-        );
-        assert_eq!(r, Outcome::Deferred);
-        assert_eq!(read_reply(&mut rd), (16, 0, 7));
         let flush = abi::FlushIn::default();
-        let r = s.serve_request(
-            &shard,
-            &header(Opcode::Flush, 8),
-            Body::Contiguous(zerocopy::IntoBytes::as_bytes(&flush)),
-            &mut out,
-            ReplyTo::Dev(&dev),
-        );
-        assert_eq!(r, Outcome::Deferred);
-        assert_eq!(read_reply(&mut rd), (16, -libc::EIO, 8));
+        for (opcode, unique, body, error) in [
+            // Answered from another thread.
+            (Opcode::Fsync, 7, zerocopy::IntoBytes::as_bytes(&fsync), 0),
+            // Dropped unanswered.
+            (
+                Opcode::Flush,
+                8,
+                zerocopy::IntoBytes::as_bytes(&flush),
+                -libc::EIO,
+            ),
+        ] {
+            let r = s.serve_request(
+                &shard,
+                &header(opcode, unique),
+                Body::Contiguous(body),
+                &mut out,
+                ReplyTo::Dev(&dev),
+            );
+            assert_eq!(r, Outcome::Deferred);
+            assert_eq!(read_reply(&mut rd), (16, error, unique));
+        }
         // Without a transport to answer through, a request is not deferred:
         // the method's own answer goes.
         let r = serve(

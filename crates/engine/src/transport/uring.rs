@@ -460,12 +460,13 @@ impl<F> QueueShared<'_, F> {
                 entry,
                 then: Then::Register,
             }),
-            Ok(None) => kick(self.mountpoint.as_ref(), self.qid),
-            Err(e) => {
-                tracing::warn!(
-                    qid = self.qid,
-                    "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
-                );
+            no_spare => {
+                if let Err(e) = no_spare {
+                    tracing::warn!(
+                        qid = self.qid,
+                        "no spare io_uring entry for a deferred request ({e}); the queue has one fewer"
+                    );
+                }
                 kick(self.mountpoint.as_ref(), self.qid);
             }
         }
