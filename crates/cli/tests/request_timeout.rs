@@ -108,26 +108,37 @@ fn timed(
     (r, took)
 }
 
+/// A daemon over /dev/fuse with `request_timeout=5`, serving a source that
+/// holds `files` (one byte each), and its connection. The guards, which
+/// go before the daemon, abort the connection if the test fails and end
+/// the daemon (by pid) if it hangs past 150 s.
+fn start_timed(what: &'static str, files: &[&str]) -> (Served, PathBuf, (Watchdog, AbortIfFailed)) {
+    let served = Served::start(&["--transport", "dev", "-o", "request_timeout=5"]);
+    for name in files {
+        std::fs::write(served.src().join(name), b"x").unwrap();
+    }
+    let connection = connection_dir(served.mnt());
+    let abort = AbortIfFailed(connection.clone());
+    let watchdog = Watchdog::start(
+        Duration::from_secs(150),
+        what,
+        served.pid(),
+        &[served.mnt(), served.source.path()],
+    );
+    (served, connection, (watchdog, abort))
+}
+
 /// A stat through the mount of a stopped daemon fails with ECONNABORTED
 /// within the kernel's timeout granularity; the connection is then
 /// aborted (the next call fails at once with ENOTCONN although the daemon
 /// was not resumed), and the daemon, once resumed, ends by itself.
 #[test]
 fn a_stuck_daemon_fails_requests_and_loses_its_connection() {
-    let mut served = Served::start(&["--transport", "dev", "-o", "request_timeout=5"]);
+    let (mut served, connection, _guards) =
+        start_timed("request_timeout test", &["never-looked-up", "other"]);
     let mnt = served.mnt().to_path_buf();
-    std::fs::write(served.src().join("never-looked-up"), b"x").unwrap();
-    std::fs::write(served.src().join("other"), b"y").unwrap();
     // The mount answers before it is stopped.
     std::fs::metadata(mnt.join("other")).unwrap();
-    let connection = connection_dir(&mnt);
-    let _abort = AbortIfFailed(connection.clone());
-    let _watchdog = Watchdog::start(
-        Duration::from_secs(150),
-        "request_timeout test",
-        served.pid(),
-        &[&mnt, served.source.path()],
-    );
 
     let mut stopped = Stopped::new(served.pid());
     // A name never looked up, so the kernel cannot answer from its cache.
@@ -170,22 +181,13 @@ fn a_stuck_daemon_fails_requests_and_loses_its_connection() {
 /// connection for every other caller too.
 #[test]
 fn a_lock_wait_longer_than_the_timeout_aborts_the_connection() {
-    let mut served = Served::start(&["--transport", "dev", "-o", "request_timeout=5"]);
+    let (mut served, connection, _guards) =
+        start_timed("request_timeout lock test", &["locked", "other"]);
     let mnt = served.mnt().to_path_buf();
-    std::fs::write(served.src().join("locked"), b"x").unwrap();
-    std::fs::write(served.src().join("other"), b"y").unwrap();
-    let connection = connection_dir(&mnt);
-    let _abort = AbortIfFailed(connection.clone());
-    let _watchdog = Watchdog::start(
-        Duration::from_secs(150),
-        "request_timeout lock test",
-        served.pid(),
-        &[&mnt, served.source.path()],
-    );
     // Taken on the source, behind the daemon's back, so that the daemon's
     // flock(2) for the caller below blocks. Declared after `served` so
-    // that it is released first, also on failure: the daemon's worker
-    // waits in flock(2) until then.
+    // that it is released first, also on failure: the daemon's lock
+    // waiter thread waits in flock(2) until then.
     let holder = std::fs::File::open(served.src().join("locked")).unwrap();
     rustix::fs::flock(&holder, FlockOperation::LockExclusive).unwrap();
 
