@@ -250,10 +250,7 @@ fn assert_stats_are_of(fleet: &Fleet, i: usize, mnt: &Path) {
 fn remounting_in_a_loop_never_unmounts_the_next_mount() {
     const CYCLES: usize = 20;
     let source = Tmpfs::new("64m");
-    let mnt = tempfile::Builder::new()
-        .prefix("fastfuse-mnt")
-        .tempdir()
-        .unwrap();
+    let mnt = mountpoint();
     let mnt = mnt.path();
     let fleet = Fleet::new(mnt, Duration::from_secs(240));
     let mut current = fleet.start(source.path(), &[]);
@@ -302,10 +299,7 @@ fn remounting_in_a_loop_never_unmounts_the_next_mount() {
 #[test]
 fn an_old_daemon_held_across_the_remount_leaves_the_new_mount_alone() {
     let source = Tmpfs::new("64m");
-    let mnt = tempfile::Builder::new()
-        .prefix("fastfuse-mnt")
-        .tempdir()
-        .unwrap();
+    let mnt = mountpoint();
     let mnt = mnt.path();
     let fleet = Fleet::new(mnt, Duration::from_secs(60));
     let old = fleet.start(source.path(), &[]);
@@ -361,10 +355,7 @@ fn mount_options(mnt: &Path) -> (Vec<String>, Vec<String>) {
 /// `super_opts` and serves, unmounts, and sees the daemon exit.
 fn mounts_and_serves(opts: &str, mount_opts: &[&str], super_opts: &[&str]) {
     let source = Tmpfs::new("64m");
-    let mnt = tempfile::Builder::new()
-        .prefix("fastfuse-mnt")
-        .tempdir()
-        .unwrap();
+    let mnt = mountpoint();
     let mnt = mnt.path();
     let fleet = Fleet::new(mnt, Duration::from_secs(60));
     let d = fleet.start(source.path(), &["-o", opts]);
@@ -416,10 +407,7 @@ fn mount_flags_through_fusermount3_mount_and_serve() {
 #[test]
 fn an_unknown_option_fails_naming_it() {
     let source = Tmpfs::new("16m");
-    let mnt = tempfile::Builder::new()
-        .prefix("fastfuse-mnt")
-        .tempdir()
-        .unwrap();
+    let mnt = mountpoint();
     for opts in ["bogus", "nodiratime,bogus,nofail"] {
         let out = Command::new(fastfuse_bin())
             .args(["-o", opts])

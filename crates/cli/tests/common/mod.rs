@@ -83,6 +83,15 @@ impl Drop for Tmpfs {
     }
 }
 
+/// An empty temporary directory to mount on; removed when dropped (after
+/// the mount on it is gone).
+pub fn mountpoint() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fastfuse-mnt")
+        .tempdir()
+        .unwrap()
+}
+
 /// A fastfuse daemon in the foreground (so its pid is ours to end) serving
 /// a fresh tmpfs source on a temporary mountpoint.
 pub struct Served {
@@ -126,10 +135,7 @@ impl Served {
             }
             None => source.path().to_path_buf(),
         };
-        let mnt = tempfile::Builder::new()
-            .prefix("fastfuse-mnt")
-            .tempdir()
-            .unwrap();
+        let mnt = mountpoint();
         let mut s = Served {
             source,
             src,
