@@ -80,16 +80,13 @@ fn fork_child(body: impl FnOnce(i32, i32)) -> Child {
     use std::os::fd::AsRawFd;
     let (from, report) = pipe();
     let (commands, to) = pipe();
-    // SAFETY: the child makes only async-signal-safe calls (open, fcntl,
-    // flock, read, write, unlink, close, _exit) on memory prepared before
-    // the fork, as fork(2) requires of a multithreaded parent.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        body(report.as_raw_fd(), commands.as_raw_fd());
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
+    // The child makes only async-signal-safe calls (open, fcntl, flock,
+    // read, write, unlink, close) on memory prepared before the fork.
+    let (report_fd, commands_fd) = (report.as_raw_fd(), commands.as_raw_fd());
+    let pid = support::fork(move || {
+        body(report_fd, commands_fd);
+        0
+    });
     drop(report);
     drop(commands);
     Child {

@@ -321,6 +321,25 @@ pub fn truncate(path: &std::ffi::CStr, len: i64) -> Result<(), Errno> {
     }
 }
 
+/// Forks a child that runs `body` and exits with the code it returns;
+/// the child's pid. `body` must follow the rules of [`as_user`]: system
+/// calls on buffers prepared before the fork, nothing that allocates or
+/// takes a lock (another thread of the test may hold it forever).
+pub fn fork(body: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: fork(2) in a multi-threaded process; the child runs only
+    // `body` (async-signal-safe system calls, by this function's
+    // contract) and ends with _exit(2), never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = body();
+        // SAFETY: ends the child without running the parent's atexit
+        // handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
 /// Runs `f` in a forked child and waits for it at most `limit`: `Some`
 /// with what `f` returned, or `None` if the child was still running then.
 /// A late child is ended with SIGKILL and reaped, after `unstick` ran: a
@@ -332,20 +351,10 @@ pub fn in_child<F>(limit: Duration, unstick: impl FnOnce(), f: F) -> Option<Resu
 where
     F: FnOnce() -> Result<(), Errno>,
 {
-    // SAFETY: fork(2) in a multi-threaded process; the child runs only
-    // `f` (async-signal-safe system calls, by this function's contract)
-    // and ends with _exit(2), never returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match f() {
-            Ok(()) => 0,
-            Err(e) => e.raw_os_error(),
-        };
-        // SAFETY: ends the child without running the parent's atexit
-        // handlers or destructors.
-        unsafe { libc::_exit(code) };
-    }
+    let pid = fork(|| match f() {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error(),
+    });
     let child = rustix::process::Pid::from_raw(pid).unwrap();
     let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())
         .expect("pidfd_open of the child");
