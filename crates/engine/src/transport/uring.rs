@@ -132,8 +132,14 @@ impl RingEntry {
             )
         };
         self.payload[..payload.len()].copy_from_slice(payload);
+        self.put_reply_header(&out);
+    }
+
+    /// Puts the reply header in place of the request's, and the payload
+    /// size it announces, for a payload already in the payload buffer.
+    fn put_reply_header(&mut self, out: &abi::OutHeader) {
         self.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
-        self.header.ring_ent_in_out.payload_sz = payload.len() as u32;
+        self.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
     }
 
     fn placement(&self) -> Placement {
@@ -641,9 +647,7 @@ fn serve_entry<F: Filesystem>(
         // entry must be committed all the same to get the next request.
         Outcome::None => Ok(0),
     };
-    let out = reply::out_header(header.unique, result);
-    e.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
-    e.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
+    e.put_reply_header(&reply::out_header(header.unique, result));
     Some(commit_id)
 }
 
