@@ -307,11 +307,16 @@ fn ctrl_c_unmounts_everything() {
 /// per-repetition ratios (each pair run back to back on the same mount)
 /// is within 15% wherever a write costs more than fio's own bookkeeping.
 ///
-/// Where a write costs a microsecond or two (raw tmpfs at 1k and 4k, the
-/// writeback cache at 1k) fio comes out slower: on tmpfs its JSON reports
-/// usr_cpu near 30% against 10% for the built-in engine. There the test
-/// checks only that fio is not faster by more than 15% and not slower by
-/// more than 40%, and prints the ratio.
+/// Where a write costs a few microseconds, fio's own bookkeeping per write
+/// (about a microsecond: on tmpfs its JSON reports usr_cpu near 30% against
+/// 10% for the built-in engine) shows, and fio comes out slower. That is
+/// raw tmpfs at 1k and 4k, and the writeback cache at 1k and 4k, where a
+/// write is one copy into the page cache and costs the same ~5 µs at
+/// either size (CI of 2026-12-01: 0.848 at 1k and 0.850 at 4k in the same
+/// run). So on a FUSE row whose write, as the built-in engine measured
+/// it, costs under 20 µs per job, the test checks only that fio is not
+/// faster by more than 15% and not slower by more than 40%; above that
+/// (the 1M rows, ~1 ms a write) the engines must agree within 15%.
 ///
 /// Raw tmpfs with 32 jobs is 32 processes copying memory on the machine's
 /// cores; in these short runs the two engines' ratio ranged from 0.83 to
@@ -371,7 +376,7 @@ fn engines_agree_on_the_seed_rows() {
                     0.6
                 };
                 (low..=1.5).contains(&r)
-            } else if w == "seq-write-1k" {
+            } else if write_micros(&result, config, w) < 20.0 {
                 (0.6..=1.15).contains(&r)
             } else {
                 (0.85..=1.15).contains(&r)
@@ -382,6 +387,24 @@ fn engines_agree_on_the_seed_rows() {
         }
     }
     assert!(failures.is_empty(), "{failures:?}\n{stdout}");
+}
+
+/// What one write of a seed row took per job, in microseconds, from the
+/// built-in engine's median throughput: block size over each job's share.
+fn write_micros(run: &BenchRun, config: &str, workload: &str) -> f64 {
+    let (block, jobs) = match workload {
+        "seq-write-1k" => (1024.0, 2.0),
+        "seq-write-4k" => (4096.0, 2.0),
+        "seq-write-1M" => (1048576.0, 2.0),
+        "seq-write-1M-32jobs" => (1048576.0, 32.0),
+        other => panic!("not a seed row: {other}"),
+    };
+    let mib_per_s = fastfuse_bench::report::cell(run, config, workload, "builtin")
+        .median
+        .unwrap_or_else(|| panic!("no built-in median for {config} {workload}"));
+    let micros = block / (mib_per_s * 1048576.0 / jobs) * 1e6;
+    eprintln!("{config} {workload}: {micros:.1} µs per write per job");
+    micros
 }
 
 fn sample_run(started: &str, values: &[(&str, &str, f64)]) -> String {
