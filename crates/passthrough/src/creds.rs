@@ -115,6 +115,15 @@ impl Drop for AsCaller<'_> {
     }
 }
 
+/// Whether `caller` is in group `gid`: its fsgid, or one of its process's
+/// supplementary groups (read only when the fsgid is not it). Requests the
+/// kernel makes on nobody's behalf (pid 0) are in no other group.
+pub(crate) fn in_group(caller: &Caller<'_>, gid: libc::gid_t) -> bool {
+    caller.gid == gid
+        || (caller.pid != 0
+            && caller_groups(caller.pid).is_some_and(|groups| groups.contains(&gid)))
+}
+
 /// The supplementary groups of process `pid`, from the "Groups:" line of
 /// `/proc/<pid>/status`. `None` when the process is gone or unreadable.
 fn caller_groups(pid: u32) -> Option<Vec<libc::gid_t>> {

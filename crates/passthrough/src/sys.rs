@@ -83,7 +83,7 @@ pub(crate) fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 /// An all-zero `struct stat`, the out-parameter of the stat calls.
-fn zeroed_stat() -> libc::stat {
+pub(crate) fn zeroed_stat() -> libc::stat {
     // SAFETY: `struct stat` is plain old data; all-zero is a valid value.
     unsafe { std::mem::zeroed() }
 }

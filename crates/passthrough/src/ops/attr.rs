@@ -6,6 +6,7 @@ use std::sync::PoisonError;
 use fastfuse::{AttrReply, Caller, Errno, FileHandle, NodeId, SetAttr, StatFs, TimeOrNow};
 
 use crate::fs::PassthroughFs;
+use crate::creds::in_group;
 use crate::inode::Inode;
 use crate::procfd::FdName;
 use crate::sys;
@@ -87,12 +88,24 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     libc::timespec { tv_sec, tv_nsec }
 }
 
-/// The mode after clearing set-user-ID, and set-group-ID if group-execute
-/// is set (without it, S_ISGID means mandatory locking, which the kernel
-/// leaves alone too).
-pub(crate) fn killed_suidgid(mode: libc::mode_t) -> libc::mode_t {
+/// The mode after a write, truncate or chown by `caller` drops
+/// privileges, as the kernel's `setattr_should_drop_suidgid` decides for a
+/// caller without CAP_FSETID (the only kind the kernel asks the daemon to
+/// act for on a write or truncate): set-user-ID always goes; set-group-ID
+/// goes when group-execute is set, and also without it (where it only
+/// marks mandatory locking) unless the caller is in the file's group.
+/// `capable`: the caller may keep a set-group-ID bit regardless (a chown
+/// by root, which the kernel sends with the kill flag too).
+pub(crate) fn killed_suidgid(
+    st: &libc::stat,
+    caller: &Caller<'_>,
+    capable: bool,
+) -> libc::mode_t {
+    let mode = st.st_mode & 0o7777;
     let mut m = mode & !libc::S_ISUID;
-    if m & libc::S_IXGRP != 0 {
+    if m & libc::S_ISGID != 0
+        && (m & libc::S_IXGRP != 0 || (!capable && !in_group(caller, st.st_gid)))
+    {
         m &= !libc::S_ISGID;
     }
     m
@@ -103,6 +116,7 @@ pub(crate) fn killed_suidgid(mode: libc::mode_t) -> libc::mode_t {
 /// source updates it with every change.
 pub(super) fn setattr(
     fs: &PassthroughFs,
+    req: &Caller<'_>,
     node: NodeId,
     changes: &SetAttr,
 ) -> Result<AttrReply, Errno> {
@@ -148,13 +162,20 @@ pub(super) fn setattr(
             kept.mtime = (st.st_mtime, st.st_mtime_nsec);
         }
     }
-    if changes.kill_suidgid && changes.mode.is_none() {
+    if (changes.kill_suidgid || changes_nothing) && changes.mode.is_none() {
         // The kernel asks (handle_killpriv_v2) because a write, truncate or
         // chown by someone else must drop privileges; the daemon, often
-        // root, keeps them when it does the change itself.
+        // root, keeps them when it does the change itself. An empty
+        // SETATTR is a chown that changes nothing, or the kernel's
+        // file_remove_privs before a buffered write, fallocate or the
+        // like by a caller without CAP_FSETID: the source's chown above
+        // dropped what it drops for root, and the caller may lose more.
+        // Root keeps a set-group-ID bit on chown; on write and truncate
+        // the kernel sends the flag only for callers that may not.
         let st = target.stat()?;
         let mode = st.st_mode & 0o7777;
-        let killed = killed_suidgid(mode);
+        let chown = changes.uid.is_some() || changes.gid.is_some() || changes_nothing;
+        let killed = killed_suidgid(&st, req, chown && req.uid == 0);
         if killed != mode {
             target.chmod(fs, killed)?;
         }
@@ -204,12 +225,26 @@ mod tests {
     use super::*;
     use fastfuse::Timestamp;
 
+    fn stat_of(mode: libc::mode_t, gid: libc::gid_t) -> libc::stat {
+        let mut st = sys::zeroed_stat();
+        st.st_mode = libc::S_IFREG | mode;
+        st.st_gid = gid;
+        st
+    }
+
     #[test]
     fn kill_suidgid_follows_the_kernel() {
-        assert_eq!(killed_suidgid(0o6755), 0o0755);
-        // Without group-exec, S_ISGID stays (mandatory-locking marker).
-        assert_eq!(killed_suidgid(0o6745), 0o2745);
-        assert_eq!(killed_suidgid(0o0644), 0o0644);
+        // A caller in the file's group (its fsgid); pid 0 reads no groups.
+        let member = Caller::detached(1000, 1000, 0);
+        let outsider = Caller::detached(1000, 2000, 0);
+        assert_eq!(killed_suidgid(&stat_of(0o6755, 1000), &member, false), 0o0755);
+        // Without group-exec, S_ISGID marks mandatory locking: it stays for
+        // a member of the file's group, or a capable caller, and goes for
+        // anyone else.
+        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &member, false), 0o2745);
+        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &outsider, false), 0o0745);
+        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &outsider, true), 0o2745);
+        assert_eq!(killed_suidgid(&stat_of(0o0644, 1000), &outsider, false), 0o0644);
     }
 
     #[test]

@@ -53,7 +53,12 @@ fn upgraded(requested: u32, flags: libc::c_int) -> bool {
 }
 
 /// OPEN: reopens the node's `O_PATH` fd through /proc/self/fd.
-pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: OpenFlags) -> Result<Opened, Errno> {
+pub(super) fn open(
+    fs: &PassthroughFs,
+    req: &Caller<'_>,
+    node: NodeId,
+    flags: OpenFlags,
+) -> Result<Opened, Errno> {
     let inode = fs.inode(node)?;
     let wanted = source_flags(flags.flags, fs.writeback());
     let fd = match fs.proc.reopen(inode.fd.as_fd(), wanted) {
@@ -68,21 +73,24 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: OpenFlags) -> Result
         other => other?,
     };
     if flags.kill_suidgid && flags.flags as libc::c_int & libc::O_TRUNC != 0 {
-        kill_suidgid(&fd)?;
+        kill_suidgid(&fd, req)?;
     }
     Ok(finish_open(fs, inode, fd))
 }
 
-/// Clears set-user-ID/set-group-ID on an open file (handle_killpriv_v2:
-/// the daemon, often root, would keep them otherwise).
-pub(crate) fn kill_suidgid(fd: &OwnedFd) -> Result<(), Errno> {
+/// Clears set-user-ID/set-group-ID on an open file as a write or
+/// truncate by `caller` would on the source (handle_killpriv_v2: the
+/// daemon, often root, would keep them otherwise). Whether the mode
+/// changed.
+pub(crate) fn kill_suidgid(fd: &OwnedFd, caller: &Caller<'_>) -> Result<bool, Errno> {
     let st = sys::stat_fd(fd.as_fd())?;
     let mode = st.st_mode & 0o7777;
-    let killed = killed_suidgid(mode);
-    if killed != mode {
-        sys::fchmod(fd.as_fd(), killed)?;
+    let killed = killed_suidgid(&st, caller, false);
+    if killed == mode {
+        return Ok(false);
     }
-    Ok(())
+    sys::fchmod(fd.as_fd(), killed)?;
+    Ok(true)
 }
 
 /// Stores an open file as a handle and picks its FOPEN flags:

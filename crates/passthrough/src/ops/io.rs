@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::os::fd::AsFd;
 use std::sync::PoisonError;
 
-use fastfuse::{CopyRange, Errno, FileHandle, PipeData, WriteFlags};
+use fastfuse::{Caller, CopyRange, Errno, FileHandle, NodeId, PipeData, WriteFlags};
 
 use super::file::kill_suidgid;
 use crate::fs::PassthroughFs;
@@ -79,6 +79,8 @@ fn copy_to_scratch(data: &[u8], max_write: usize) {
 /// handle is `O_RDWR`, so any of them does.
 pub(super) fn write(
     fs: &PassthroughFs,
+    req: &Caller<'_>,
+    node: NodeId,
     fh: FileHandle,
     off: u64,
     data: &[u8],
@@ -95,7 +97,7 @@ pub(super) fn write(
         }
         BypassRw::Off => {}
     }
-    store(fs, fh, flags, |file| pwrite_all(file, offset(off)?, data))
+    store(fs, req, node, fh, flags, |file| pwrite_all(file, offset(off)?, data))
 }
 
 /// What every WRITE that stores data does around `put`, which stores it in
@@ -103,13 +105,23 @@ pub(super) fn write(
 /// source's mtime for a writeback-cache WRITE (see [`KeepMtime`]).
 fn store(
     fs: &PassthroughFs,
+    req: &Caller<'_>,
+    node: NodeId,
     fh: FileHandle,
     flags: WriteFlags,
     put: impl FnOnce(&OpenFile) -> Result<u32, Errno>,
 ) -> Result<u32, Errno> {
     let file = fs.files.get(fh)?;
-    if flags.kill_suidgid {
-        kill_suidgid(&file.fd)?;
+    if flags.kill_suidgid && kill_suidgid(&file.fd, req)? && fs.writeback() {
+        // The kernel asks this only on direct writes, and afterwards
+        // refreshes only what the writeback cache does not keep itself
+        // (mtime, ctime and size are its own): without this the old mode
+        // would show until the attribute timeout.
+        if let Some(session) = fs.session.get() {
+            if let Err(e) = session.conn.inval_inode(node, -1, 0) {
+                tracing::debug!(node = node.0, "attribute invalidation failed: {e}");
+            }
+        }
     }
     let _keep = if flags.cache && fs.writeback() {
         KeepMtime::begin(&file)
@@ -146,6 +158,8 @@ fn pwrite_all(file: &OpenFile, start: i64, data: &[u8]) -> Result<u32, Errno> {
 /// pwritten.
 pub(super) fn write_spliced(
     fs: &PassthroughFs,
+    req: &Caller<'_>,
+    node: NodeId,
     fh: FileHandle,
     off: u64,
     data: &mut PipeData<'_>,
@@ -163,7 +177,7 @@ pub(super) fn write_spliced(
         }
         BypassRw::Off => {}
     }
-    store(fs, fh, flags, |file| splice_all(file, offset(off)?, data))
+    store(fs, req, node, fh, flags, |file| splice_all(file, offset(off)?, data))
 }
 
 /// The splice loop of [`write_spliced`], as [`pwrite_all`] is of [`write`].

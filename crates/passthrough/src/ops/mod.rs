@@ -85,8 +85,8 @@ impl Filesystem for PassthroughFs {
         attr::getattr(self, node, fh)
     }
 
-    fn setattr(&self, _req: &Caller, node: NodeId, changes: &SetAttr) -> Result<AttrReply, Errno> {
-        attr::setattr(self, node, changes)
+    fn setattr(&self, req: &Caller, node: NodeId, changes: &SetAttr) -> Result<AttrReply, Errno> {
+        attr::setattr(self, req, node, changes)
     }
 
     fn readlink(&self, _req: &Caller, node: NodeId) -> Result<Vec<u8>, Errno> {
@@ -156,8 +156,8 @@ impl Filesystem for PassthroughFs {
         entries::link(self, req, node, new_parent, new_name)
     }
 
-    fn open(&self, _req: &Caller, node: NodeId, flags: OpenFlags) -> Result<Opened, Errno> {
-        file::open(self, node, flags)
+    fn open(&self, req: &Caller, node: NodeId, flags: OpenFlags) -> Result<Opened, Errno> {
+        file::open(self, req, node, flags)
     }
 
     fn read(
@@ -173,26 +173,26 @@ impl Filesystem for PassthroughFs {
 
     fn write(
         &self,
-        _req: &Caller,
-        _node: NodeId,
+        req: &Caller,
+        node: NodeId,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         flags: WriteFlags,
     ) -> Result<u32, Errno> {
-        io::write(self, fh, offset, data, flags)
+        io::write(self, req, node, fh, offset, data, flags)
     }
 
     fn write_spliced(
         &self,
-        _req: &Caller,
-        _node: NodeId,
+        req: &Caller,
+        node: NodeId,
         fh: FileHandle,
         offset: u64,
         data: &mut PipeData<'_>,
         flags: WriteFlags,
     ) -> Result<u32, Errno> {
-        io::write_spliced(self, fh, offset, data, flags)
+        io::write_spliced(self, req, node, fh, offset, data, flags)
     }
 
     fn flush(
