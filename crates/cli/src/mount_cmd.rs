@@ -26,7 +26,9 @@ pub struct MountArgs {
     /// Filesystem: source=SRC, writeback (default), no_writeback,
     /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
-    /// io_uring, transport=dev|uring|auto, xattr, no_xattr, readdirplus,
+    /// io_uring, transport=dev|uring|auto, xattr, no_xattr, acl (the
+    /// default where the source keeps POSIX ACLs: the kernel enforces them),
+    /// noacl, readdirplus,
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
     /// /dev/fuse into the source file, one copy fewer), no_splice_write,
     /// request_timeout=SECS (the kernel aborts the connection when a
@@ -106,6 +108,10 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let mut config = Config {
         writeback_cache: true,
         readdirplus: true,
+        // Enforced by the kernel, stored by the source; dropped in mount()
+        // where the source keeps none.
+        posix_acl: true,
+        dont_mask: true,
         // PassthroughFs clears suid/sgid itself when told to; without this
         // the kernel asks GETXATTR(security.capability) before every write.
         handle_killpriv_v2: true,
@@ -154,6 +160,8 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "request_timeout" => config.request_timeout = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,
+            "acl" => config.posix_acl = true,
+            "noacl" | "no_acl" => config.posix_acl = false,
             "io_uring" => config.transport = TransportKind::Uring,
             "transport" => {
                 config.transport = value
@@ -216,6 +224,13 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     // With allow_other, let the kernel check permissions unless told not to:
     // otherwise any user could reach any file the daemon can.
     mount.default_permissions = default_permissions.unwrap_or(mount.allow_other);
+    // ACLs live in xattrs, and the kernel enforces them only with
+    // default_permissions, which FUSE_POSIX_ACL turns on: a mount told to
+    // leave permissions to the daemon gets no ACL enforcement either.
+    if !fs.xattr || default_permissions == Some(false) {
+        config.posix_acl = false;
+    }
+    config.dont_mask = config.posix_acl;
     if mount.fsname == "fastfuse" {
         mount.fsname = source.display().to_string();
     }
@@ -280,8 +295,14 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
     }
     let fs = PassthroughFs::new(&plan.source, plan.fs)
         .with_context(|| format!("source {}", plan.source.display()))?;
-    let asked_timeout = plan.config.request_timeout;
-    let session = Session::mount(fs, &plan.mountpoint, &plan.mount, plan.config)?;
+    let mut config = plan.config;
+    if config.posix_acl && !fs.source_has_posix_acls() {
+        tracing::info!("the source keeps no POSIX ACLs; mounting without them");
+        config.posix_acl = false;
+        config.dont_mask = false;
+    }
+    let asked_timeout = config.request_timeout;
+    let session = Session::mount(fs, &plan.mountpoint, &plan.mount, config)?;
     let n = session.connection().negotiated();
     if asked_timeout != 0 && n.request_timeout == 0 {
         tracing::warn!(
@@ -297,6 +318,7 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
         writeback_cache = n.writeback_cache(),
         passthrough = n.passthrough(),
         io_uring = n.io_uring(),
+        posix_acl = n.posix_acl(),
         max_write = n.max_write,
         request_timeout = n.request_timeout,
         "mounted {} on {}",

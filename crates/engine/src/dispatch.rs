@@ -296,8 +296,17 @@ impl<F: Filesystem> Dispatcher<F> {
                 .fsync(req, node, FileHandle(arg.fh), arg.fsync_flags & 1 != 0)
                 .map(|()| 0),
             O::Setxattr {
-                flags, name, value, ..
-            } => fs.setxattr(req, node, name, value, flags).map(|()| 0),
+                flags,
+                setxattr_flags,
+                name,
+                value,
+                ..
+            } => {
+                let kill_sgid =
+                    setxattr_flags & abi::setxattr_flags::FUSE_SETXATTR_ACL_KILL_SGID != 0;
+                fs.setxattr(req, node, name, value, flags, kill_sgid)
+                    .map(|()| 0)
+            }
             O::Getxattr { size, name } => fs
                 .getxattr(req, node, name, size)
                 .and_then(|x| xattr_reply(out, x, size)),

@@ -343,6 +343,13 @@ pub trait Filesystem: Send + Sync + 'static {
 
     /// Sets an extended attribute; `flags` are `setxattr(2)`'s. ENOSYS: the
     /// kernel answers EOPNOTSUPP for all xattr calls from then on.
+    ///
+    /// `acl_kill_sgid` (`FUSE_SETXATTR_ACL_KILL_SGID`, with
+    /// [`Config::posix_acl`]): a POSIX ACL set by a caller that is neither
+    /// in the file's group nor has CAP_FSETID, which must also clear the
+    /// file's set-group-ID bit, as setting the ACL directly would.
+    ///
+    /// [`Config::posix_acl`]: crate::Config::posix_acl
     fn setxattr(
         &self,
         req: &Caller,
@@ -350,6 +357,7 @@ pub trait Filesystem: Send + Sync + 'static {
         name: &OsStr,
         value: &[u8],
         flags: u32,
+        acl_kill_sgid: bool,
     ) -> Result<(), Errno> {
         Err(Errno::ENOSYS)
     }
@@ -712,8 +720,9 @@ impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
         name: &OsStr,
         value: &[u8],
         flags: u32,
+        acl_kill_sgid: bool,
     ) -> Result<(), Errno> {
-        (**self).setxattr(req, node, name, value, flags)
+        (**self).setxattr(req, node, name, value, flags, acl_kill_sgid)
     }
 
     fn getxattr(

@@ -62,6 +62,17 @@ impl Negotiated {
         self.has(FUSE_WRITEBACK_CACHE)
     }
 
+    /// Whether the kernel enforces POSIX ACLs (`FUSE_POSIX_ACL`).
+    pub fn posix_acl(&self) -> bool {
+        self.has(FUSE_POSIX_ACL)
+    }
+
+    /// Whether new files' modes arrive without the umask applied
+    /// (`FUSE_DONT_MASK`).
+    pub fn dont_mask(&self) -> bool {
+        self.has(FUSE_DONT_MASK)
+    }
+
     /// Whether requests may come through io_uring.
     pub fn io_uring(&self) -> bool {
         self.has(FUSE_OVER_IO_URING)
@@ -148,6 +159,8 @@ pub fn negotiate(
             FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
         ),
         (config.passthrough, FUSE_PASSTHROUGH),
+        (config.posix_acl, FUSE_POSIX_ACL),
+        (config.dont_mask, FUSE_DONT_MASK),
         (config.transport != TransportKind::Dev, FUSE_OVER_IO_URING),
         (config.request_timeout != 0, FUSE_REQUEST_TIMEOUT),
         // Without the writeback cache, let the kernel drop cached pages

@@ -218,6 +218,7 @@ pub enum Operation<'a> {
     Setxattr {
         size: u32,
         flags: u32,
+        setxattr_flags: u32,
         name: &'a OsStr,
         value: &'a [u8],
     },
@@ -485,6 +486,7 @@ pub fn decode<'a>(
             O::Setxattr {
                 size: arg.size,
                 flags: arg.flags,
+                setxattr_flags: arg.setxattr_flags,
                 name,
                 value,
             }

@@ -56,6 +56,10 @@ pub(crate) struct SessionInfo {
     pub(crate) passthrough: bool,
     /// The largest WRITE payload (sizes the bypass scratch buffer).
     pub(crate) max_write: usize,
+    /// FUSE_DONT_MASK was agreed: new files' modes come without the
+    /// caller's umask, which the source applies (see
+    /// [`PassthroughFs::as_creator`]).
+    pub(crate) dont_mask: bool,
 }
 
 impl std::fmt::Debug for PassthroughFs {
@@ -173,14 +177,41 @@ impl PassthroughFs {
         Ok((self.entry(node, &st), inode))
     }
 
-    /// Prepares the calling worker to create files for `req`: switches it
-    /// to the caller's credentials when the options ask for it and the
-    /// caller is someone else, and makes sure its umask is 0.
+    /// Prepares the calling worker to act for `req` (ACCESS, symlinks,
+    /// links): switches it to the caller's credentials when the options
+    /// ask for it and the caller is someone else, and gives it a umask of
+    /// 0, so that the daemon's own never strips bits.
     pub(crate) fn as_caller(&self, req: &Caller<'_>) -> Result<AsCaller<'_>, Errno> {
-        prepare_thread_for_create();
+        self.as_creator(req, 0)
+    }
+
+    /// As [`PassthroughFs::as_caller`], to create a file, node or directory
+    /// with the caller's `umask`. Without FUSE_DONT_MASK the kernel has
+    /// applied it already and the worker's umask is 0. With it, the worker
+    /// takes the caller's umask, and the source does what it does for any
+    /// process: apply the parent's default ACL if it has one (which
+    /// replaces the umask), the umask otherwise.
+    pub(crate) fn as_creator(&self, req: &Caller<'_>, umask: u32) -> Result<AsCaller<'_>, Errno> {
+        let dont_mask = self.session.get().is_some_and(|s| s.dont_mask);
+        thread_umask(if dont_mask { umask & 0o777 } else { 0 });
         match &self.daemon {
             Some(daemon) => daemon.become_caller(req),
             None => Ok(AsCaller::unchanged()),
+        }
+    }
+
+    /// Whether the source keeps POSIX ACLs: a read of the root's access
+    /// ACL is answered (with the ACL or ENODATA) rather than refused with
+    /// EOPNOTSUPP. Decides whether to ask the kernel for FUSE_POSIX_ACL.
+    pub fn source_has_posix_acls(&self) -> bool {
+        let root = match self.inodes.get(NodeId::ROOT) {
+            Ok(root) => root,
+            Err(_) => return false,
+        };
+        let path = crate::procfd::FdName::path(root.fd.as_fd());
+        match sys::getxattr(path.as_cstr(), c"system.posix_acl_access", &mut []) {
+            Ok(_) => true,
+            Err(e) => e.raw_os_error() == Some(libc::ENODATA),
         }
     }
 }
@@ -203,24 +234,43 @@ pub(crate) fn c_string(s: &OsStr) -> Result<CString, Errno> {
     CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
-thread_local! {
-    /// Whether this worker thread has its own, zero, umask.
-    static UMASK_CLEARED: Cell<bool> = const { Cell::new(false) };
+/// A worker thread's umask, as far as [`thread_umask`] knows it.
+#[derive(Debug, Clone, Copy)]
+enum ThreadUmask {
+    /// Still the process's shared one, not yet made private.
+    Unset,
+    /// Its own, with this value.
+    Own(libc::mode_t),
+    /// Could not be made private: never changed, since that would change
+    /// every other thread's too.
+    Shared,
 }
 
-/// Before a worker first creates anything: give it a private umask of 0
-/// (see [`sys::private_zero_umask`]). The kernel has applied the caller's
-/// umask already; the daemon's must not strip more bits.
-fn prepare_thread_for_create() {
-    UMASK_CLEARED.with(|done| {
-        if !done.get() {
-            if let Err(e) = sys::private_zero_umask() {
-                tracing::warn!(
-                    "cannot clear this worker's umask ({e}); new files get the daemon's umask too"
-                );
-            }
-            done.set(true);
+thread_local! {
+    static THREAD_UMASK: Cell<ThreadUmask> = const { Cell::new(ThreadUmask::Unset) };
+}
+
+/// Gives the calling worker the umask `want`, on a private fs_struct made
+/// on first use (see [`sys::private_umask`]) so that no other thread's
+/// umask changes. One umask(2) call when it differs from the last one
+/// set; none otherwise.
+fn thread_umask(want: libc::mode_t) {
+    THREAD_UMASK.with(|current| match current.get() {
+        ThreadUmask::Own(have) if have == want => {}
+        ThreadUmask::Own(_) => {
+            sys::set_umask(want);
+            current.set(ThreadUmask::Own(want));
         }
+        ThreadUmask::Unset => match sys::private_umask(want) {
+            Ok(()) => current.set(ThreadUmask::Own(want)),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot give this worker its own umask ({e}); new files get the daemon's umask too"
+                );
+                current.set(ThreadUmask::Shared);
+            }
+        },
+        ThreadUmask::Shared => {}
     });
 }
 

@@ -628,17 +628,20 @@ pub(crate) fn effective_ids() -> (libc::uid_t, libc::gid_t) {
     unsafe { (libc::geteuid(), libc::getegid()) }
 }
 
-/// `unshare(CLONE_FS)` then `umask(0)`: gives the calling thread its own
-/// umask (and cwd/root) and clears it. The kernel has already applied the
-/// caller's umask to every mode it sends (FUSE_DONT_MASK is not agreed),
-/// so the daemon's own umask must not apply a second time; doing it per
-/// thread leaves the rest of the process alone.
-pub(crate) fn private_zero_umask() -> io::Result<()> {
+/// `unshare(CLONE_FS)` then `umask(mask)`: gives the calling thread its own
+/// umask (and cwd/root), so that setting it leaves the rest of the process
+/// alone.
+pub(crate) fn private_umask(mask: libc::mode_t) -> io::Result<()> {
     // SAFETY: unshare(CLONE_FS) only detaches this thread's fs_struct.
     check(unsafe { libc::unshare(libc::CLONE_FS) })?;
-    // SAFETY: umask always succeeds.
-    unsafe { libc::umask(0) };
+    set_umask(mask);
     Ok(())
+}
+
+/// `umask(mask)` for the calling thread's fs_struct.
+pub(crate) fn set_umask(mask: libc::mode_t) {
+    // SAFETY: umask always succeeds and touches no memory.
+    unsafe { libc::umask(mask) };
 }
 
 /// `RLIMIT_NOFILE` as (soft, hard).

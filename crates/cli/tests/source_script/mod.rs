@@ -226,6 +226,47 @@ fn fallocate(f: &File, mode: i32, off: i64, len: i64) -> Res<()> {
     cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off, len) }).map(drop)
 }
 
+/// One aligned block written with O_DIRECT at `off` (a multiple of 4096):
+/// direct I/O wants the buffer, offset and length aligned.
+fn pwrite_direct(f: &File, off: u64) -> Res<()> {
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!buf.is_null(), "out of memory");
+    // SAFETY: `buf` holds 4096 initialized (zeroed) bytes until freed below.
+    let block = unsafe { std::slice::from_raw_parts_mut(buf, 4096) };
+    block.fill(b'D');
+    let r = pwrite(f, block, off);
+    // SAFETY: allocated above with this layout, freed once.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    r.map(drop)
+}
+
+// POSIX ACLs as the kernel stores them in `system.posix_acl_*`
+// (include/uapi/linux/posix_acl_xattr.h): a version-2 header, then
+// (tag, perm, id) entries sorted by tag and id.
+const ACL_ACCESS: &str = "system.posix_acl_access";
+const ACL_DEFAULT: &str = "system.posix_acl_default";
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+/// The id of entries that name no user or group.
+const NO_ID: u32 = u32::MAX;
+
+/// The xattr value of an ACL made of `entries` (tag, rwx bits, id).
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
 fn timespec(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: sec,
@@ -1062,7 +1103,37 @@ fn helper_main(args: &[&str]) -> String {
                 "utime-set" => utimensat(p, Some([timespec(1, 0), timespec(2, 0)]), false),
                 "access-r" => access(p, libc::R_OK),
                 "access-w" => access(p, libc::W_OK),
+                "write-direct" => {
+                    open(p, libc::O_WRONLY | libc::O_DIRECT, 0).and_then(|f| pwrite_direct(&f, 0))
+                }
+                "fallocate" => open(p, libc::O_WRONLY, 0).and_then(|f| fallocate(&f, 0, 0, 8192)),
+                "ftruncate" => open(p, libc::O_WRONLY, 0).and_then(|f| ftruncate(&f, 10)),
+                "set-acl-0640" => lsetxattr(
+                    p,
+                    ACL_ACCESS,
+                    &acl(&[
+                        (ACL_USER_OBJ, 6, NO_ID),
+                        (ACL_GROUP_OBJ, 4, NO_ID),
+                        (ACL_OTHER, 0, NO_ID),
+                    ]),
+                    0,
+                ),
                 other => panic!("helper op {other}"),
+            };
+            res_text(&r)
+        }
+        // Creates `path` as root under `umask`, as a regular file (mode
+        // 0666), a directory (0777) or a fifo (0666).
+        ["umask-create", umask, kind, path] => {
+            let umask = u32::from_str_radix(umask, 8).unwrap();
+            // SAFETY: umask always succeeds; this helper process is ours.
+            unsafe { libc::umask(umask) };
+            let p = Path::new(path);
+            let r = match *kind {
+                "file" => open(p, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o666).map(drop),
+                "dir" => mkdir(p, 0o777),
+                "fifo" => mknod(p, libc::S_IFIFO | 0o666, 0),
+                other => panic!("umask-create kind {other}"),
             };
             res_text(&r)
         }
@@ -1166,6 +1237,21 @@ const SCRIPT: &[Step] = &[
         name: "other_users",
         other_users: true,
         run: other_users,
+    },
+    Step {
+        name: "setid_after_writes_by_others",
+        other_users: true,
+        run: setid_after_writes_by_others,
+    },
+    Step {
+        name: "posix_acls",
+        other_users: false,
+        run: posix_acls,
+    },
+    Step {
+        name: "posix_acl_access_checks",
+        other_users: true,
+        run: posix_acl_access_checks,
     },
     Step {
         name: "statfs",
@@ -2444,6 +2530,223 @@ fn locks_between_processes(c: &mut Ctx) {
         let a = Helper::run(&["flock", "sh", &path]);
         c.helper_says("helper: flock LOCK_SH against ours", &a, "EAGAIN");
     }
+}
+
+/// What a write, direct write, fallocate, truncate or ACL change by
+/// someone without CAP_FSETID leaves of set-user-ID and set-group-ID
+/// (setattr_should_drop_suidgid in fs/attr.c): set-user-ID always goes;
+/// set-group-ID goes when group-execute is set, and without it only when
+/// the writer is not in the file's group. The files belong to root (the
+/// writer is in none of their groups) or to the writer (in its group).
+fn setid_after_writes_by_others(c: &mut Ctx) {
+    const U: u32 = 65534;
+    let path = |c: &Ctx, rel: &str| c.p(rel).to_str().unwrap().to_string();
+    c.ok("chmod the step directory 0755", chmod(&c.p(""), 0o755));
+    let mut names = Vec::new();
+    for op in ["write", "write-direct", "fallocate", "ftruncate"] {
+        for (owner, mode) in [
+            ("root", 0o6666),
+            ("root", 0o6676),
+            ("writer", 0o6644),
+            ("writer", 0o6654),
+        ] {
+            let name = format!("{op}-{owner}-{mode:o}");
+            c.ok(
+                &format!("write {name}"),
+                write_file(&c.p(&name), &pattern(5000, 3)),
+            );
+            if owner == "writer" {
+                c.ok(&format!("chown {name}"), lchown(&c.p(&name), U, U));
+            }
+            c.ok(&format!("chmod {name}"), chmod(&c.p(&name), mode));
+            let a = Helper::run(&[
+                "as-user",
+                &U.to_string(),
+                &U.to_string(),
+                op,
+                &path(c, &name),
+            ]);
+            c.helper_says(&format!("uid {U}: {op} {name}"), &a, "ok");
+            names.push(name);
+        }
+    }
+    // The owner, outside the file's group, sets an ACL: set-group-ID goes
+    // (FUSE_SETXATTR_ACL_KILL_SGID), and the ACL becomes the mode.
+    let name = "acl-by-owner";
+    c.ok("write acl-by-owner", write_file(&c.p(name), b"acl"));
+    c.ok("chown acl-by-owner", lchown(&c.p(name), U, 0));
+    c.ok("chmod acl-by-owner", chmod(&c.p(name), 0o2664));
+    let a = Helper::run(&[
+        "as-user",
+        &U.to_string(),
+        &U.to_string(),
+        "set-acl-0640",
+        &path(c, name),
+    ]);
+    c.helper_says(&format!("uid {U}: set-acl-0640 {name}"), &a, "ok");
+    names.push(name.to_string());
+    for n in &names {
+        c.stat(n);
+        let mode = lstat(&c.s(n)).map(|m| format!("{:o}", m.mode()));
+        c.text(
+            &format!("{n}: mode on the source"),
+            mode.unwrap_or_else(errno_name),
+        );
+    }
+}
+
+/// POSIX ACLs (acl(5)): setting an access ACL sets the mode from its base
+/// entries at once; a default ACL on a directory is inherited by what is
+/// created in it, masked by the mode the creator asked for, in place of
+/// the umask; chmod rewrites the mask entry; removing the ACL leaves the
+/// mode. Files are created by a helper process under a umask of 027.
+fn posix_acls(c: &mut Ctx) {
+    let f = c.p("f");
+    c.ok("write f", write_file(&f, b"acl"));
+    c.ok("chmod f 0644", chmod(&f, 0o644));
+    c.stat("f");
+    // setfacl -m u::r,g::w,o::x f
+    let base = acl(&[
+        (ACL_USER_OBJ, 4, NO_ID),
+        (ACL_GROUP_OBJ, 2, NO_ID),
+        (ACL_OTHER, 1, NO_ID),
+    ]);
+    c.ok(
+        "set base entries r,w,x",
+        lsetxattr(&f, ACL_ACCESS, &base, 0),
+    );
+    c.stat("f");
+    c.data("access ACL of f", lgetxattr(&f, ACL_ACCESS, 256));
+    // An extended ACL: a named user and a mask.
+    let extended = acl(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 7, 65534),
+        (ACL_GROUP_OBJ, 4, NO_ID),
+        (ACL_MASK, 5, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    c.ok(
+        "set an extended ACL",
+        lsetxattr(&f, ACL_ACCESS, &extended, 0),
+    );
+    c.stat("f");
+    c.data("extended ACL of f", lgetxattr(&f, ACL_ACCESS, 256));
+    c.ok("chmod f 0600", chmod(&f, 0o600));
+    c.stat("f");
+    c.data("ACL of f after chmod 0600", lgetxattr(&f, ACL_ACCESS, 256));
+    c.ok("remove the ACL", lremovexattr(&f, ACL_ACCESS));
+    c.stat("f");
+    c.data("ACL of f after removal", lgetxattr(&f, ACL_ACCESS, 256));
+
+    let d = c.p("d");
+    c.ok("mkdir d", mkdir(&d, 0o755));
+    let default = acl(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_USER, 7, 65534),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_GROUP, 6, 65534),
+        (ACL_MASK, 7, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    c.ok(
+        "set a default ACL on d",
+        lsetxattr(&d, ACL_DEFAULT, &default, 0),
+    );
+    c.data("default ACL of d", lgetxattr(&d, ACL_DEFAULT, 256));
+    c.ok("mkdir plain", mkdir(&c.p("plain"), 0o755));
+    for (dir, label) in [("d", "with a default ACL"), ("plain", "without")] {
+        for kind in ["file", "dir", "fifo"] {
+            let rel = format!("{dir}/{kind}");
+            let p = c.p(&rel);
+            let a = Helper::run(&["umask-create", "027", kind, p.to_str().unwrap()]);
+            c.helper_says(&format!("create {kind} in the directory {label}"), &a, "ok");
+            c.stat(&rel);
+            c.data(
+                &format!("access ACL of {rel}"),
+                lgetxattr(&p, ACL_ACCESS, 256),
+            );
+            c.data(
+                &format!("default ACL of {rel}"),
+                lgetxattr(&p, ACL_DEFAULT, 256),
+            );
+        }
+    }
+    c.ok("mkdir d/dir/deeper", mkdir(&c.p("d/dir/deeper"), 0o700));
+    c.stat("d/dir/deeper");
+    c.data(
+        "default ACL of d/dir/deeper",
+        lgetxattr(&c.p("d/dir/deeper"), ACL_DEFAULT, 256),
+    );
+}
+
+/// The kernel checks access against ACLs (acl(5), "access check
+/// algorithm"): a named-user entry grants what the mask lets through, even
+/// where the mode would refuse, and refuses where the mode would grant.
+fn posix_acl_access_checks(c: &mut Ctx) {
+    const U: &str = "65534";
+    let path = |c: &Ctx, rel: &str| c.p(rel).to_str().unwrap().to_string();
+    c.ok("chmod the step directory 0755", chmod(&c.p(""), 0o755));
+    let granted = acl(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 6, 65534),
+        (ACL_GROUP_OBJ, 0, NO_ID),
+        (ACL_MASK, 6, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    let masked = acl(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 6, 65534),
+        (ACL_GROUP_OBJ, 0, NO_ID),
+        (ACL_MASK, 0, NO_ID),
+        (ACL_OTHER, 0, NO_ID),
+    ]);
+    let refused = acl(&[
+        (ACL_USER_OBJ, 6, NO_ID),
+        (ACL_USER, 0, 65534),
+        (ACL_GROUP_OBJ, 4, NO_ID),
+        (ACL_MASK, 4, NO_ID),
+        (ACL_OTHER, 4, NO_ID),
+    ]);
+    for (name, value) in [
+        ("granted", &granted),
+        ("masked", &masked),
+        ("refused", &refused),
+    ] {
+        c.ok(&format!("write {name}"), write_file(&c.p(name), b"acl\n"));
+        c.ok(
+            &format!("set the ACL of {name}"),
+            lsetxattr(&c.p(name), ACL_ACCESS, value, 0),
+        );
+        c.stat(name);
+    }
+    c.ok("mkdir shared", mkdir(&c.p("shared"), 0o755));
+    let dir_acl = acl(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_USER, 7, 65534),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_MASK, 7, NO_ID),
+        (ACL_OTHER, 5, NO_ID),
+    ]);
+    c.ok(
+        "set the ACL of shared",
+        lsetxattr(&c.p("shared"), ACL_ACCESS, &dir_acl, 0),
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        ("open-r", "granted", "ok"),
+        ("write", "granted", "ok"),
+        ("access-w", "granted", "ok"),
+        ("open-r", "masked", "EACCES"),
+        ("access-r", "masked", "EACCES"),
+        ("open-r", "refused", "EACCES"),
+        ("access-r", "refused", "EACCES"),
+        ("create", "shared/mine", "ok"),
+    ];
+    for (op, rel, want) in cases {
+        let a = Helper::run(&["as-user", U, U, op, &path(c, rel)]);
+        c.helper_says(&format!("uid {U}: {op} {rel}"), &a, want);
+    }
+    c.content("granted");
+    c.stat("shared/mine");
 }
 
 /// Another user's view (allow_other): permission checks, new files

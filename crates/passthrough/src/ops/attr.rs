@@ -5,8 +5,8 @@ use std::sync::PoisonError;
 
 use fastfuse::{AttrReply, Caller, Errno, FileHandle, NodeId, SetAttr, StatFs, TimeOrNow};
 
-use crate::fs::PassthroughFs;
 use crate::creds::in_group;
+use crate::fs::PassthroughFs;
 use crate::inode::Inode;
 use crate::procfd::FdName;
 use crate::sys;
@@ -96,11 +96,7 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
 /// marks mandatory locking) unless the caller is in the file's group.
 /// `capable`: the caller may keep a set-group-ID bit regardless (a chown
 /// by root, which the kernel sends with the kill flag too).
-pub(crate) fn killed_suidgid(
-    st: &libc::stat,
-    caller: &Caller<'_>,
-    capable: bool,
-) -> libc::mode_t {
+pub(crate) fn killed_suidgid(st: &libc::stat, caller: &Caller<'_>, capable: bool) -> libc::mode_t {
     let mode = st.st_mode & 0o7777;
     let mut m = mode & !libc::S_ISUID;
     if m & libc::S_ISGID != 0
@@ -237,14 +233,29 @@ mod tests {
         // A caller in the file's group (its fsgid); pid 0 reads no groups.
         let member = Caller::detached(1000, 1000, 0);
         let outsider = Caller::detached(1000, 2000, 0);
-        assert_eq!(killed_suidgid(&stat_of(0o6755, 1000), &member, false), 0o0755);
+        assert_eq!(
+            killed_suidgid(&stat_of(0o6755, 1000), &member, false),
+            0o0755
+        );
         // Without group-exec, S_ISGID marks mandatory locking: it stays for
         // a member of the file's group, or a capable caller, and goes for
         // anyone else.
-        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &member, false), 0o2745);
-        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &outsider, false), 0o0745);
-        assert_eq!(killed_suidgid(&stat_of(0o6745, 1000), &outsider, true), 0o2745);
-        assert_eq!(killed_suidgid(&stat_of(0o0644, 1000), &outsider, false), 0o0644);
+        assert_eq!(
+            killed_suidgid(&stat_of(0o6745, 1000), &member, false),
+            0o2745
+        );
+        assert_eq!(
+            killed_suidgid(&stat_of(0o6745, 1000), &outsider, false),
+            0o0745
+        );
+        assert_eq!(
+            killed_suidgid(&stat_of(0o6745, 1000), &outsider, true),
+            0o2745
+        );
+        assert_eq!(
+            killed_suidgid(&stat_of(0o0644, 1000), &outsider, false),
+            0o0644
+        );
     }
 
     #[test]

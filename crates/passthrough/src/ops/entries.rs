@@ -81,7 +81,8 @@ pub(super) fn symlink(
 }
 
 /// MKNOD (regular files, fifos, sockets, devices), as the caller. `mode`
-/// carries the type bits; the kernel applied the umask already.
+/// carries the type bits; `umask` applies as [`PassthroughFs::as_creator`]
+/// says.
 pub(super) fn mknod(
     fs: &PassthroughFs,
     req: &Caller<'_>,
@@ -89,11 +90,12 @@ pub(super) fn mknod(
     name: &OsStr,
     mode: u32,
     rdev: u32,
+    umask: u32,
 ) -> Result<Entry, Errno> {
     let dir = fs.inode(parent)?;
     let name = component(name)?;
     {
-        let _as = fs.as_caller(req)?;
+        let _as = fs.as_creator(req, umask)?;
         // The kernel's 32-bit rdev encoding equals the C library's dev_t
         // for every device number that fits in it.
         sys::mknodat(dir.fd.as_fd(), &name, mode, libc::dev_t::from(rdev))?;
@@ -108,11 +110,12 @@ pub(super) fn mkdir(
     parent: NodeId,
     name: &OsStr,
     mode: u32,
+    umask: u32,
 ) -> Result<Entry, Errno> {
     let dir = fs.inode(parent)?;
     let name = component(name)?;
     {
-        let _as = fs.as_caller(req)?;
+        let _as = fs.as_creator(req, umask)?;
         sys::mkdirat(dir.fd.as_fd(), &name, mode)?;
     }
     fs.lookup_child(&dir, &name)

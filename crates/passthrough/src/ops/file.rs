@@ -199,6 +199,7 @@ pub(super) fn create(
     parent: NodeId,
     name: &OsStr,
     mode: u32,
+    umask: u32,
     flags: OpenFlags,
 ) -> Result<(Entry, Opened), Errno> {
     let dir = fs.inode(parent)?;
@@ -207,7 +208,7 @@ pub(super) fn create(
     let wanted =
         source_flags(flags.flags, fs.writeback()) | libc::O_CREAT | libc::O_NOFOLLOW | excl;
     let fd = {
-        let _as = fs.as_caller(req)?;
+        let _as = fs.as_creator(req, umask)?;
         sys::openat(dir.fd.as_fd(), &name, wanted, mode)?
     };
     created(fs, fd)
@@ -219,6 +220,7 @@ pub(super) fn tmpfile(
     req: &Caller<'_>,
     parent: NodeId,
     mode: u32,
+    umask: u32,
     flags: OpenFlags,
 ) -> Result<(Entry, Opened), Errno> {
     let dir = fs.inode(parent)?;
@@ -226,7 +228,7 @@ pub(super) fn tmpfile(
     let wanted =
         (source_flags(flags.flags, fs.writeback()) & !libc::O_TMPFILE) | libc::O_TMPFILE | excl;
     let fd = {
-        let _as = fs.as_caller(req)?;
+        let _as = fs.as_creator(req, umask)?;
         sys::openat(dir.fd.as_fd(), c".", wanted, mode)?
     };
     created(fs, fd)

@@ -97,7 +97,9 @@ pub(super) fn write(
         }
         BypassRw::Off => {}
     }
-    store(fs, req, node, fh, flags, |file| pwrite_all(file, offset(off)?, data))
+    store(fs, req, node, fh, flags, |file| {
+        pwrite_all(file, offset(off)?, data)
+    })
 }
 
 /// What every WRITE that stores data does around `put`, which stores it in
@@ -177,7 +179,9 @@ pub(super) fn write_spliced(
         }
         BypassRw::Off => {}
     }
-    store(fs, req, node, fh, flags, |file| splice_all(file, offset(off)?, data))
+    store(fs, req, node, fh, flags, |file| {
+        splice_all(file, offset(off)?, data)
+    })
 }
 
 /// The splice loop of [`write_spliced`], as [`pwrite_all`] is of [`write`].

@@ -35,6 +35,7 @@ impl Filesystem for PassthroughFs {
             writeback: n.writeback_cache(),
             passthrough: self.options.kernel_passthrough && n.passthrough(),
             max_write: n.max_write as usize,
+            dont_mask: n.dont_mask(),
         };
         if info.writeback && self.options.timeout.is_zero() {
             tracing::warn!(
@@ -110,9 +111,9 @@ impl Filesystem for PassthroughFs {
         name: &OsStr,
         mode: u32,
         rdev: u32,
-        _umask: u32,
+        umask: u32,
     ) -> Result<Entry, Errno> {
-        entries::mknod(self, req, parent, name, mode, rdev)
+        entries::mknod(self, req, parent, name, mode, rdev, umask)
     }
 
     fn mkdir(
@@ -121,9 +122,9 @@ impl Filesystem for PassthroughFs {
         parent: NodeId,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
     ) -> Result<Entry, Errno> {
-        entries::mkdir(self, req, parent, name, mode)
+        entries::mkdir(self, req, parent, name, mode, umask)
     }
 
     fn unlink(&self, _req: &Caller, parent: NodeId, name: &OsStr) -> Result<(), Errno> {
@@ -286,8 +287,9 @@ impl Filesystem for PassthroughFs {
         name: &OsStr,
         value: &[u8],
         flags: u32,
+        acl_kill_sgid: bool,
     ) -> Result<(), Errno> {
-        xattr::set(self, node, name, value, flags)
+        xattr::set(self, node, name, value, flags, acl_kill_sgid)
     }
 
     fn getxattr(
@@ -318,10 +320,10 @@ impl Filesystem for PassthroughFs {
         parent: NodeId,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: OpenFlags,
     ) -> Result<(Entry, Opened), Errno> {
-        file::create(self, req, parent, name, mode, flags)
+        file::create(self, req, parent, name, mode, umask, flags)
     }
 
     fn getlk(
@@ -384,9 +386,9 @@ impl Filesystem for PassthroughFs {
         req: &Caller,
         parent: NodeId,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: OpenFlags,
     ) -> Result<(Entry, Opened), Errno> {
-        file::tmpfile(self, req, parent, mode, flags)
+        file::tmpfile(self, req, parent, mode, umask, flags)
     }
 }

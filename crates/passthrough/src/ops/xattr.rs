@@ -63,19 +63,35 @@ pub(super) fn list(fs: &PassthroughFs, node: NodeId, size: u32) -> Result<Xattr,
     Ok(Xattr::Data(buf))
 }
 
-/// SETXATTR with setxattr(2)'s flags (XATTR_CREATE, XATTR_REPLACE).
+/// SETXATTR with setxattr(2)'s flags (XATTR_CREATE, XATTR_REPLACE). POSIX
+/// ACLs are stored as any xattr: the source checks them and updates the
+/// mode from the access ACL itself. With `acl_kill_sgid` the kernel says
+/// the caller would have lost the set-group-ID bit by setting the ACL
+/// (the source keeps it for the daemon, which may keep it): clear it.
 pub(super) fn set(
     fs: &PassthroughFs,
     node: NodeId,
     name: &OsStr,
     value: &[u8],
     flags: u32,
+    acl_kill_sgid: bool,
 ) -> Result<(), Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
     let path = FdName::path(inode.fd.as_fd());
     let flags = libc::c_int::try_from(flags).map_err(|_| Errno::EINVAL)?;
     sys::setxattr(path.as_cstr(), &c_string(name)?, value, flags)?;
+    if acl_kill_sgid {
+        let st = sys::stat_fd(inode.fd.as_fd())?;
+        if st.st_mode & libc::S_ISGID != 0 {
+            let at = FdName::of(inode.fd.as_fd());
+            sys::fchmodat(
+                fs.proc.dir(),
+                at.as_cstr(),
+                st.st_mode & 0o7777 & !libc::S_ISGID,
+            )?;
+        }
+    }
     Ok(())
 }
 
