@@ -162,8 +162,7 @@ struct Nodes {
 pub(crate) struct InodeTable {
     nodes: RwLock<Nodes>,
     /// When the source has file handles that the daemon may open: the
-    /// source root opened `O_RDONLY` (`open_by_handle_at` refuses `O_PATH`
-    /// fds) and the id of the mount it is on. Only inodes on that mount
+    /// source root and the id of the mount it is on. Only inodes on that mount
     /// are remembered: a handle means nothing on another filesystem.
     /// `None`: forgotten nodes are not remembered.
     handles: Option<HandleMount>,
@@ -326,7 +325,7 @@ impl InodeTable {
         let Some(mount) = &self.handles else {
             unreachable!("nodes are remembered only with source handles");
         };
-        let fd = match sys::open_by_handle(mount.fd.as_fd(), &handle, libc::O_PATH) {
+        let fd = match mount.open(&handle) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return gone(),
             Err(e) => {
@@ -492,11 +491,11 @@ fn source_handle(inode: &Inode, mount: libc::c_int) -> Option<SourceHandle> {
     }
 }
 
-/// The source root, ready for `open_by_handle_at`.
+/// The source root, for `open_by_handle_at`.
 #[derive(Debug)]
 struct HandleMount {
-    /// The source root, `O_RDONLY|O_DIRECTORY`.
-    fd: OwnedFd,
+    /// The root's entry.
+    root: Arc<Inode>,
     /// The id of the mount it is on, as `name_to_handle_at` gives it.
     id: libc::c_int,
 }
@@ -505,13 +504,15 @@ impl HandleMount {
     /// The source root's, when the source has file handles the daemon can
     /// open again (which needs CAP_DAC_READ_SEARCH): tried once, on the
     /// root itself. `None` (logged at debug) otherwise.
-    fn of(root: &Inode) -> Option<HandleMount> {
-        let tried = sys::openat(root.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .and_then(|fd| {
-                let (handle, id) = sys::name_to_handle(root.fd.as_fd())?;
-                sys::open_by_handle(fd.as_fd(), &handle, libc::O_PATH)?;
-                Ok(HandleMount { fd, id })
-            });
+    fn of(root: &Arc<Inode>) -> Option<HandleMount> {
+        let tried = sys::name_to_handle(root.fd.as_fd()).and_then(|(handle, id)| {
+            let mount = HandleMount {
+                root: root.clone(),
+                id,
+            };
+            mount.open(&handle)?;
+            Ok(mount)
+        });
         match tried {
             Ok(mount) => Some(mount),
             Err(e) => {
@@ -522,6 +523,20 @@ impl HandleMount {
                 None
             }
         }
+    }
+
+    /// `open_by_handle_at` of `handle` on the source, `O_PATH`. The mount
+    /// fd it needs may not be `O_PATH`: the root is opened for the call
+    /// (rather than kept open, which would be a descriptor per filesystem
+    /// besides the table's one per node).
+    fn open(&self, handle: &SourceHandle) -> std::io::Result<OwnedFd> {
+        let mount = sys::openat(
+            self.root.fd.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        sys::open_by_handle(mount.as_fd(), handle, libc::O_PATH)
     }
 }
 
@@ -725,5 +740,109 @@ mod tests {
         assert_eq!(t.len(), 1);
         let (fd, st) = open_path(c"/");
         assert_eq!(t.acquire(fd, &st).0, NodeId::ROOT);
+    }
+
+    /// A table over a fresh directory holding `names` (files), remembering
+    /// up to `max` forgotten nodes.
+    fn dir_table(names: &[&str], max: usize) -> (tempfile::TempDir, InodeTable) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let (fd, st) = open_path(&c_path(dir.path()));
+        (dir, InodeTable::new(fd, &st, max))
+    }
+
+    fn c_path(path: &std::path::Path) -> std::ffi::CString {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+    }
+
+    fn look(t: &InodeTable, path: &std::path::Path) -> (NodeId, libc::ino_t) {
+        let (fd, st) = open_path(&c_path(path));
+        (t.acquire(fd, &st).0, st.st_ino)
+    }
+
+    #[test]
+    fn a_forgotten_node_revives_under_its_id() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        let (a, ino) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.forgotten_len(), 1);
+        // LOOKUP ".": reopened by its source handle, the same inode.
+        let inode = t.acquire_or_revive(a).unwrap();
+        assert_eq!(sys::stat_fd(inode.fd.as_fd()).unwrap().st_ino, ino);
+        assert_eq!((t.len(), t.forgotten_len()), (2, 0));
+        t.forget(a, 1);
+        // By name, too, the inode gets its old id back.
+        assert_eq!(look(&t, &dir.path().join("a")).0, a);
+        assert_eq!(t.forgotten_len(), 0);
+        // Another inode never gets it.
+        assert_ne!(look(&t, &dir.path().join("b")).0, a);
+    }
+
+    #[test]
+    fn a_deleted_node_is_stale() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        // Deleted while the kernel held it: not remembered at all.
+        let (a, _) = look(&t, &dir.path().join("a"));
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        t.forget(a, 1);
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        // Deleted after it was forgotten: the source says ESTALE, and the
+        // entry goes.
+        let (b, _) = look(&t, &dir.path().join("b"));
+        t.forget(b, 1);
+        assert_eq!(t.forgotten_len(), 1);
+        std::fs::remove_file(dir.path().join("b")).unwrap();
+        assert_eq!(t.acquire_or_revive(b).unwrap_err(), Errno::ESTALE);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+    }
+
+    #[test]
+    fn the_oldest_forgotten_nodes_go_beyond_the_bound() {
+        let (dir, t) = dir_table(&["a", "b", "c"], 2);
+        let ids: Vec<NodeId> = ["a", "b", "c"]
+            .iter()
+            .map(|n| look(&t, &dir.path().join(n)).0)
+            .collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        assert_eq!(t.forgotten_len(), 2);
+        assert_eq!(t.acquire_or_revive(ids[0]).unwrap_err(), Errno::ESTALE);
+        assert!(t.acquire_or_revive(ids[1]).is_ok());
+        assert!(t.acquire_or_revive(ids[2]).is_ok());
+        // Beyond the bound a name still finds its inode, under a new id.
+        let again = look(&t, &dir.path().join("a")).0;
+        assert!(again.0 > ids[2].0);
+    }
+
+    #[test]
+    fn a_bound_of_zero_remembers_nothing() {
+        let (dir, t) = dir_table(&["a"], 0);
+        let (a, _) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        assert!(look(&t, &dir.path().join("a")).0 .0 > a.0);
+    }
+
+    #[test]
+    fn a_reused_inode_number_is_another_file() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        let (a, _) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        // What the source does when it gives a freed inode number to a new
+        // file: same key, another handle (here: b's).
+        let (b_fd, _) = open_path(&c_path(&dir.path().join("b")));
+        let (other, _) = sys::name_to_handle(b_fd.as_fd()).unwrap();
+        t.write().forgotten.get_mut(&a).unwrap().kept = Kept::Handle(other);
+        let again = look(&t, &dir.path().join("a")).0;
+        assert!(again.0 > a.0, "a new file must not take the old node id");
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
     }
 }
