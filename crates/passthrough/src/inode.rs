@@ -162,8 +162,8 @@ struct Nodes {
 pub(crate) struct InodeTable {
     nodes: RwLock<Nodes>,
     /// When the source has file handles that the daemon may open: the
-    /// source root and the id of the mount it is on. Only inodes on that mount
-    /// are remembered: a handle means nothing on another filesystem.
+    /// source root and the id of the mount it is on. Only inodes on that
+    /// mount are remembered: a handle means nothing on another filesystem.
     /// `None`: forgotten nodes are not remembered.
     handles: Option<HandleMount>,
     /// The most forgotten nodes remembered; the oldest go first.

@@ -106,5 +106,6 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(1));
         assert!(o.xattr && !o.direct_io && !o.kernel_passthrough && !o.switch_credentials);
         assert_eq!(o.bypass_rw, BypassRw::Off);
+        assert_eq!(o.remembered_handles, 1 << 20);
     }
 }
