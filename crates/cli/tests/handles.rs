@@ -13,7 +13,6 @@ mod support;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -33,15 +32,6 @@ fn forget_everything(served: &Served) {
         "the kernel still holds nodes: {:?}",
         fds_into(served.pid(), served.src())
     );
-}
-
-fn open_mount(mnt: &Path) -> OwnedFd {
-    rustix::fs::open(
-        mnt,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .unwrap()
 }
 
 /// Where an fd leads, as /proc/self/fd says.
@@ -81,7 +71,7 @@ fn handles_outlive_the_kernels_nodes(args: &[&str]) {
     // Deleted on the source, behind the daemon's back, once forgotten.
     std::fs::remove_file(src.join("deleted_behind")).unwrap();
 
-    let mount = open_mount(mnt);
+    let mount = mount_fd(mnt);
     for (h, name, contents) in [
         (&file, "file", &b"file contents"[..]),
         (&linked, "dir/linked", &b"linked contents"[..]),
@@ -169,6 +159,6 @@ fn without_remembered_handles_forgotten_nodes_go_stale() {
     std::fs::write(served.mnt().join("file"), b"x").unwrap();
     let file = FileHandle::of(&served.mnt().join("file")).unwrap();
     forget_everything(&served);
-    let mount = open_mount(served.mnt());
+    let mount = mount_fd(served.mnt());
     assert_eq!(file.open(&mount, libc::O_RDONLY).unwrap_err(), Errno::STALE);
 }

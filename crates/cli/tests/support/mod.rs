@@ -503,6 +503,18 @@ impl FileHandle {
     }
 }
 
+/// A directory fd on the filesystem at `path`, as
+/// [`FileHandle::open`] wants one (`open_by_handle_at` refuses `O_PATH`).
+pub fn mount_fd(path: &Path) -> std::os::fd::OwnedFd {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap()
+}
+
 /// The errno of the last failed libc call.
 fn last_errno() -> Errno {
     Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
