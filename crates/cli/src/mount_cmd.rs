@@ -32,7 +32,10 @@ pub struct MountArgs {
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
     /// /dev/fuse into the source file, one copy fewer), no_splice_write,
     /// request_timeout=SECS (the kernel aborts the connection when a
-    /// request stays unanswered that long; 0: never, the default).
+    /// request stays unanswered that long; 0: never, the default),
+    /// remembered_handles=N (forgotten nodes kept by their source file
+    /// handle, so that NFS-export file handles of them still resolve;
+    /// default 1048576, 0: none).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Worker threads (default: one per CPU).
@@ -158,6 +161,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "max_background" => config.max_background = parse_num(opt, value)?,
             "congestion_threshold" => config.congestion_threshold = parse_num(opt, value)?,
             "request_timeout" => config.request_timeout = parse_num(opt, value)?,
+            "remembered_handles" => fs.remembered_handles = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,
             "acl" => config.posix_acl = true,
@@ -396,6 +400,15 @@ mod tests {
             parse(&["/s", "/m"]).unwrap().config.transport,
             TransportKind::Auto
         );
+    }
+
+    #[test]
+    fn remembered_handles() {
+        let fs = |args: &[&str]| parse(args).unwrap().fs.remembered_handles;
+        assert_eq!(fs(&["/s", "/m"]), 1 << 20);
+        assert_eq!(fs(&["-o", "remembered_handles=0", "/s", "/m"]), 0);
+        assert_eq!(fs(&["-o", "remembered_handles=500", "/s", "/m"]), 500);
+        assert!(parse(&["-o", "remembered_handles=-1", "/s", "/m"]).is_err());
     }
 
     #[test]

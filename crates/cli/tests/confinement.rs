@@ -17,7 +17,7 @@ mod common;
 mod support;
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -146,7 +146,7 @@ fn dotdot_from_the_mount_root_never_reaches_the_source_parent() {
     // and its parents', so open_by_handle_at must ask "who is the parent?"
     // up to the root. Were ".." of `sub` answered with anything but the
     // root's node, the kernel would keep climbing, out of the source.
-    let handle = FileHandle::of(&mnt.join("sub/deeper"));
+    let handle = FileHandle::of(&mnt.join("sub/deeper")).unwrap();
     let inotify = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).unwrap();
     rustix::fs::inotify::add_watch(
         &inotify,
@@ -158,7 +158,9 @@ fn dotdot_from_the_mount_root_never_reaches_the_source_parent() {
     let before_stats = fastfuse::stats::query(mnt).unwrap();
     drop(root);
     drop_caches();
-    let fd = handle.open(&open_dir(mnt));
+    let fd = handle
+        .open(&mount_fd(mnt), libc::O_RDONLY | libc::O_DIRECTORY)
+        .unwrap();
     let after_stats = fastfuse::stats::query(mnt).unwrap();
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
     assert_eq!(path, mnt.join("sub/deeper"));
@@ -173,69 +175,6 @@ fn dotdot_from_the_mount_root_never_reaches_the_source_parent() {
     drop(fd);
     drop(inotify);
     assert_untouched(&before, &l.sentinel());
-}
-
-/// A `name_to_handle_at` file handle.
-struct FileHandle {
-    bytes: Vec<u8>,
-}
-
-impl FileHandle {
-    /// Header of `struct file_handle`: handle_bytes, handle_type.
-    const HEADER: usize = 8;
-
-    fn of(path: &Path) -> FileHandle {
-        let mut bytes = vec![0u8; Self::HEADER + 128];
-        bytes[..4].copy_from_slice(&128u32.to_ne_bytes());
-        let path = c(path);
-        let mut mount_id = 0;
-        // SAFETY: `bytes` is a `struct file_handle` with room for the 128
-        // bytes its header announces; `path` is NUL-terminated; `mount_id`
-        // is a valid out-pointer.
-        let r = unsafe {
-            libc::name_to_handle_at(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                bytes.as_mut_ptr().cast(),
-                &mut mount_id,
-                0,
-            )
-        };
-        assert_eq!(
-            r,
-            0,
-            "name_to_handle_at: {}",
-            std::io::Error::last_os_error()
-        );
-        FileHandle { bytes }
-    }
-
-    fn open(&self, mount: &OwnedFd) -> OwnedFd {
-        let mut bytes = self.bytes.clone();
-        let mount = rustix::fs::openat(
-            mount,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        // SAFETY: `bytes` is the handle name_to_handle_at filled in;
-        // open_by_handle_at only reads it.
-        let fd = unsafe {
-            libc::open_by_handle_at(
-                mount.as_raw_fd(),
-                bytes.as_mut_ptr().cast(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        assert!(
-            fd >= 0,
-            "open_by_handle_at: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new descriptor that nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    }
 }
 
 #[test]

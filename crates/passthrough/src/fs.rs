@@ -104,7 +104,7 @@ impl PassthroughFs {
         Ok(PassthroughFs {
             source: source.to_owned(),
             options,
-            inodes: InodeTable::new(root, &st),
+            inodes: InodeTable::new(root, &st, options.remembered_handles),
             files,
             dirs,
             proc,
@@ -118,6 +118,12 @@ impl PassthroughFs {
     /// kernel holds no node but the root.
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// Nodes the kernel forgot that are remembered by their source file
+    /// handle (see [`Options::remembered_handles`]).
+    pub fn remembered_count(&self) -> usize {
+        self.inodes.forgotten_len()
     }
 
     /// The entry/attribute timeout.

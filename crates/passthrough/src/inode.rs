@@ -6,7 +6,19 @@
 //! which pins the inode: while we hold it, the source cannot free the
 //! inode and reuse its number, so a key never silently changes meaning.
 //!
-//! Locking: one `RwLock` over both maps and the id counter. Operations
+//! When the kernel forgets a node, the entry does not vanish at once: its
+//! fd is closed, but the node id is remembered together with the source's
+//! own file handle of the inode (`name_to_handle_at`), in a bounded table
+//! of forgotten nodes. The kernel's file handles (NFS export,
+//! `open_by_handle_at`) carry only a node id; when it decodes one whose
+//! inode it no longer caches, it asks LOOKUP "." in that node id, and the
+//! node is revived from the source handle under its old id. A later
+//! lookup by name of the same inode reuses the old id too, so that old
+//! kernel handles keep naming it. Node ids stay unique to one inode: a
+//! remembered key is reused only when the source handles agree (an inode
+//! number the source gave to a new file has a new handle).
+//!
+//! Locking: one `RwLock` over the maps and the id counter. Operations
 //! that only resolve a node (getattr, open, every `*at` call on a parent)
 //! take it shared and clone an `Arc`; lookups, forgets and anything that
 //! changes a count take it exclusively, so that "is this inode known?" and
@@ -15,11 +27,13 @@
 //! lock as plain integers: there are no atomics in this module, hence no
 //! memory orderings to argue.
 
-use std::collections::HashMap;
-use std::os::fd::OwnedFd;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fastfuse::{Errno, NodeId};
+
+use crate::sys::{self, SourceHandle};
 
 /// What identifies a source inode: (st_dev, st_ino).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,31 +120,72 @@ struct Slot {
     lookups: u64,
 }
 
+/// A node the kernel forgot, remembered so that its id can be revived.
+#[derive(Debug)]
+struct Forgotten {
+    key: InodeKey,
+    /// Its place in [`Nodes::age`].
+    seq: u64,
+    kept: Kept,
+}
+
+/// What a forgotten node keeps of its inode.
+#[derive(Debug)]
+enum Kept {
+    /// Just forgotten: the thread that handled the FORGET is taking the
+    /// source handle. The fd is still open (here), so the inode cannot
+    /// have been freed and its key still means it.
+    Taking(Arc<Inode>),
+    /// The source's handle of the inode; nothing is held open.
+    Handle(SourceHandle),
+}
+
 #[derive(Debug)]
 struct Nodes {
     by_id: HashMap<NodeId, Slot>,
+    /// The node id of every live and every forgotten entry, by key.
     by_key: HashMap<InodeKey, NodeId>,
-    /// The next node id to hand out. Ids are never reused, so a node id the
-    /// kernel still holds can never come to mean another inode.
+    /// The next node id to hand out. Ids are never reused for another
+    /// inode, so a node id the kernel holds, or holds in a file handle,
+    /// can never come to mean another inode.
     next_id: u64,
+    /// Forgotten nodes (never also in `by_id`).
+    forgotten: HashMap<NodeId, Forgotten>,
+    /// Forgotten nodes, oldest first, for dropping the oldest beyond
+    /// `max_forgotten`.
+    age: BTreeMap<u64, NodeId>,
+    next_seq: u64,
 }
 
 /// The table. Cheap to share by reference between worker threads.
 #[derive(Debug)]
 pub(crate) struct InodeTable {
     nodes: RwLock<Nodes>,
+    /// When the source has file handles that the daemon may open: the
+    /// source root and the id of the mount it is on. Only inodes on that
+    /// mount are remembered: a handle means nothing on another filesystem.
+    /// `None`: forgotten nodes are not remembered.
+    handles: Option<HandleMount>,
+    /// The most forgotten nodes remembered; the oldest go first.
+    max_forgotten: usize,
 }
 
 impl InodeTable {
-    /// A table holding only the root, `NodeId::ROOT`, for `root_fd`.
-    pub(crate) fn new(root_fd: OwnedFd, root: &libc::stat) -> InodeTable {
+    /// A table holding only the root, `NodeId::ROOT`, for `root_fd`,
+    /// remembering up to `max_forgotten` forgotten nodes (0: none).
+    pub(crate) fn new(root_fd: OwnedFd, root: &libc::stat, max_forgotten: usize) -> InodeTable {
         let key = InodeKey::of(root);
         let inode = Arc::new(Inode::new(root_fd, root));
+        let handles = if max_forgotten == 0 {
+            None
+        } else {
+            HandleMount::of(&inode)
+        };
         let mut by_id = HashMap::new();
         by_id.insert(
             NodeId::ROOT,
             Slot {
-                inode,
+                inode: inode.clone(),
                 key,
                 lookups: 1,
             },
@@ -140,7 +195,12 @@ impl InodeTable {
                 by_id,
                 by_key: HashMap::from([(key, NodeId::ROOT)]),
                 next_id: NodeId::ROOT.0 + 1,
+                forgotten: HashMap::new(),
+                age: BTreeMap::new(),
+                next_seq: 0,
             }),
+            handles,
+            max_forgotten,
         }
     }
 
@@ -171,11 +231,19 @@ impl InodeTable {
     /// Counts one more lookup of the inode `fd` refers to (`st` is its
     /// stat), adding an entry for it if it has none. Returns the node id
     /// and its inode. When the inode was already known, `fd` is closed
-    /// (after the lock is released) and the entry's own fd kept.
+    /// (after the lock is released) and the entry's own fd kept. An inode
+    /// the kernel forgot gets its old node id back.
     pub(crate) fn acquire(&self, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
         let key = InodeKey::of(st);
-        let mut nodes = self.write();
-        if let Some(&node) = nodes.by_key.get(&key) {
+        // The source handle of `fd`, taken (without the lock) only when the
+        // key is that of a forgotten node: `None` until then, `Some(None)`
+        // when the source gave none.
+        let mut handle: Option<Option<SourceHandle>> = None;
+        loop {
+            let mut nodes = self.write();
+            let Some(&node) = nodes.by_key.get(&key) else {
+                return nodes.insert_new(key, fd, st);
+            };
             if let Some(slot) = nodes.by_id.get_mut(&node) {
                 slot.lookups += 1;
                 let inode = slot.inode.clone();
@@ -183,23 +251,114 @@ impl InodeTable {
                 drop(fd);
                 return (node, inode);
             }
-            // A key without its id would be a bug of this module; heal the
-            // map by inserting afresh below rather than failing the lookup.
-            tracing::error!(node = node.0, "inode table out of step; re-adding");
+            let same = match nodes.forgotten.get(&node).map(|f| &f.kept) {
+                // Its fd is still open, so the key still means that inode.
+                Some(Kept::Taking(_)) => true,
+                Some(Kept::Handle(old)) => match &handle {
+                    None => {
+                        drop(nodes);
+                        handle = Some(sys::name_to_handle(fd.as_fd()).ok().map(|(h, _)| h));
+                        // The table may change meanwhile: look again.
+                        continue;
+                    }
+                    // Different handles: the source gave the inode number
+                    // of the forgotten file (which is gone) to a new one.
+                    Some(new) => new.as_ref() == Some(old),
+                },
+                None => {
+                    // A key without its id would be a bug of this module;
+                    // heal the map by inserting afresh rather than failing
+                    // the lookup.
+                    tracing::error!(node = node.0, "inode table out of step; re-adding");
+                    false
+                }
+            };
+            if !same {
+                let gone = nodes.drop_forgotten(node);
+                let found = nodes.insert_new(key, fd, st);
+                drop(nodes);
+                drop(gone);
+                return found;
+            }
+            let inode = match nodes.take_forgotten(node).map(|f| f.kept) {
+                Some(Kept::Taking(inode)) => inode,
+                _ => Arc::new(Inode::new(fd, st)),
+            };
+            nodes.insert_live(node, key, inode.clone());
+            return (node, inode);
         }
-        let node = NodeId(nodes.next_id);
-        nodes.next_id += 1;
-        let inode = Arc::new(Inode::new(fd, st));
-        nodes.by_id.insert(
-            node,
-            Slot {
-                inode: inode.clone(),
-                key,
-                lookups: 1,
-            },
-        );
-        nodes.by_key.insert(key, node);
-        (node, inode)
+    }
+
+    /// One more lookup of `node` itself (LOOKUP "."): of a live node, or of
+    /// a forgotten one, revived from its source handle under its old id.
+    /// ESTALE when the node is unknown or its inode no longer exists.
+    pub(crate) fn acquire_or_revive(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        let (key, handle) = {
+            let mut nodes = self.write();
+            if let Some(slot) = nodes.by_id.get_mut(&node) {
+                slot.lookups += 1;
+                return Ok(slot.inode.clone());
+            }
+            let Some(forgotten) = nodes.forgotten.get(&node) else {
+                tracing::debug!(node = node.0, "LOOKUP \".\" of an unknown node");
+                return Err(Errno::ESTALE);
+            };
+            let key = forgotten.key;
+            match &forgotten.kept {
+                Kept::Handle(h) => (key, h.clone()),
+                Kept::Taking(_) => {
+                    let Some(Kept::Taking(inode)) = nodes.take_forgotten(node).map(|f| f.kept)
+                    else {
+                        unreachable!("matched above under the same lock");
+                    };
+                    nodes.insert_live(node, key, inode.clone());
+                    return Ok(inode);
+                }
+            }
+        };
+        let gone = || {
+            tracing::debug!(node = node.0, "a forgotten node is gone from the source");
+            let dropped = self.write().drop_forgotten_if(node, &handle);
+            drop(dropped);
+            Err(Errno::ESTALE)
+        };
+        let Some(mount) = &self.handles else {
+            unreachable!("nodes are remembered only with source handles");
+        };
+        let fd = match mount.open(&handle) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => return gone(),
+            Err(e) => {
+                tracing::debug!(node = node.0, "cannot reopen a forgotten node: {e}");
+                return Err(e.into());
+            }
+        };
+        let st = sys::stat_fd(fd.as_fd())?;
+        // A file deleted but still open somewhere can still be opened by
+        // handle; through the mount it is gone all the same.
+        if InodeKey::of(&st) != key || st.st_nlink == 0 {
+            return gone();
+        }
+        let mut nodes = self.write();
+        if let Some(slot) = nodes.by_id.get_mut(&node) {
+            // Revived by another thread meanwhile.
+            slot.lookups += 1;
+            return Ok(slot.inode.clone());
+        }
+        match nodes.by_key.get(&key) {
+            // Still forgotten, or dropped meanwhile (the bound) with its key
+            // free: the inode was verified above either way.
+            Some(&n) if n == node => {}
+            None => {}
+            // Another node has the key now: this id no longer means it.
+            Some(_) => return Err(Errno::ESTALE),
+        }
+        let stale = nodes.take_forgotten(node);
+        let inode = Arc::new(Inode::new(fd, &st));
+        nodes.insert_live(node, key, inode.clone());
+        drop(nodes);
+        drop(stale);
+        Ok(inode)
     }
 
     /// Counts one more lookup of a node the kernel already holds (LINK
@@ -215,15 +374,11 @@ impl InodeTable {
         }
     }
 
-    /// Subtracts `nlookup` from `node`'s count and drops the entry at zero.
-    /// Unknown nodes and the root are logged and ignored.
+    /// Subtracts `nlookup` from `node`'s count; at zero the entry becomes a
+    /// forgotten one (or goes). Unknown nodes and the root are logged and
+    /// ignored.
     pub(crate) fn forget(&self, node: NodeId, nlookup: u64) {
-        let released = {
-            let mut nodes = self.write();
-            forget_locked(&mut nodes, node, nlookup)
-        };
-        // Closing the fd happens here, outside the lock.
-        drop(released);
+        self.forget_many(&mut std::iter::once((node, nlookup)));
     }
 
     /// [`forget`](Self::forget) for many nodes under one lock.
@@ -231,70 +386,264 @@ impl InodeTable {
         let mut released = Vec::new();
         {
             let mut nodes = self.write();
+            let remember = self.handles.is_some();
             for (node, nlookup) in forgets {
-                if let Some(inode) = forget_locked(&mut nodes, node, nlookup) {
-                    released.push(inode);
+                if let Some(inode) = nodes.forget(node, nlookup, remember) {
+                    released.push((node, inode));
                 }
             }
         }
+        if let Some(mount) = &self.handles {
+            self.take_handles(mount.id, released);
+        }
+        // Otherwise the fds close here, outside the lock.
+    }
+
+    /// Second half of FORGET, without the lock: the source handle of each
+    /// node just forgotten, then under the lock once more, each `Taking`
+    /// entry turned into a `Handle` one, or dropped when the inode has no
+    /// handle, is on another mount or has no name left (deleted: through
+    /// the mount too). Then the oldest forgotten nodes beyond the bound go.
+    fn take_handles(&self, mount: libc::c_int, released: Vec<(NodeId, Arc<Inode>)>) {
+        if released.is_empty() {
+            return;
+        }
+        let handles: Vec<(NodeId, Option<SourceHandle>)> = released
+            .iter()
+            .map(|(node, inode)| (*node, source_handle(inode, mount)))
+            .collect();
+        let mut dropped = Vec::new();
+        {
+            let mut nodes = self.write();
+            for (node, handle) in handles {
+                let Some(forgotten) = nodes.forgotten.get_mut(&node) else {
+                    // Revived (or dropped) meanwhile.
+                    continue;
+                };
+                if !matches!(forgotten.kept, Kept::Taking(_)) {
+                    // Revived and forgotten again, and its handle taken by
+                    // the thread of that FORGET.
+                    continue;
+                }
+                match handle {
+                    Some(h) => forgotten.kept = Kept::Handle(h),
+                    None => dropped.extend(nodes.drop_forgotten(node)),
+                }
+            }
+            while nodes.forgotten.len() > self.max_forgotten {
+                let Some((_, oldest)) = nodes.age.pop_first() else {
+                    break;
+                };
+                dropped.extend(nodes.drop_forgotten(oldest));
+            }
+        }
+        // The fds close here, outside the lock.
+        drop(dropped);
         drop(released);
     }
 
-    /// Entries in the table, the root included.
+    /// Entries in the table, the root included: the live ones, not the
+    /// forgotten.
     pub(crate) fn len(&self) -> usize {
         self.read().by_id.len()
     }
 
+    /// Forgotten nodes remembered.
+    pub(crate) fn forgotten_len(&self) -> usize {
+        self.read().forgotten.len()
+    }
+
     /// Drops every entry but the root (the session ended: the kernel holds
-    /// no node ids any more).
+    /// no node ids any more, nor can it decode its file handles).
     pub(crate) fn clear(&self) {
-        let released: Vec<Slot> = {
+        let released: (Vec<Slot>, HashMap<NodeId, Forgotten>) = {
             let mut nodes = self.write();
             let root = nodes.by_id.remove(&NodeId::ROOT);
             let rest = nodes.by_id.drain().map(|(_, s)| s).collect();
             nodes.by_key.clear();
+            nodes.age.clear();
+            let forgotten = std::mem::take(&mut nodes.forgotten);
             if let Some(root) = root {
                 nodes.by_key.insert(root.key, NodeId::ROOT);
                 nodes.by_id.insert(NodeId::ROOT, root);
             }
-            rest
+            (rest, forgotten)
         };
         drop(released);
     }
 }
 
-/// The body of FORGET; returns the inode to close when the entry went.
-fn forget_locked(nodes: &mut Nodes, node: NodeId, nlookup: u64) -> Option<Arc<Inode>> {
-    if node == NodeId::ROOT {
-        // The root lives as long as the filesystem; its count is not kept.
-        return None;
+/// The source handle to remember `inode` by: `None` when the source has
+/// none for it, when it is on a mount other than the root's (a handle is
+/// opened on the root's filesystem) or when it has no name left.
+fn source_handle(inode: &Inode, mount: libc::c_int) -> Option<SourceHandle> {
+    match sys::stat_fd(inode.fd.as_fd()) {
+        Ok(st) if st.st_nlink > 0 => {}
+        _ => return None,
     }
-    let Some(slot) = nodes.by_id.get_mut(&node) else {
-        tracing::warn!(
-            node = node.0,
-            nlookup,
-            "FORGET for an unknown node; ignored"
+    match sys::name_to_handle(inode.fd.as_fd()) {
+        Ok((handle, m)) if m == mount => Some(handle),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("no source file handle for a forgotten node: {e}");
+            None
+        }
+    }
+}
+
+/// The source root, for `open_by_handle_at`.
+#[derive(Debug)]
+struct HandleMount {
+    /// The root's entry.
+    root: Arc<Inode>,
+    /// The id of the mount it is on, as `name_to_handle_at` gives it.
+    id: libc::c_int,
+}
+
+impl HandleMount {
+    /// The source root's, when the source has file handles the daemon can
+    /// open again (which needs CAP_DAC_READ_SEARCH): tried once, on the
+    /// root itself. `None` (logged at debug) otherwise.
+    fn of(root: &Arc<Inode>) -> Option<HandleMount> {
+        let tried = sys::name_to_handle(root.fd.as_fd()).and_then(|(handle, id)| {
+            let mount = HandleMount {
+                root: root.clone(),
+                id,
+            };
+            mount.open(&handle)?;
+            Ok(mount)
+        });
+        match tried {
+            Ok(mount) => Some(mount),
+            Err(e) => {
+                tracing::debug!(
+                    "source file handles unavailable ({e}); nodes the kernel forgets are not \
+                     remembered, and kernel file handles of them go stale"
+                );
+                None
+            }
+        }
+    }
+
+    /// `open_by_handle_at` of `handle` on the source, `O_PATH`. The mount
+    /// fd it needs may not be `O_PATH`: the root is opened for the call
+    /// (rather than kept open, which would be a descriptor per filesystem
+    /// besides the table's one per node).
+    fn open(&self, handle: &SourceHandle) -> std::io::Result<OwnedFd> {
+        let mount = sys::openat(
+            self.root.fd.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        sys::open_by_handle(mount.as_fd(), handle, libc::O_PATH)
+    }
+}
+
+impl Nodes {
+    /// A new node id for the inode `fd` refers to, with one lookup.
+    fn insert_new(&mut self, key: InodeKey, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
+        let node = NodeId(self.next_id);
+        self.next_id += 1;
+        let inode = Arc::new(Inode::new(fd, st));
+        self.insert_live(node, key, inode.clone());
+        (node, inode)
+    }
+
+    /// `node` live, with one lookup.
+    fn insert_live(&mut self, node: NodeId, key: InodeKey, inode: Arc<Inode>) {
+        self.by_id.insert(
+            node,
+            Slot {
+                inode,
+                key,
+                lookups: 1,
+            },
         );
-        return None;
-    };
-    if nlookup > slot.lookups {
-        tracing::warn!(
-            node = node.0,
-            nlookup,
-            held = slot.lookups,
-            "FORGET of more lookups than given; dropping the node"
+        self.by_key.insert(key, node);
+    }
+
+    /// Takes `node` out of the forgotten nodes, leaving its key in
+    /// `by_key` (for the caller to make live).
+    fn take_forgotten(&mut self, node: NodeId) -> Option<Forgotten> {
+        let forgotten = self.forgotten.remove(&node)?;
+        self.age.remove(&forgotten.seq);
+        Some(forgotten)
+    }
+
+    /// Forgets a forgotten node for good: its id will not be revived. The
+    /// caller drops what is returned after releasing the lock.
+    fn drop_forgotten(&mut self, node: NodeId) -> Option<Forgotten> {
+        let forgotten = self.take_forgotten(node)?;
+        if self.by_key.get(&forgotten.key) == Some(&node) {
+            self.by_key.remove(&forgotten.key);
+        }
+        Some(forgotten)
+    }
+
+    /// [`drop_forgotten`](Self::drop_forgotten), if `node` still has
+    /// `handle` (and was not revived or replaced meanwhile).
+    fn drop_forgotten_if(&mut self, node: NodeId, handle: &SourceHandle) -> Option<Forgotten> {
+        match self.forgotten.get(&node) {
+            Some(Forgotten {
+                kept: Kept::Handle(h),
+                ..
+            }) if h == handle => self.drop_forgotten(node),
+            _ => None,
+        }
+    }
+
+    /// The body of FORGET. At zero lookups the entry leaves `by_id`; with
+    /// `remember` it becomes a forgotten node (still `Taking` its handle)
+    /// and its inode is returned for the caller to take the handle from;
+    /// otherwise the inode is returned to be closed.
+    fn forget(&mut self, node: NodeId, nlookup: u64, remember: bool) -> Option<Arc<Inode>> {
+        if node == NodeId::ROOT {
+            // The root lives as long as the filesystem; its count is not kept.
+            return None;
+        }
+        let Some(slot) = self.by_id.get_mut(&node) else {
+            tracing::warn!(
+                node = node.0,
+                nlookup,
+                "FORGET for an unknown node; ignored"
+            );
+            return None;
+        };
+        if nlookup > slot.lookups {
+            tracing::warn!(
+                node = node.0,
+                nlookup,
+                held = slot.lookups,
+                "FORGET of more lookups than given; dropping the node"
+            );
+        }
+        slot.lookups = slot.lookups.saturating_sub(nlookup);
+        if slot.lookups > 0 {
+            return None;
+        }
+        let slot = self.by_id.remove(&node)?;
+        // Only the node the key points at is remembered (or unmapped).
+        if self.by_key.get(&slot.key) != Some(&node) {
+            return Some(slot.inode);
+        }
+        if !remember {
+            self.by_key.remove(&slot.key);
+            return Some(slot.inode);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.age.insert(seq, node);
+        self.forgotten.insert(
+            node,
+            Forgotten {
+                key: slot.key,
+                seq,
+                kept: Kept::Taking(slot.inode.clone()),
+            },
         );
+        Some(slot.inode)
     }
-    slot.lookups = slot.lookups.saturating_sub(nlookup);
-    if slot.lookups > 0 {
-        return None;
-    }
-    let slot = nodes.by_id.remove(&node)?;
-    // Only drop the key if it still points at this node.
-    if nodes.by_key.get(&slot.key) == Some(&node) {
-        nodes.by_key.remove(&slot.key);
-    }
-    Some(slot.inode)
 }
 
 #[cfg(test)]
@@ -311,7 +660,7 @@ mod tests {
 
     fn table() -> InodeTable {
         let (fd, st) = open_path(c"/");
-        InodeTable::new(fd, &st)
+        InodeTable::new(fd, &st, 1 << 20)
     }
 
     #[test]
@@ -391,5 +740,109 @@ mod tests {
         assert_eq!(t.len(), 1);
         let (fd, st) = open_path(c"/");
         assert_eq!(t.acquire(fd, &st).0, NodeId::ROOT);
+    }
+
+    /// A table over a fresh directory holding `names` (files), remembering
+    /// up to `max` forgotten nodes.
+    fn dir_table(names: &[&str], max: usize) -> (tempfile::TempDir, InodeTable) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in names {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let (fd, st) = open_path(&c_path(dir.path()));
+        (dir, InodeTable::new(fd, &st, max))
+    }
+
+    fn c_path(path: &std::path::Path) -> std::ffi::CString {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap()
+    }
+
+    fn look(t: &InodeTable, path: &std::path::Path) -> (NodeId, libc::ino_t) {
+        let (fd, st) = open_path(&c_path(path));
+        (t.acquire(fd, &st).0, st.st_ino)
+    }
+
+    #[test]
+    fn a_forgotten_node_revives_under_its_id() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        let (a, ino) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.forgotten_len(), 1);
+        // LOOKUP ".": reopened by its source handle, the same inode.
+        let inode = t.acquire_or_revive(a).unwrap();
+        assert_eq!(sys::stat_fd(inode.fd.as_fd()).unwrap().st_ino, ino);
+        assert_eq!((t.len(), t.forgotten_len()), (2, 0));
+        t.forget(a, 1);
+        // By name, too, the inode gets its old id back.
+        assert_eq!(look(&t, &dir.path().join("a")).0, a);
+        assert_eq!(t.forgotten_len(), 0);
+        // Another inode never gets it.
+        assert_ne!(look(&t, &dir.path().join("b")).0, a);
+    }
+
+    #[test]
+    fn a_deleted_node_is_stale() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        // Deleted while the kernel held it: not remembered at all.
+        let (a, _) = look(&t, &dir.path().join("a"));
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        t.forget(a, 1);
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        // Deleted after it was forgotten: the source says ESTALE, and the
+        // entry goes.
+        let (b, _) = look(&t, &dir.path().join("b"));
+        t.forget(b, 1);
+        assert_eq!(t.forgotten_len(), 1);
+        std::fs::remove_file(dir.path().join("b")).unwrap();
+        assert_eq!(t.acquire_or_revive(b).unwrap_err(), Errno::ESTALE);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+    }
+
+    #[test]
+    fn the_oldest_forgotten_nodes_go_beyond_the_bound() {
+        let (dir, t) = dir_table(&["a", "b", "c"], 2);
+        let ids: Vec<NodeId> = ["a", "b", "c"]
+            .iter()
+            .map(|n| look(&t, &dir.path().join(n)).0)
+            .collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        assert_eq!(t.forgotten_len(), 2);
+        assert_eq!(t.acquire_or_revive(ids[0]).unwrap_err(), Errno::ESTALE);
+        assert!(t.acquire_or_revive(ids[1]).is_ok());
+        assert!(t.acquire_or_revive(ids[2]).is_ok());
+        // Beyond the bound a name still finds its inode, under a new id.
+        let again = look(&t, &dir.path().join("a")).0;
+        assert!(again.0 > ids[2].0);
+    }
+
+    #[test]
+    fn a_bound_of_zero_remembers_nothing() {
+        let (dir, t) = dir_table(&["a"], 0);
+        let (a, _) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        assert!(look(&t, &dir.path().join("a")).0 .0 > a.0);
+    }
+
+    #[test]
+    fn a_reused_inode_number_is_another_file() {
+        let (dir, t) = dir_table(&["a", "b"], 16);
+        let (a, _) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        // What the source does when it gives a freed inode number to a new
+        // file: same key, another handle (here: b's).
+        let (b_fd, _) = open_path(&c_path(&dir.path().join("b")));
+        let (other, _) = sys::name_to_handle(b_fd.as_fd()).unwrap();
+        t.write().forgotten.get_mut(&a).unwrap().kept = Kept::Handle(other);
+        let again = look(&t, &dir.path().join("a")).0;
+        assert!(again.0 > a.0, "a new file must not take the old node id");
+        assert_eq!(t.forgotten_len(), 0);
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
     }
 }

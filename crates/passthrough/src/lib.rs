@@ -24,7 +24,9 @@
 //! How it works, one module each:
 //! - the inode table (`inode`): one entry per source inode, keyed by
 //!   (st_dev, st_ino), holding an `O_PATH` fd and the kernel's lookup
-//!   count; node ids are never reused;
+//!   count; node ids are never reused for another inode, and a node the
+//!   kernel forgot is remembered by the source's file handle so that
+//!   the kernel's file handles (NFS export) of it still resolve;
 //! - open files and directories (`handle`, `dir`): an fh indexes a
 //!   sharded table; directory streams read `getdents64` and resume from
 //!   the source's own cookies;

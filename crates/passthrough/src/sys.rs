@@ -557,6 +557,98 @@ pub(crate) fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize
     }
 }
 
+/// The most bytes a file handle takes (`MAX_HANDLE_SZ` of the kernel).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle: the header the
+/// C library declares, followed by the flexible array's bytes.
+#[repr(C)]
+struct HandleBuf {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+impl HandleBuf {
+    fn as_mut_ptr(&mut self) -> *mut libc::file_handle {
+        std::ptr::from_mut(self).cast()
+    }
+}
+
+/// A source filesystem's own handle of one of its inodes, from
+/// [`name_to_handle`]: it names the inode (and, on filesystems that reuse
+/// inode numbers, its generation) without holding it open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SourceHandle {
+    handle_type: libc::c_int,
+    bytes: Box<[u8]>,
+}
+
+/// `name_to_handle_at(fd, "", &handle, &mount_id, AT_EMPTY_PATH)` —
+/// [name_to_handle_at(2)]: the handle of the inode `fd` refers to (an
+/// `O_PATH` fd will do) and the id of the mount it was reached through.
+/// EOPNOTSUPP when the source filesystem has no file handles.
+///
+/// [name_to_handle_at(2)]: https://man7.org/linux/man-pages/man2/name_to_handle_at.2.html
+pub(crate) fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(SourceHandle, libc::c_int)> {
+    let mut buf = HandleBuf {
+        handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a `struct file_handle` whose header announces the
+    // MAX_HANDLE_SZ bytes that follow it, the most the kernel writes; the
+    // path is an empty NUL-terminated string; `mount_id` is a valid
+    // out-pointer; `fd` is open for the call.
+    check(unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    let len = (buf.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok((
+        SourceHandle {
+            handle_type: buf.handle_type,
+            bytes: buf.f_handle[..len].into(),
+        },
+        mount_id,
+    ))
+}
+
+/// `open_by_handle_at(mount, &handle, flags)` — [open_by_handle_at(2)],
+/// with `O_CLOEXEC`: opens the inode `handle` names on the filesystem
+/// `mount` is on. ESTALE when that inode no longer exists. Needs
+/// CAP_DAC_READ_SEARCH.
+///
+/// [open_by_handle_at(2)]: https://man7.org/linux/man-pages/man2/open_by_handle_at.2.html
+pub(crate) fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    handle: &SourceHandle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let mut buf = HandleBuf {
+        handle_bytes: handle.bytes.len() as libc::c_uint,
+        handle_type: handle.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    // A SourceHandle only comes from name_to_handle, so it fits.
+    buf.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    // SAFETY: `buf` is a `struct file_handle` whose header gives the
+    // length of the bytes that follow it (at most MAX_HANDLE_SZ, all
+    // inside `buf`); the kernel only reads it. `mount` is open for the
+    // call; a non-negative result is a new descriptor nobody else owns.
+    let fd = check(unsafe {
+        libc::open_by_handle_at(mount.as_raw_fd(), buf.as_mut_ptr(), flags | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: as above: a fresh descriptor from open_by_handle_at(2).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `fcntl(fd, F_DUPFD_CLOEXEC, 0)` — a second descriptor for the same open
 /// file, see [dup(2)].
 ///

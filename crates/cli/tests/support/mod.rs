@@ -433,3 +433,89 @@ pub fn stop_child(pid: u32) {
     let code = info.si_code;
     assert_eq!(code, libc::CLD_STOPPED, "the daemon did not stop: {code}");
 }
+
+/// `MAX_HANDLE_SZ`: the most bytes a file handle takes.
+const MAX_HANDLE_SZ: usize = 128;
+
+/// A file handle from `name_to_handle_at(2)`, as an NFS server keeps one:
+/// `struct file_handle` with room for the largest handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
+pub struct FileHandle {
+    handle_bytes: libc::c_uint,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+impl FileHandle {
+    /// The handle of `path` (a final symlink not followed).
+    pub fn of(path: &Path) -> Result<FileHandle, Errno> {
+        let mut handle = FileHandle {
+            handle_bytes: MAX_HANDLE_SZ as libc::c_uint,
+            handle_type: 0,
+            f_handle: [0; MAX_HANDLE_SZ],
+        };
+        let path = c(path);
+        let mut mount_id = 0;
+        // SAFETY: `handle` is a `struct file_handle` whose header announces
+        // the MAX_HANDLE_SZ bytes that follow it; `path` is NUL-terminated;
+        // `mount_id` is a valid out-pointer.
+        let r = unsafe {
+            libc::name_to_handle_at(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                std::ptr::from_mut(&mut handle).cast(),
+                &mut mount_id,
+                0,
+            )
+        };
+        if r == 0 {
+            Ok(handle)
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    /// `open_by_handle_at(2)` of this handle on the filesystem `mount` (an
+    /// fd opened on it, not `O_PATH`) is on, with `flags` and `O_CLOEXEC`.
+    pub fn open(
+        &self,
+        mount: &impl std::os::fd::AsFd,
+        flags: libc::c_int,
+    ) -> Result<std::os::fd::OwnedFd, Errno> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut handle = self.clone();
+        // SAFETY: `handle` is a `struct file_handle` name_to_handle_at
+        // filled in, valid for the length its header gives;
+        // open_by_handle_at only reads it. `mount` is open for the call.
+        let fd = unsafe {
+            libc::open_by_handle_at(
+                mount.as_fd().as_raw_fd(),
+                std::ptr::from_mut(&mut handle).cast(),
+                flags | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// A directory fd on the filesystem at `path`, as
+/// [`FileHandle::open`] wants one (`open_by_handle_at` refuses `O_PATH`).
+pub fn mount_fd(path: &Path) -> std::os::fd::OwnedFd {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap()
+}
+
+/// The errno of the last failed libc call.
+fn last_errno() -> Errno {
+    Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
+}

@@ -19,11 +19,15 @@ use crate::sys;
 /// prevent that, and nothing the kernel sends can cause it.)
 ///
 /// The kernel sends "." and ".." only for NFS export; ordinary path walks
-/// resolve them itself.
+/// resolve them itself. "." comes when the kernel decodes a file handle of
+/// a node it no longer caches: the node may be a forgotten one, revived
+/// here (see `inode`).
 pub(super) fn lookup(fs: &PassthroughFs, parent: NodeId, name: &OsStr) -> Result<Entry, Errno> {
     match name.as_bytes() {
         b"." => same_node(fs, parent),
         b".." if parent == NodeId::ROOT => same_node(fs, NodeId::ROOT),
+        // The kernel asks ".." only of a directory it holds, found by file
+        // handle, to reconnect it to the tree.
         b".." => {
             let dir = fs.inode(parent)?;
             // Its ".." may be the root: `acquire` then finds the root's key
@@ -37,9 +41,9 @@ pub(super) fn lookup(fs: &PassthroughFs, parent: NodeId, name: &OsStr) -> Result
     }
 }
 
-/// One more lookup of `node` itself.
+/// One more lookup of `node` itself, reviving it if the kernel forgot it.
 fn same_node(fs: &PassthroughFs, node: NodeId) -> Result<Entry, Errno> {
-    let inode = fs.inodes.acquire_existing(node)?;
+    let inode = fs.inodes.acquire_or_revive(node)?;
     match sys::stat_fd(inode.fd.as_fd()) {
         Ok(st) => Ok(fs.entry(node, &st)),
         Err(e) => {
