@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn remembered_handles() {
         let fs = |args: &[&str]| parse(args).unwrap().fs.remembered_handles;
-        assert_eq!(fs(&["/s", "/m"]), 1 << 20);
+        assert_eq!(fs(&["/s", "/m"]), 1 << 18);
         assert_eq!(fs(&["-o", "remembered_handles=0", "/s", "/m"]), 0);
         assert_eq!(fs(&["-o", "remembered_handles=500", "/s", "/m"]), 500);
         assert!(parse(&["-o", "remembered_handles=-1", "/s", "/m"]).is_err());

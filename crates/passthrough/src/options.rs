@@ -36,7 +36,8 @@ pub struct Options {
     /// forgotten node id reopens the inode by its source handle and
     /// revives the node under the same id. Beyond this bound the oldest
     /// go, and a kernel file handle of one of those gives ESTALE. About
-    /// 200 bytes each; 0 remembers none. Default 1 << 20 (1,048,576).
+    /// 200 bytes each; 0 remembers none. Default 1 << 18 (262,144: up to some
+    /// 50 MiB).
     pub remembered_handles: usize,
 }
 
@@ -49,7 +50,7 @@ impl Default for Options {
             direct_io: false,
             switch_credentials: false,
             xattr: true,
-            remembered_handles: 1 << 20,
+            remembered_handles: 1 << 18,
         }
     }
 }
@@ -106,6 +107,6 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(1));
         assert!(o.xattr && !o.direct_io && !o.kernel_passthrough && !o.switch_credentials);
         assert_eq!(o.bypass_rw, BypassRw::Off);
-        assert_eq!(o.remembered_handles, 1 << 20);
+        assert_eq!(o.remembered_handles, 1 << 18);
     }
 }
