@@ -2,6 +2,15 @@
 # Installs what fastfuse's tests and bench need on a fresh Debian 12 machine.
 # Idempotent: only what is missing is installed. Run as root.
 set -euo pipefail
+# Mounts and package installs need root: as another user, go through sudo
+# (keeping PATH and HOME, where cargo lives) when there is one.
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then
+        exec sudo env PATH="$PATH" HOME="$HOME" "$0" "$@"
+    fi
+    echo "$(basename "$0"): run as root (mounts and package installs need it)" >&2
+    exit 1
+fi
 
 need=()
 for pkg in fuse3 fio mergerfs bindfs attr util-linux; do

@@ -2,6 +2,15 @@
 # Every check CI runs: set-up, formatting, lints, docs, and the tests (which
 # mount for real, so run as root).
 set -euo pipefail
+# Mounts and package installs need root: as another user, go through sudo
+# (keeping PATH and HOME, where cargo lives) when there is one.
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then
+        exec sudo env PATH="$PATH" HOME="$HOME" "$0" "$@"
+    fi
+    echo "$(basename "$0"): run as root (mounts and package installs need it)" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
