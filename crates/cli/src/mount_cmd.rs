@@ -111,10 +111,6 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let mut config = Config {
         writeback_cache: true,
         readdirplus: true,
-        // Enforced by the kernel, stored by the source; dropped in mount()
-        // where the source keeps none.
-        posix_acl: true,
-        dont_mask: true,
         // PassthroughFs clears suid/sgid itself when told to; without this
         // the kernel asks GETXATTR(security.capability) before every write.
         handle_killpriv_v2: true,
@@ -164,8 +160,8 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "remembered_handles" => fs.remembered_handles = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,
-            "acl" => config.posix_acl = true,
-            "noacl" | "no_acl" => config.posix_acl = false,
+            "acl" => fs.posix_acl = true,
+            "noacl" | "no_acl" => fs.posix_acl = false,
             "io_uring" => config.transport = TransportKind::Uring,
             "transport" => {
                 config.transport = value
@@ -231,10 +227,9 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     // ACLs live in xattrs, and the kernel enforces them only with
     // default_permissions, which FUSE_POSIX_ACL turns on: a mount told to
     // leave permissions to the daemon gets no ACL enforcement either.
-    if !fs.xattr || default_permissions == Some(false) {
-        config.posix_acl = false;
+    if default_permissions == Some(false) {
+        fs.posix_acl = false;
     }
-    config.dont_mask = config.posix_acl;
     if mount.fsname == "fastfuse" {
         mount.fsname = source.display().to_string();
     }
@@ -299,12 +294,7 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
     }
     let fs = PassthroughFs::new(&plan.source, plan.fs)
         .with_context(|| format!("source {}", plan.source.display()))?;
-    let mut config = plan.config;
-    if config.posix_acl && !fs.source_has_posix_acls() {
-        tracing::info!("the source keeps no POSIX ACLs; mounting without them");
-        config.posix_acl = false;
-        config.dont_mask = false;
-    }
+    let config = plan.config;
     let asked_timeout = config.request_timeout;
     let session = Session::mount(fs, &plan.mountpoint, &plan.mount, config)?;
     let n = session.connection().negotiated();

@@ -42,19 +42,6 @@ pub struct Config {
     pub handle_killpriv_v2: bool,
     /// Ask for READDIRPLUS (adaptive).
     pub readdirplus: bool,
-    /// Ask for POSIX ACLs (`FUSE_POSIX_ACL`): the kernel then checks access
-    /// against the ACLs it reads through GETXATTR, caches them, clears its
-    /// cached attributes after an ACL changes, and turns
-    /// `default_permissions` on. The filesystem must store
-    /// `system.posix_acl_access` and `system.posix_acl_default`, update the
-    /// mode when the access ACL changes, and apply default ACLs to new
-    /// files; with it the kernel stops applying the umask to new files
-    /// itself only if [`Config::dont_mask`] is asked for too.
-    pub posix_acl: bool,
-    /// Ask the kernel not to apply the caller's umask to the mode of new
-    /// files (`FUSE_DONT_MASK`): the filesystem gets the umask with each
-    /// create and applies it itself, where no default ACL applies instead.
-    pub dont_mask: bool,
     /// On the /dev/fuse transport, splice requests into a pipe so that
     /// large WRITEs reach [`Filesystem::write_spliced`] with their data
     /// still in the kernel. Holds max_write to what the pipe takes: 1016
@@ -97,8 +84,6 @@ impl Default for Config {
             parallel_dirops: true,
             handle_killpriv_v2: false,
             readdirplus: false,
-            posix_acl: false,
-            dont_mask: false,
             splice_write: false,
             mlock_buffers: true,
             io_flusher: true,

@@ -15,7 +15,7 @@ use crate::sys;
 use crate::types::NodeId;
 
 /// A handle on the session's FUSE connection. Cheap to clone; a filesystem
-/// may keep one from [`Filesystem::init`](crate::Filesystem::init).
+/// may keep one from [`Filesystem::ready`](crate::Filesystem::ready).
 #[derive(Debug, Clone)]
 pub struct Connection {
     negotiated: Negotiated,

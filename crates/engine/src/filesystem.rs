@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use crate::connection::Connection;
 use crate::dirent::{DirEntries, DirEntriesPlus};
 use crate::errno::Errno;
+use crate::init::{Capabilities, InitFlags};
 use crate::request::Caller;
 use crate::splice::PipeData;
 use crate::types::{
@@ -64,9 +65,24 @@ pub struct CopyRange {
 /// the panic left of it.
 #[allow(unused_variables, clippy::too_many_arguments)]
 pub trait Filesystem: Send + Sync + 'static {
-    /// Called once, after INIT was negotiated and before the reply is sent
-    /// and any other request is served. An error fails the mount.
-    fn init(&self, conn: &Connection) -> Result<(), Errno> {
+    /// Called once with what the kernel offers at INIT, before the engine
+    /// answers: `ask` holds the flags the [`Config`](crate::Config) asks
+    /// for, and the filesystem adds what it implements and drops what it
+    /// cannot serve (`fastfuse::abi::init` names them). A filesystem that
+    /// serves locks asks for `FUSE_POSIX_LOCKS` and `FUSE_FLOCK_LOCKS`
+    /// here; without them the kernel keeps fcntl and flock locks itself
+    /// and never calls [`getlk`](Filesystem::getlk) or
+    /// [`setlk`](Filesystem::setlk). An error refuses the connection and
+    /// fails the mount.
+    fn init(&self, kernel: &Capabilities, ask: &mut InitFlags) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    /// Called once INIT is agreed, before the reply is sent and any other
+    /// request is served; what was agreed is in
+    /// [`Connection::negotiated`]. Keep `conn` to send notifications. An
+    /// error fails the mount.
+    fn ready(&self, conn: &Connection) -> Result<(), Errno> {
         Ok(())
     }
 
@@ -342,14 +358,15 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Sets an extended attribute; `flags` are `setxattr(2)`'s. ENOSYS: the
-    /// kernel answers EOPNOTSUPP for all xattr calls from then on.
+    /// kernel answers EOPNOTSUPP to setxattr(2) from then on without asking
+    /// (it keeps one such flag per xattr operation: an ENOSYS here leaves
+    /// getxattr, listxattr and removexattr alone).
     ///
-    /// `acl_kill_sgid` (`FUSE_SETXATTR_ACL_KILL_SGID`, with
-    /// [`Config::posix_acl`]): a POSIX ACL set by a caller that is neither
-    /// in the file's group nor has CAP_FSETID, which must also clear the
-    /// file's set-group-ID bit, as setting the ACL directly would.
-    ///
-    /// [`Config::posix_acl`]: crate::Config::posix_acl
+    /// `acl_kill_sgid` (`FUSE_SETXATTR_ACL_KILL_SGID`, once
+    /// [`init`](Filesystem::init) asked for `FUSE_POSIX_ACL`): a POSIX ACL
+    /// set by a caller that is neither in the file's group nor has
+    /// CAP_FSETID, which must also clear the file's set-group-ID bit, as
+    /// setting the ACL directly would.
     fn setxattr(
         &self,
         req: &Caller,
@@ -405,8 +422,10 @@ pub trait Filesystem: Send + Sync + 'static {
         Err(Errno::ENOSYS)
     }
 
-    /// Tests for a POSIX lock (F_GETLK / F_OFD_GETLK). ENOSYS: the kernel
-    /// keeps locks locally and stops sending lock requests.
+    /// Tests for a POSIX lock (F_GETLK / F_OFD_GETLK). Sent only when
+    /// [`init`](Filesystem::init) asked for `FUSE_POSIX_LOCKS`; the kernel
+    /// then has no local fallback: an error, ENOSYS included, reaches the
+    /// caller of fcntl(2).
     fn getlk(
         &self,
         req: &Caller,
@@ -419,7 +438,10 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Takes or releases a lock; `flock` marks a BSD flock(2) lock rather
-    /// than a POSIX one. With `sleep` (SETLKW) a lock that is held
+    /// than a POSIX one. Sent for POSIX locks only when
+    /// [`init`](Filesystem::init) asked for `FUSE_POSIX_LOCKS`, for flocks
+    /// only with `FUSE_FLOCK_LOCKS`; errors, ENOSYS included, reach the
+    /// caller. With `sleep` (SETLKW) a lock that is held
     /// elsewhere must be waited for: do not block here, which would hold
     /// the worker (and, with as many waiters as workers, the unlock that
     /// would release them); [`Caller::defer`] the request and answer it
@@ -492,8 +514,12 @@ pub trait Filesystem: Send + Sync + 'static {
 /// Shares one filesystem between a session and its owner (for example a
 /// test that inspects the filesystem while it is mounted).
 impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
-    fn init(&self, conn: &Connection) -> Result<(), Errno> {
-        (**self).init(conn)
+    fn init(&self, kernel: &Capabilities, ask: &mut InitFlags) -> Result<(), Errno> {
+        (**self).init(kernel, ask)
+    }
+
+    fn ready(&self, conn: &Connection) -> Result<(), Errno> {
+        (**self).ready(conn)
     }
 
     fn destroy(&self) {

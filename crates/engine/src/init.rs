@@ -16,6 +16,66 @@ pub enum InitError {
     /// The kernel speaks a protocol older than this engine supports.
     #[error("kernel FUSE protocol {0}.{1} is older than 7.12, which this engine needs")]
     TooOld(u32, u32),
+    /// The filesystem's [`Filesystem::init`](crate::Filesystem::init)
+    /// refused the connection.
+    #[error("the filesystem refused INIT: {0}")]
+    Refused(crate::Errno),
+}
+
+/// What the kernel offers at INIT, as the filesystem sees it in
+/// [`Filesystem::init`](crate::Filesystem::init).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The kernel's protocol major version (7).
+    pub major: u32,
+    /// The minor version both sides will speak: the lower of the kernel's
+    /// and this engine's.
+    pub minor: u32,
+    /// Every `FUSE_*` INIT flag offered (`fastfuse::abi::init`), flags2 in
+    /// the high half.
+    pub flags: u64,
+}
+
+impl Capabilities {
+    /// Whether the kernel offers `flag` (all of its bits).
+    pub fn offers(&self, flag: u64) -> bool {
+        self.flags & flag == flag
+    }
+}
+
+/// The INIT flags a session asks the kernel for. It starts from what the
+/// [`Config`] asks; [`Filesystem::init`](crate::Filesystem::init) adds
+/// what only the filesystem can promise (locks, ACLs, ...) and drops what
+/// it cannot serve. Flags the kernel does not offer are left out of the
+/// reply whatever is asked. The engine still keeps the combinations the
+/// kernel refuses apart (kernel passthrough excludes the writeback cache)
+/// and asks for FUSE_OVER_IO_URING only when the configured transport
+/// sets up rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitFlags(u64);
+
+impl InitFlags {
+    /// Asks for `flag` (`fastfuse::abi::init`).
+    pub fn ask(&mut self, flag: u64) -> &mut Self {
+        self.0 |= flag;
+        self
+    }
+
+    /// Does not ask for `flag`.
+    pub fn skip(&mut self, flag: u64) -> &mut Self {
+        self.0 &= !flag;
+        self
+    }
+
+    /// Whether all of `flag` is asked for.
+    pub fn asks(&self, flag: u64) -> bool {
+        self.0 & flag == flag
+    }
+
+    /// The flags asked for, flags2 in the high half.
+    pub fn bits(&self) -> u64 {
+        self.0
+    }
 }
 
 /// What INIT agreed; the filesystem sees it through
@@ -109,10 +169,12 @@ pub enum InitReply {
 }
 
 /// The flags this engine asks for whatever the configuration, because they
-/// are how a modern server should talk to the kernel.
-const ALWAYS: u64 = FUSE_POSIX_LOCKS
-    | FUSE_BIG_WRITES
-    | FUSE_FLOCK_LOCKS
+/// are how a modern server should talk to the kernel. Not the lock flags:
+/// with them the kernel sends every fcntl and flock lock to the
+/// filesystem, so only a filesystem that implements locks asks for them
+/// (in [`Filesystem::init`](crate::Filesystem::init)); without them the
+/// kernel keeps locks itself, local to this machine.
+const ALWAYS: u64 = FUSE_BIG_WRITES
     | FUSE_ASYNC_DIO
     | FUSE_MAX_PAGES
     | FUSE_CACHE_SYMLINKS
@@ -124,12 +186,24 @@ const ALWAYS: u64 = FUSE_POSIX_LOCKS
     | FUSE_EXPORT_SUPPORT
     | FUSE_DIRECT_IO_ALLOW_MMAP;
 
-/// Decides the INIT reply. `max_pages_limit` is the kernel's
-/// `fs.fuse.max_pages_limit` sysctl (256 unless changed).
+/// Decides the INIT reply for `config` alone. `max_pages_limit` is the
+/// kernel's `fs.fuse.max_pages_limit` sysctl (256 unless changed).
 pub fn negotiate(
     kernel: &abi::InitIn,
     config: &Config,
     max_pages_limit: u32,
+) -> Result<InitReply, InitError> {
+    negotiate_with(kernel, config, max_pages_limit, |_, _| Ok(()))
+}
+
+/// As [`negotiate`], with `adjust` (the filesystem's
+/// [`init`](crate::Filesystem::init)) changing the flags asked for once
+/// it has seen what the kernel offers. An error from it refuses INIT.
+pub fn negotiate_with(
+    kernel: &abi::InitIn,
+    config: &Config,
+    max_pages_limit: u32,
+    adjust: impl FnOnce(&Capabilities, &mut InitFlags) -> Result<(), crate::Errno>,
 ) -> Result<InitReply, InitError> {
     let ours = abi::FUSE_KERNEL_VERSION;
     if kernel.major > ours {
@@ -159,8 +233,6 @@ pub fn negotiate(
             FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
         ),
         (config.passthrough, FUSE_PASSTHROUGH),
-        (config.posix_acl, FUSE_POSIX_ACL),
-        (config.dont_mask, FUSE_DONT_MASK),
         (config.transport != TransportKind::Dev, FUSE_OVER_IO_URING),
         (config.request_timeout != 0, FUSE_REQUEST_TIMEOUT),
         // Without the writeback cache, let the kernel drop cached pages
@@ -171,8 +243,20 @@ pub fn negotiate(
             wanted |= flag;
         }
     }
+    let caps = Capabilities {
+        major: kernel.major,
+        minor,
+        flags: offered,
+    };
+    let mut asked = InitFlags(wanted);
+    adjust(&caps, &mut asked).map_err(InitError::Refused)?;
+    wanted = asked.bits();
+    // Rings are set up only for a transport that uses them.
+    if config.transport == TransportKind::Dev {
+        wanted &= !FUSE_OVER_IO_URING;
+    }
     // The kernel refuses passthrough together with the writeback cache.
-    if config.passthrough && offered & FUSE_PASSTHROUGH != 0 {
+    if wanted & offered & FUSE_PASSTHROUGH != 0 {
         wanted &= !FUSE_WRITEBACK_CACHE;
     }
     // O_TRUNC in OPEN, but not with the writeback cache. With
@@ -395,5 +479,30 @@ mod tests {
         k.minor = 22;
         let (out, len, _) = agreed(negotiate(&k, &Config::default(), 256).unwrap());
         assert_eq!((out.minor, len), (22, 24));
+    }
+
+    #[test]
+    fn the_filesystem_adds_and_drops_flags() {
+        let (_, _, n) = agreed(negotiate(&kernel_618(), &Config::default(), 256).unwrap());
+        assert!(!n.has(FUSE_POSIX_LOCKS) && !n.has(FUSE_FLOCK_LOCKS));
+        let r = negotiate_with(&kernel_618(), &Config::default(), 256, |caps, ask| {
+            assert!(caps.offers(FUSE_POSIX_ACL));
+            assert!(ask.asks(FUSE_ASYNC_READ));
+            ask.ask(FUSE_POSIX_LOCKS | FUSE_OVER_IO_URING)
+                .skip(FUSE_ASYNC_READ);
+            Ok(())
+        });
+        let (out, _, n) = agreed(r.unwrap());
+        assert!(n.has(FUSE_POSIX_LOCKS) && !n.has(FUSE_ASYNC_READ));
+        assert_eq!(u64::from(out.flags) & FUSE_POSIX_LOCKS, FUSE_POSIX_LOCKS);
+        // Rings only for a transport that sets them up.
+        assert!(!n.has(FUSE_OVER_IO_URING));
+        let refused = negotiate_with(&kernel_618(), &Config::default(), 256, |_, _| {
+            Err(crate::Errno::EPERM)
+        });
+        assert_eq!(
+            refused.unwrap_err(),
+            InitError::Refused(crate::Errno::EPERM)
+        );
     }
 }

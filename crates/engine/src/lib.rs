@@ -68,7 +68,9 @@ pub use dirent::{DirEntries, DirEntriesPlus};
 pub use errno::Errno;
 pub use fastfuse_abi as abi;
 pub use filesystem::{CopyRange, Filesystem, OpenFlags};
-pub use init::{negotiate, InitError, InitReply, Negotiated};
+pub use init::{
+    negotiate, negotiate_with, Capabilities, InitError, InitFlags, InitReply, Negotiated,
+};
 pub use mount::{mount_device, mount_id, MountError, MountOptions};
 pub use request::Caller;
 pub use session::{BackgroundSession, Session, SessionError};

@@ -195,7 +195,7 @@ fn handshake<F: Filesystem>(
             sys::writev(dev.as_fd(), &[out.as_bytes(), payload])
                 .map_err(|e| SessionError::Io("replying to INIT", e))
         };
-        match init::negotiate(&kernel, config, limit) {
+        match init::negotiate_with(&kernel, config, limit, |caps, ask| fs.init(caps, ask)) {
             Ok(InitReply::MajorOnly(out)) => {
                 send(out.as_bytes(), Ok(size_of::<abi::InitOut>()))?;
                 // The kernel answers with an INIT in our major version.
@@ -229,7 +229,7 @@ fn handshake<F: Filesystem>(
                     "INIT negotiated"
                 );
                 let connection = Connection::new(negotiated, dev.clone());
-                if let Err(e) = fs.init(&connection) {
+                if let Err(e) = fs.ready(&connection) {
                     let _ = send(&[], Err(e));
                     return Err(SessionError::FsInit(e));
                 }
@@ -240,6 +240,10 @@ fn handshake<F: Filesystem>(
                     queues,
                     splice_pipe,
                 });
+            }
+            Err(InitError::Refused(e)) => {
+                let _ = send(&[], Err(e));
+                return Err(SessionError::FsInit(e));
             }
             Err(e) => {
                 let _ = send(&[], Err(Errno::EIO));

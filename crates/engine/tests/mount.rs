@@ -9,6 +9,7 @@ mod hello;
 mod memfs;
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -102,6 +103,63 @@ fn hello_file_reads_through_std_fs() {
         matches!(err.raw_os_error(), Some(libc::EACCES | libc::EROFS)),
         "{err}"
     );
+}
+
+/// A filesystem that does not ask for the lock flags in `init` (neither
+/// example does) gets the kernel's own, local locks: fcntl and flock
+/// succeed and conflict between open files as on any local filesystem,
+/// instead of failing with ENOSYS.
+#[test]
+fn examples_without_lock_methods_get_kernel_local_locks() {
+    fn lock(file: &std::fs::File, cmd: libc::c_int, typ: libc::c_int) -> std::io::Result<()> {
+        // SAFETY: `struct flock` is plain data, valid zeroed.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = typ as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: `file` is an open descriptor; `fl` outlives the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    fn flock(file: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
+        // SAFETY: `file` is an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    let hello = Mounted::new(hello::Hello, two_threads());
+    let memfs = Mounted::new(memfs::MemFs::default(), two_threads());
+    std::fs::write(memfs.path().join("f"), b"locks").unwrap();
+    for (path, write) in [
+        (hello.path().join("hello"), false),
+        (memfs.path().join("f"), true),
+    ] {
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(write)
+                .open(&path)
+                .unwrap()
+        };
+        let (a, b) = (open(), open());
+        let typ = if write { libc::F_WRLCK } else { libc::F_RDLCK };
+        lock(&a, libc::F_SETLK, typ).unwrap_or_else(|e| panic!("{path:?}: fcntl: {e}"));
+        lock(&a, libc::F_SETLK, libc::F_UNLCK).unwrap();
+        lock(&a, libc::F_OFD_SETLK, typ).unwrap_or_else(|e| panic!("{path:?}: OFD: {e}"));
+        flock(&a, libc::LOCK_EX | libc::LOCK_NB).unwrap_or_else(|e| panic!("{path:?}: flock: {e}"));
+        // The second open file conflicts with the first one's flock and
+        // (where they are write locks) OFD lock: the kernel keeps them.
+        let err = flock(&b, libc::LOCK_EX | libc::LOCK_NB).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EWOULDBLOCK), "{path:?}");
+        if write {
+            let err = lock(&b, libc::F_OFD_SETLK, libc::F_WRLCK).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{path:?}");
+        }
+        flock(&a, libc::LOCK_UN).unwrap();
+        flock(&b, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    }
 }
 
 #[test]

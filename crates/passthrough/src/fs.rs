@@ -208,8 +208,9 @@ impl PassthroughFs {
 
     /// Whether the source keeps POSIX ACLs: a read of the root's access
     /// ACL is answered (with the ACL or ENODATA) rather than refused with
-    /// EOPNOTSUPP. Decides whether to ask the kernel for FUSE_POSIX_ACL.
-    pub fn source_has_posix_acls(&self) -> bool {
+    /// EOPNOTSUPP. Decides whether to ask the kernel for FUSE_POSIX_ACL
+    /// (see the `init` of `ops`).
+    pub(crate) fn source_has_posix_acls(&self) -> bool {
         let root = match self.inodes.get(NodeId::ROOT) {
             Ok(root) => root,
             Err(_) => return false,

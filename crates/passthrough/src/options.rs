@@ -30,6 +30,11 @@ pub struct Options {
     /// Serve extended attributes (default). `false` answers ENOSYS, after
     /// which the kernel answers EOPNOTSUPP itself without asking again.
     pub xattr: bool,
+    /// Ask the kernel to enforce POSIX ACLs (FUSE_POSIX_ACL, which turns
+    /// `default_permissions` on) where the source keeps them and xattrs
+    /// are served (default). New files then get the caller's umask or the
+    /// parent's default ACL from the source, as for a local process.
+    pub posix_acl: bool,
     /// How many nodes the kernel has forgotten are remembered by the
     /// source's own file handle, so that the kernel's file handles of them
     /// (NFS export, `open_by_handle_at(2)`) still resolve: LOOKUP "." of a
@@ -50,6 +55,7 @@ impl Default for Options {
             direct_io: false,
             switch_credentials: false,
             xattr: true,
+            posix_acl: true,
             remembered_handles: 1 << 18,
         }
     }

@@ -20,15 +20,37 @@ mod xattr;
 
 use std::ffi::OsStr;
 
+use fastfuse::abi::init::{FUSE_DONT_MASK, FUSE_FLOCK_LOCKS, FUSE_POSIX_ACL, FUSE_POSIX_LOCKS};
 use fastfuse::{
-    AttrReply, Caller, Connection, CopyRange, DirEntries, DirEntriesPlus, Entry, Errno, FileHandle,
-    Filesystem, Lock, NodeId, OpenFlags, Opened, PipeData, SetAttr, StatFs, WriteFlags, Xattr,
+    AttrReply, Caller, Capabilities, Connection, CopyRange, DirEntries, DirEntriesPlus, Entry,
+    Errno, FileHandle, Filesystem, InitFlags, Lock, NodeId, OpenFlags, Opened, PipeData, SetAttr,
+    StatFs, WriteFlags, Xattr,
 };
 
 use crate::fs::{PassthroughFs, SessionInfo};
 
 impl Filesystem for PassthroughFs {
-    fn init(&self, conn: &Connection) -> Result<(), Errno> {
+    fn init(&self, kernel: &Capabilities, ask: &mut InitFlags) -> Result<(), Errno> {
+        // Locks are the source's: ops::lock takes them there.
+        ask.ask(FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS);
+        if self.options.posix_acl && self.options.xattr {
+            if !kernel.offers(FUSE_POSIX_ACL) {
+                tracing::info!(
+                    "the kernel does not offer FUSE_POSIX_ACL; ACLs are stored, not enforced"
+                );
+            } else if self.source_has_posix_acls() {
+                // The kernel checks them and stops applying the umask;
+                // the source applies it, or a default ACL (see
+                // `PassthroughFs::as_creator`).
+                ask.ask(FUSE_POSIX_ACL | FUSE_DONT_MASK);
+            } else {
+                tracing::info!("the source keeps no POSIX ACLs; serving without them");
+            }
+        }
+        Ok(())
+    }
+
+    fn ready(&self, conn: &Connection) -> Result<(), Errno> {
         let n = conn.negotiated();
         let info = SessionInfo {
             conn: conn.clone(),
