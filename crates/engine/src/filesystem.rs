@@ -45,26 +45,55 @@ pub struct CopyRange {
     pub flags: u64,
 }
 
-/// A filesystem served by the engine.
-///
-/// Methods take `&self` and may run concurrently on several worker threads,
-/// so implementations do their own locking. Each returns a typed result; an
-/// `Err(errno)` becomes the reply's error. The default of every method is
-/// `Err(ENOSYS)`; for several operations the kernel remembers an ENOSYS
-/// answer and stops sending the operation (noted per method), so a default
-/// costs one round trip, not one per call.
-///
-/// Lookup counts: every successful reply carrying an [`Entry`] with a
-/// non-zero node (lookup, mknod, mkdir, symlink, link, create, tmpfile, and
-/// each READDIRPLUS entry) adds one to that node's count; FORGET and
-/// BATCH_FORGET subtract. A node must stay valid while its count is above
-/// zero. The root node is never forgotten.
-///
-/// A method that panics does not take its worker down: the request is
-/// answered EIO and the worker goes on. The filesystem's own state is what
-/// the panic left of it.
-#[allow(unused_variables, clippy::too_many_arguments)]
-pub trait Filesystem: Send + Sync + 'static {
+/// Defines [`Filesystem`] from its methods, written once, and the
+/// forwarding `impl Filesystem for Arc<T>` from the same list, so that the
+/// two cannot drift apart. Each method is `fn name(&self, arg: Type, ...)
+/// -> Ret { default body }` with its doc comment.
+macro_rules! filesystem_trait {
+    ($(
+        $(#[$attr:meta])*
+        fn $name:ident(&$self:ident $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)? $default:block
+    )*) => {
+        /// A filesystem served by the engine.
+        ///
+        /// Methods take `&self` and may run concurrently on several worker threads,
+        /// so implementations do their own locking. Each returns a typed result; an
+        /// `Err(errno)` becomes the reply's error. The default of every method is
+        /// `Err(ENOSYS)`; for several operations the kernel remembers an ENOSYS
+        /// answer and stops sending the operation (noted per method), so a default
+        /// costs one round trip, not one per call.
+        ///
+        /// Lookup counts: every successful reply carrying an [`Entry`] with a
+        /// non-zero node (lookup, mknod, mkdir, symlink, link, create, tmpfile, and
+        /// each READDIRPLUS entry) adds one to that node's count; FORGET and
+        /// BATCH_FORGET subtract. A node must stay valid while its count is above
+        /// zero. The root node is never forgotten.
+        ///
+        /// A method that panics does not take its worker down: the request is
+        /// answered EIO and the worker goes on. The filesystem's own state is what
+        /// the panic left of it.
+        #[allow(unused_variables, clippy::too_many_arguments)]
+        pub trait Filesystem: Send + Sync + 'static {
+            $(
+                $(#[$attr])*
+                fn $name(&$self $(, $arg: $ty)*) $(-> $ret)? $default
+            )*
+        }
+
+        /// Shares one filesystem between a session and its owner (for example a
+        /// test that inspects the filesystem while it is mounted).
+        impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
+            $(
+                #[allow(clippy::too_many_arguments)]
+                fn $name(&$self $(, $arg: $ty)*) $(-> $ret)? {
+                    (**$self).$name($($arg),*)
+                }
+            )*
+        }
+    };
+}
+
+filesystem_trait! {
     /// Called once with what the kernel offers at INIT, before the engine
     /// answers: `ask` holds the flags the [`Config`](crate::Config) asks
     /// for, and the filesystem adds what it implements and drops what it
@@ -508,346 +537,5 @@ pub trait Filesystem: Send + Sync + 'static {
         flags: OpenFlags,
     ) -> Result<(Entry, Opened), Errno> {
         Err(Errno::ENOSYS)
-    }
-}
-
-/// Shares one filesystem between a session and its owner (for example a
-/// test that inspects the filesystem while it is mounted).
-impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
-    fn init(&self, kernel: &Capabilities, ask: &mut InitFlags) -> Result<(), Errno> {
-        (**self).init(kernel, ask)
-    }
-
-    fn ready(&self, conn: &Connection) -> Result<(), Errno> {
-        (**self).ready(conn)
-    }
-
-    fn destroy(&self) {
-        (**self).destroy()
-    }
-
-    fn lookup(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<Entry, Errno> {
-        (**self).lookup(req, parent, name)
-    }
-
-    fn forget(&self, node: NodeId, nlookup: u64) {
-        (**self).forget(node, nlookup)
-    }
-
-    fn batch_forget(&self, nodes: &mut dyn Iterator<Item = (NodeId, u64)>) {
-        (**self).batch_forget(nodes)
-    }
-
-    fn getattr(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: Option<FileHandle>,
-    ) -> Result<AttrReply, Errno> {
-        (**self).getattr(req, node, fh)
-    }
-
-    fn setattr(&self, req: &Caller, node: NodeId, changes: &SetAttr) -> Result<AttrReply, Errno> {
-        (**self).setattr(req, node, changes)
-    }
-
-    fn readlink(&self, req: &Caller, node: NodeId) -> Result<Vec<u8>, Errno> {
-        (**self).readlink(req, node)
-    }
-
-    fn symlink(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        name: &OsStr,
-        target: &OsStr,
-    ) -> Result<Entry, Errno> {
-        (**self).symlink(req, parent, name, target)
-    }
-
-    fn mknod(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        rdev: u32,
-        umask: u32,
-    ) -> Result<Entry, Errno> {
-        (**self).mknod(req, parent, name, mode, rdev, umask)
-    }
-
-    fn mkdir(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-    ) -> Result<Entry, Errno> {
-        (**self).mkdir(req, parent, name, mode, umask)
-    }
-
-    fn unlink(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<(), Errno> {
-        (**self).unlink(req, parent, name)
-    }
-
-    fn rmdir(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<(), Errno> {
-        (**self).rmdir(req, parent, name)
-    }
-
-    fn rename(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        name: &OsStr,
-        new_parent: NodeId,
-        new_name: &OsStr,
-        flags: u32,
-    ) -> Result<(), Errno> {
-        (**self).rename(req, parent, name, new_parent, new_name, flags)
-    }
-
-    fn link(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        new_parent: NodeId,
-        new_name: &OsStr,
-    ) -> Result<Entry, Errno> {
-        (**self).link(req, node, new_parent, new_name)
-    }
-
-    fn open(&self, req: &Caller, node: NodeId, flags: OpenFlags) -> Result<Opened, Errno> {
-        (**self).open(req, node, flags)
-    }
-
-    fn read(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Errno> {
-        (**self).read(req, node, fh, offset, buf)
-    }
-
-    fn write(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        flags: WriteFlags,
-    ) -> Result<u32, Errno> {
-        (**self).write(req, node, fh, offset, data, flags)
-    }
-
-    fn write_spliced(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        data: &mut PipeData<'_>,
-        flags: WriteFlags,
-    ) -> Result<u32, Errno> {
-        (**self).write_spliced(req, node, fh, offset, data, flags)
-    }
-
-    fn flush(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        lock_owner: u64,
-    ) -> Result<(), Errno> {
-        (**self).flush(req, node, fh, lock_owner)
-    }
-
-    fn release(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        flags: u32,
-        release_flags: u32,
-        lock_owner: u64,
-    ) -> Result<(), Errno> {
-        (**self).release(req, node, fh, flags, release_flags, lock_owner)
-    }
-
-    fn fsync(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        datasync: bool,
-    ) -> Result<(), Errno> {
-        (**self).fsync(req, node, fh, datasync)
-    }
-
-    fn opendir(&self, req: &Caller, node: NodeId, flags: u32) -> Result<Opened, Errno> {
-        (**self).opendir(req, node, flags)
-    }
-
-    fn readdir(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        out: &mut DirEntries<'_>,
-    ) -> Result<(), Errno> {
-        (**self).readdir(req, node, fh, offset, out)
-    }
-
-    fn readdirplus(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        out: &mut DirEntriesPlus<'_>,
-    ) -> Result<(), Errno> {
-        (**self).readdirplus(req, node, fh, offset, out)
-    }
-
-    fn releasedir(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        flags: u32,
-    ) -> Result<(), Errno> {
-        (**self).releasedir(req, node, fh, flags)
-    }
-
-    fn fsyncdir(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        datasync: bool,
-    ) -> Result<(), Errno> {
-        (**self).fsyncdir(req, node, fh, datasync)
-    }
-
-    fn statfs(&self, req: &Caller, node: NodeId) -> Result<StatFs, Errno> {
-        (**self).statfs(req, node)
-    }
-
-    fn setxattr(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        name: &OsStr,
-        value: &[u8],
-        flags: u32,
-        acl_kill_sgid: bool,
-    ) -> Result<(), Errno> {
-        (**self).setxattr(req, node, name, value, flags, acl_kill_sgid)
-    }
-
-    fn getxattr(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        name: &OsStr,
-        size: u32,
-    ) -> Result<Xattr, Errno> {
-        (**self).getxattr(req, node, name, size)
-    }
-
-    fn listxattr(&self, req: &Caller, node: NodeId, size: u32) -> Result<Xattr, Errno> {
-        (**self).listxattr(req, node, size)
-    }
-
-    fn removexattr(&self, req: &Caller, node: NodeId, name: &OsStr) -> Result<(), Errno> {
-        (**self).removexattr(req, node, name)
-    }
-
-    fn access(&self, req: &Caller, node: NodeId, mask: u32) -> Result<(), Errno> {
-        (**self).access(req, node, mask)
-    }
-
-    fn create(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: OpenFlags,
-    ) -> Result<(Entry, Opened), Errno> {
-        (**self).create(req, parent, name, mode, umask, flags)
-    }
-
-    fn getlk(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        lock_owner: u64,
-        lock: Lock,
-    ) -> Result<Lock, Errno> {
-        (**self).getlk(req, node, fh, lock_owner, lock)
-    }
-
-    fn setlk(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        lock_owner: u64,
-        lock: Lock,
-        sleep: bool,
-        flock: bool,
-    ) -> Result<(), Errno> {
-        (**self).setlk(req, node, fh, lock_owner, lock, sleep, flock)
-    }
-
-    fn fallocate(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: u32,
-    ) -> Result<(), Errno> {
-        (**self).fallocate(req, node, fh, offset, length, mode)
-    }
-
-    fn lseek(
-        &self,
-        req: &Caller,
-        node: NodeId,
-        fh: FileHandle,
-        offset: u64,
-        whence: u32,
-    ) -> Result<u64, Errno> {
-        (**self).lseek(req, node, fh, offset, whence)
-    }
-
-    fn copy_file_range(&self, req: &Caller, range: &CopyRange) -> Result<u64, Errno> {
-        (**self).copy_file_range(req, range)
-    }
-
-    fn syncfs(&self, req: &Caller, node: NodeId) -> Result<(), Errno> {
-        (**self).syncfs(req, node)
-    }
-
-    fn tmpfile(
-        &self,
-        req: &Caller,
-        parent: NodeId,
-        mode: u32,
-        umask: u32,
-        flags: OpenFlags,
-    ) -> Result<(Entry, Opened), Errno> {
-        (**self).tmpfile(req, parent, mode, umask, flags)
     }
 }
