@@ -387,3 +387,8 @@ mod tests {
         assert_eq!(InHeader::read_from_bytes(bytes).unwrap(), h);
     }
 }
+
+/// The crate README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

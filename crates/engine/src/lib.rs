@@ -35,6 +35,36 @@
 //! # Ok::<(), fastfuse::SessionError>(())
 //! ```
 //!
+//! What INIT asks for is the filesystem's to choose, and the agreement can
+//! be checked without a kernel: [`negotiate_with`] is what a session runs
+//! with the filesystem's [`Filesystem::init`].
+//!
+//! ```
+//! use fastfuse::abi::init::{FUSE_FLOCK_LOCKS, FUSE_POSIX_LOCKS};
+//! use fastfuse::{abi, Capabilities, Config, Errno, Filesystem, InitFlags, InitReply};
+//!
+//! /// A filesystem that serves POSIX locks itself, and no flocks.
+//! struct Locking;
+//!
+//! impl Filesystem for Locking {
+//!     fn init(&self, kernel: &Capabilities, ask: &mut InitFlags) -> Result<(), Errno> {
+//!         if !kernel.offers(FUSE_POSIX_LOCKS) {
+//!             return Err(Errno::ENOSYS);
+//!         }
+//!         ask.ask(FUSE_POSIX_LOCKS);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // A kernel that offers every flag.
+//! let kernel = abi::InitIn { major: 7, minor: 45, flags: u32::MAX, flags2: u32::MAX, ..Default::default() };
+//! let reply = fastfuse::negotiate_with(&kernel, &Config::default(), 256, |k, ask| Locking.init(k, ask));
+//! let Ok(InitReply::Agreed { negotiated, .. }) = reply else { panic!("{reply:?}") };
+//! assert!(negotiated.has(FUSE_POSIX_LOCKS));
+//! // Not asked for: the kernel keeps flocks itself.
+//! assert!(!negotiated.has(FUSE_FLOCK_LOCKS));
+//! ```
+//!
 //! The pieces, one module each: [`mount`](crate::MountOptions) (mount(2) and
 //! fusermount3), INIT negotiation ([`init`](crate::Negotiated)), request
 //! decoding ([`request`]), reply encoding, dispatch, the /dev/fuse
@@ -80,3 +110,8 @@ pub use types::{
     attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
     TimeOrNow, Timestamp, Unique, WriteFlags, Xattr,
 };
+
+/// The crate README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -87,3 +87,8 @@ mod tests {
         assert!(n >= 1024);
     }
 }
+
+/// The crate README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
