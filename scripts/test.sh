@@ -18,6 +18,10 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "== fmt";    cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# The three library crates must package (and build from their packages)
+# as they would for crates.io; --allow-dirty only for local runs with edits.
+echo "== package"
+cargo package --quiet --allow-dirty -p fastfuse-abi -p fastfuse -p fastfuse-passthrough
 echo "== test"
 # The release binary serves the end-to-end tests (pjdfstest, fsx, fio).
 cargo build --release --quiet -p fastfuse-cli
