@@ -2295,14 +2295,23 @@ const PAGE: usize = 4096;
 
 /// A shared read-write mapping of an open file; unmapped on drop unless
 /// [`Mapping::unmap`] did it first.
+///
+/// It keeps a duplicate of the file's descriptor, to check the file's size
+/// before touching a page: a page wholly past the end raises SIGBUS, which
+/// would end the test process without its cleanup (the daemon and its
+/// mount would stay). The duplicate changes nothing the steps observe: a
+/// mapping holds the open file until munmap anyway, and FLUSH comes at
+/// every close(2) of a descriptor, duplicated or not.
 struct Mapping {
     addr: *mut libc::c_void,
     len: usize,
+    file: File,
 }
 
 impl Mapping {
     /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, f, 0)`.
     fn shared(f: &File, len: usize) -> Res<Mapping> {
+        let file = f.try_clone().map_err(io)?;
         // SAFETY: a fresh mapping chosen by the kernel (NULL hint), so it
         // aliases no Rust object; `f` is an open descriptor.
         let addr = unsafe {
@@ -2318,30 +2327,42 @@ impl Mapping {
         if addr == libc::MAP_FAILED {
             return Err(errno());
         }
-        Ok(Mapping { addr, len })
+        Ok(Mapping { addr, len, file })
     }
 
-    /// A copy of `[at, at + n)`, which the caller keeps inside the file's
-    /// size (a page wholly past the end raises SIGBUS).
-    fn read(&self, at: usize, n: usize) -> Vec<u8> {
-        assert!(at + n <= self.len, "read past the mapping");
+    /// Whether `[at, at + n)` lies inside the mapping and in pages that
+    /// hold some of the file; EFAULT (what touching them would be) if not.
+    fn check(&self, at: usize, n: usize) -> Res<()> {
+        let size = self.file.metadata().map_err(io)?.size() as usize;
+        if at + n <= self.len && at + n <= size.div_ceil(PAGE) * PAGE {
+            Ok(())
+        } else {
+            Err(libc::EFAULT)
+        }
+    }
+
+    /// A copy of `[at, at + n)` (see [`Mapping::check`]).
+    fn read(&self, at: usize, n: usize) -> Res<Vec<u8>> {
+        self.check(at, n)?;
         let mut out = vec![0u8; n];
-        // SAFETY: `[at, at + n)` lies inside the live mapping (asserted)
-        // and `out` is a separate allocation of `n` bytes.
+        // SAFETY: `[at, at + n)` lies inside the live mapping and in the
+        // file's pages (checked); `out` is a separate allocation of `n`
+        // bytes.
         unsafe {
             std::ptr::copy_nonoverlapping(self.addr.cast::<u8>().add(at), out.as_mut_ptr(), n)
         };
-        out
+        Ok(out)
     }
 
-    /// Stores `data` at `at` (inside the file's size, as for `read`).
-    fn write(&self, at: usize, data: &[u8]) {
-        assert!(at + data.len() <= self.len, "write past the mapping");
+    /// Stores `data` at `at` (see [`Mapping::check`]).
+    fn write(&self, at: usize, data: &[u8]) -> Res<()> {
+        self.check(at, data.len())?;
         // SAFETY: as in `read`; the mapping is writable and no Rust
         // reference into it exists.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.addr.cast::<u8>().add(at), data.len())
         };
+        Ok(())
     }
 
     fn msync(&self) -> Res<()> {
@@ -2413,7 +2434,7 @@ fn pwrite_aligned(f: &File, data: &[u8], off: u64) -> Res<usize> {
 fn fresh_mapping(c: &mut Ctx, label: &str, f: &File, len: usize, at: usize, n: usize) {
     match Mapping::shared(f, len) {
         Ok(m) => {
-            c.data(label, Ok(m.read(at, n)));
+            c.data(label, m.read(at, n));
             let r = m.unmap();
             c.ok(&format!("{label}: munmap"), r);
         }
@@ -2430,10 +2451,16 @@ fn mmap_write_then_truncate(c: &mut Ctx) {
     c.ok("write f", write_file(&c.p("f"), &pattern(len, 20)));
     if let Some(f) = c.ok("open f O_RDWR", open(&c.p("f"), libc::O_RDWR, 0)) {
         if let Some(m) = c.ok("mmap f", Mapping::shared(&f, len)) {
-            m.write(0, b"head");
-            m.write(PAGE - 6, b"across-pages");
-            m.write(3 * PAGE + 7, b"third page");
-            m.write(len - 5, b"tail!");
+            c.ok("mapped store of head", m.write(0, b"head"));
+            c.ok(
+                "mapped store of across-pages",
+                m.write(PAGE - 6, b"across-pages"),
+            );
+            c.ok(
+                "mapped store of third page",
+                m.write(3 * PAGE + 7, b"third page"),
+            );
+            c.ok("mapped store of tail!", m.write(len - 5, b"tail!"));
             c.ok("munmap f without msync", m.unmap());
         }
         c.ok(
@@ -2464,22 +2491,37 @@ fn mmap_write_then_truncate(c: &mut Ctx) {
     c.ok("write g", write_file(&c.p("g"), &pattern(len, 21)));
     if let Some(g) = c.ok("open g O_RDWR", open(&c.p("g"), libc::O_RDWR, 0)) {
         if let Some(m) = c.ok("mmap g", Mapping::shared(&g, len)) {
-            m.write(100, b"dirty-before-shrink");
-            m.write(PAGE + 500, b"past-the-new-end");
-            m.write(3 * PAGE + 50, b"in-the-last-page");
+            c.ok(
+                "mapped store of dirty-before-shrink",
+                m.write(100, b"dirty-before-shrink"),
+            );
+            c.ok(
+                "mapped store of past-the-new-end",
+                m.write(PAGE + 500, b"past-the-new-end"),
+            );
+            c.ok(
+                "mapped store of in-the-last-page",
+                m.write(3 * PAGE + 50, b"in-the-last-page"),
+            );
             c.ok("ftruncate g to 1 page + 10", ftruncate(&g, 4096 + 10));
-            c.data("the old mapping after shrinking", Ok(m.read(0, PAGE + 10)));
+            c.data("the old mapping after shrinking", m.read(0, PAGE + 10));
             let r = pread(&g, len, 0);
             c.data("read g after shrinking", r);
             c.ok("ftruncate g to 4 pages", ftruncate(&g, 4 * 4096));
-            c.data("the old mapping after growing", Ok(m.read(0, len)));
-            m.write(3 * PAGE, b"after-grow");
+            c.data("the old mapping after growing", m.read(0, len));
+            c.ok(
+                "mapped store of after-grow",
+                m.write(3 * PAGE, b"after-grow"),
+            );
             c.ok("msync g", m.msync());
             let r = pread(&g, len, 0);
             c.data("read g after the store past the old end", r);
             // Left mapped past close: the mapping holds the file.
             drop(g);
-            m.write(2 * PAGE + 1, b"after-close");
+            c.ok(
+                "mapped store of after-close",
+                m.write(2 * PAGE + 1, b"after-close"),
+            );
             c.ok("munmap g after close", m.unmap());
         }
     }
@@ -2720,7 +2762,10 @@ fn direct_io_and_buffered(c: &mut Ctx) {
     let r = pread_aligned(&d, PAGE, 2 * PAGE as u64);
     c.data("O_DIRECT pread page 2 after the buffered write", r);
     if let Some(m) = c.ok("mmap f", Mapping::shared(&f, 7 * PAGE)) {
-        m.write(5 * PAGE - 3, b"mapped-store");
+        c.ok(
+            "mapped store of mapped-store",
+            m.write(5 * PAGE - 3, b"mapped-store"),
+        );
         c.ok("msync f", m.msync());
         c.ok("munmap f", m.unmap());
     }
@@ -2812,7 +2857,8 @@ fn mixed_io_fsx_like(c: &mut Ctx) {
                 let label = format!("op {op}: mapped store {len} at {off}, msync {sync}");
                 match Mapping::shared(&f, size as usize) {
                     Ok(m) => {
-                        m.write(off as usize, &pattern(len as usize, seed));
+                        let r = m.write(off as usize, &pattern(len as usize, seed));
+                        c.ok(&format!("{label}: store"), r);
                         if sync {
                             c.ok(&format!("{label}: msync"), m.msync());
                         }
@@ -2875,8 +2921,14 @@ fn remount_writes(c: &mut Ctx) {
     );
     if let Some(f) = c.ok("open mapped", open(&c.p("mapped"), libc::O_RDWR, 0)) {
         if let Some(m) = c.ok("mmap mapped", Mapping::shared(&f, len)) {
-            m.write(10, b"stored-through-the-mapping");
-            m.write(2 * PAGE + 5, b"dropped-by-the-truncate");
+            c.ok(
+                "mapped store of stored-through-the-mapping",
+                m.write(10, b"stored-through-the-mapping"),
+            );
+            c.ok(
+                "mapped store of dropped-by-the-truncate",
+                m.write(2 * PAGE + 5, b"dropped-by-the-truncate"),
+            );
             c.ok("munmap mapped", m.unmap());
         }
         c.ok("ftruncate mapped smaller", ftruncate(&f, 4096 + 3));
