@@ -3451,7 +3451,7 @@ fn run_script(side: &str, root: &Path, source: &Path, other_users: bool) -> Run 
     run_steps(side, root, source, SCRIPT, true, other_users)
 }
 
-/// Runs `steps` as [`run_script`] runs the script; `mkdir` makes each
+/// Runs `steps` as [`run_script`] runs the script; `mkdir_steps` makes each
 /// step's directory first (a later run on the same directories does not).
 fn run_steps(
     side: &str,
