@@ -29,3 +29,20 @@ fn same_as_source_no_writeback() {
 fn same_as_source_allow_other() {
     same_as_source(&["-o", "allow_other"]);
 }
+
+/// Mounts with `args`, writes, unmounts, mounts again and compares what
+/// the new mount (and the source) shows with what tmpfs kept.
+fn same_after_remount(args: &[&str]) {
+    let mut served = Served::start(args);
+    source_script::same_after_remount(&mut served, args);
+}
+
+#[test]
+fn same_after_remount_writeback() {
+    same_after_remount(&[]);
+}
+
+#[test]
+fn same_after_remount_no_writeback() {
+    same_after_remount(&["-o", "no_writeback"]);
+}

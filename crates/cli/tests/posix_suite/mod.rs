@@ -96,10 +96,15 @@ copy_file_range = 1
 /// fsx, 100,000 operations from a fixed seed, on a file in `served`'s
 /// mount, which was started with `args` (named in the failure message).
 pub fn fsx(served: &Served, args: &[&str]) {
+    fsx_ops(served, args, 100_000);
+}
+
+/// fsx as [`fsx`] does, `ops` operations.
+pub fn fsx_ops(served: &Served, args: &[&str], ops: u32) {
     let cfg = served.mnt().with_extension("fsx.toml");
     std::fs::write(&cfg, FSX_CONFIG).unwrap();
     let out = Command::new("fsx")
-        .args(["-N", "100000", "-S", "42", "-f"])
+        .args(["-N", &ops.to_string(), "-S", "42", "-f"])
         .arg(&cfg)
         .arg(served.mnt().join("fsx-file"))
         .output()

@@ -1137,6 +1137,30 @@ fn helper_main(args: &[&str]) -> String {
             };
             res_text(&r)
         }
+        // O_APPEND writes of `count` records of `size` bytes (see
+        // `append_record`), started when the parent writes a byte to
+        // stdin, so that all helpers append at once.
+        ["append", tag, count, size, path] => {
+            let f = open(Path::new(path), libc::O_WRONLY | libc::O_APPEND, 0);
+            println!("OPENED {}", res_text(&f));
+            std::io::stdout().flush().unwrap();
+            let Ok(f) = f else {
+                return "not opened".to_string();
+            };
+            let mut go = [0u8; 1];
+            std::io::stdin().read_exact(&mut go).unwrap();
+            let (tag, count): (usize, usize) = (tag.parse().unwrap(), count.parse().unwrap());
+            assert_eq!(size.parse::<usize>().unwrap(), APPEND_RECORD);
+            for i in 0..count {
+                let rec = append_record(tag, i);
+                match write(&f, &rec) {
+                    Ok(n) if n == rec.len() => {}
+                    Ok(n) => return format!("short append of {n} bytes"),
+                    Err(e) => return errno_name(e),
+                }
+            }
+            "ok".to_string()
+        }
         other => panic!("helper arguments {other:?}"),
     }
 }
@@ -1262,6 +1286,31 @@ const SCRIPT: &[Step] = &[
         name: "readdir_10000_with_concurrent_unlinks",
         other_users: false,
         run: readdir_10000_with_concurrent_unlinks,
+    },
+    Step {
+        name: "mmap_write_then_truncate",
+        other_users: false,
+        run: mmap_write_then_truncate,
+    },
+    Step {
+        name: "pwrite_pread_unaligned",
+        other_users: false,
+        run: pwrite_pread_unaligned,
+    },
+    Step {
+        name: "append_from_processes",
+        other_users: false,
+        run: append_from_processes,
+    },
+    Step {
+        name: "direct_io_and_buffered",
+        other_users: false,
+        run: direct_io_and_buffered,
+    },
+    Step {
+        name: "mixed_io_fsx_like",
+        other_users: false,
+        run: mixed_io_fsx_like,
     },
 ];
 
@@ -2322,6 +2371,790 @@ fn sparse_files(c: &mut Ctx) {
     c.source_content("f");
 }
 
+// ---------------------------------------------------------------------------
+// Data after mmap, truncate, O_APPEND from several processes and O_DIRECT
+// (issue #15), and what a remount finds of it.
+
+/// The page size of every machine the tests run on (x86-64, aarch64 with
+/// 4 KiB pages), and the O_DIRECT alignment the steps keep to.
+const PAGE: usize = 4096;
+
+/// A shared read-write mapping of an open file; unmapped on drop unless
+/// [`Mapping::unmap`] did it first.
+///
+/// It keeps a duplicate of the file's descriptor, to check the file's size
+/// before touching a page: a page wholly past the end raises SIGBUS, which
+/// would end the test process without its cleanup (the daemon and its
+/// mount would stay). The duplicate changes nothing the steps observe: a
+/// mapping holds the open file until munmap anyway, and FLUSH comes at
+/// every close(2) of a descriptor, duplicated or not.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+    file: File,
+}
+
+impl Mapping {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, f, 0)`.
+    fn shared(f: &File, len: usize) -> Res<Mapping> {
+        let file = f.try_clone().map_err(io)?;
+        // SAFETY: a fresh mapping chosen by the kernel (NULL hint), so it
+        // aliases no Rust object; `f` is an open descriptor.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        Ok(Mapping { addr, len, file })
+    }
+
+    /// Whether `[at, at + n)` lies inside the mapping and in pages that
+    /// hold some of the file; EFAULT (what touching them would be) if not.
+    fn check(&self, at: usize, n: usize) -> Res<()> {
+        let size = self.file.metadata().map_err(io)?.size() as usize;
+        if at + n <= self.len && at + n <= size.div_ceil(PAGE) * PAGE {
+            Ok(())
+        } else {
+            Err(libc::EFAULT)
+        }
+    }
+
+    /// A copy of `[at, at + n)` (see [`Mapping::check`]).
+    fn read(&self, at: usize, n: usize) -> Res<Vec<u8>> {
+        self.check(at, n)?;
+        let mut out = vec![0u8; n];
+        // SAFETY: `[at, at + n)` lies inside the live mapping and in the
+        // file's pages (checked); `out` is a separate allocation of `n`
+        // bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.addr.cast::<u8>().add(at), out.as_mut_ptr(), n)
+        };
+        Ok(out)
+    }
+
+    /// Stores `data` at `at` (see [`Mapping::check`]).
+    fn write(&self, at: usize, data: &[u8]) -> Res<()> {
+        self.check(at, data.len())?;
+        // SAFETY: as in `read`; the mapping is writable and no Rust
+        // reference into it exists.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.addr.cast::<u8>().add(at), data.len())
+        };
+        Ok(())
+    }
+
+    fn msync(&self) -> Res<()> {
+        // SAFETY: the live mapping made by `shared`, `len` bytes long.
+        cvt(unsafe { libc::msync(self.addr, self.len, libc::MS_SYNC) }).map(drop)
+    }
+
+    fn unmap(mut self) -> Res<()> {
+        let len = std::mem::take(&mut self.len);
+        // SAFETY: the live mapping made by `shared`; `len` is now 0, so
+        // drop does not unmap it again.
+        cvt(unsafe { libc::munmap(self.addr, len) }).map(drop)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the live mapping made by `shared`; nothing refers
+            // into it past this point.
+            unsafe { libc::munmap(self.addr, self.len) };
+        }
+    }
+}
+
+/// A page-aligned buffer, as O_DIRECT wants one.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let raw = vec![0u8; len + PAGE];
+        let start = raw.as_ptr().align_offset(PAGE);
+        Aligned { raw, start, len }
+    }
+
+    /// Filled with `data` (its length).
+    fn with(data: &[u8]) -> Aligned {
+        let mut a = Aligned::new(data.len());
+        a.bytes_mut().copy_from_slice(data);
+        a
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// pread(2) into a page-aligned buffer of `len` bytes (for O_DIRECT).
+fn pread_aligned(f: &File, len: usize, off: u64) -> Res<Vec<u8>> {
+    let mut buf = Aligned::new(len);
+    let n = f.read_at(buf.bytes_mut(), off).map_err(io)?;
+    Ok(buf.bytes()[..n].to_vec())
+}
+
+/// pwrite(2) of `data` from a page-aligned copy (for O_DIRECT).
+fn pwrite_aligned(f: &File, data: &[u8], off: u64) -> Res<usize> {
+    f.write_at(Aligned::with(data).bytes(), off).map_err(io)
+}
+
+/// Maps `f` (`len` bytes), records the mapping's `[at, at + n)`, unmaps.
+fn fresh_mapping(c: &mut Ctx, label: &str, f: &File, len: usize, at: usize, n: usize) {
+    match Mapping::shared(f, len) {
+        Ok(m) => {
+            c.data(label, m.read(at, n));
+            let r = m.unmap();
+            c.ok(&format!("{label}: munmap"), r);
+        }
+        Err(e) => c.record(label, Obs::Err(e)),
+    }
+}
+
+/// Stores through a shared mapping, then ftruncate(2) smaller and larger
+/// (POSIX: the bytes past the smaller size are gone, and a larger size
+/// reads zeros there, through read(2) and through any mapping), once after
+/// munmap and once with the mapping still in place.
+fn mmap_write_then_truncate(c: &mut Ctx) {
+    let len = 5 * PAGE + 300;
+    c.ok("write f", write_file(&c.p("f"), &pattern(len, 20)));
+    if let Some(f) = c.ok("open f O_RDWR", open(&c.p("f"), libc::O_RDWR, 0)) {
+        if let Some(m) = c.ok("mmap f", Mapping::shared(&f, len)) {
+            c.ok("mapped store of head", m.write(0, b"head"));
+            c.ok(
+                "mapped store of across-pages",
+                m.write(PAGE - 6, b"across-pages"),
+            );
+            c.ok(
+                "mapped store of third page",
+                m.write(3 * PAGE + 7, b"third page"),
+            );
+            c.ok("mapped store of tail!", m.write(len - 5, b"tail!"));
+            c.ok("munmap f without msync", m.unmap());
+        }
+        c.ok(
+            "ftruncate f to 2 pages + 123",
+            ftruncate(&f, 2 * 4096 + 123),
+        );
+        let r = pread(&f, len, 0);
+        c.data("read f after shrinking", r);
+        c.open_stat("f", &f);
+        c.ok("ftruncate f to 6 pages + 1", ftruncate(&f, 6 * 4096 + 1));
+        let r = pread(&f, 7 * PAGE, 0);
+        c.data("read f after growing", r);
+        c.open_stat("f", &f);
+    }
+    c.stat("f");
+    c.content("f");
+    c.source_content("f");
+    // Last: on tmpfs, a read fault of a shared mapping allocates the pages
+    // of holes (shmem_fault), which read(2) and a read from the source
+    // (what fills FUSE's page cache) do not, so st_blocks would differ.
+    if let Some(f) = c.ok("reopen f", open(&c.p("f"), libc::O_RDONLY, 0)) {
+        fresh_mapping(c, "a fresh mapping of f", &f, 6 * PAGE + 1, 0, 6 * PAGE + 1);
+    }
+
+    // The mapping stays while the file shrinks under it: the partial last
+    // page is zeroed past the new end, whole pages past it are dropped.
+    let len = 4 * PAGE;
+    c.ok("write g", write_file(&c.p("g"), &pattern(len, 21)));
+    if let Some(g) = c.ok("open g O_RDWR", open(&c.p("g"), libc::O_RDWR, 0)) {
+        if let Some(m) = c.ok("mmap g", Mapping::shared(&g, len)) {
+            c.ok(
+                "mapped store of dirty-before-shrink",
+                m.write(100, b"dirty-before-shrink"),
+            );
+            c.ok(
+                "mapped store of past-the-new-end",
+                m.write(PAGE + 500, b"past-the-new-end"),
+            );
+            c.ok(
+                "mapped store of in-the-last-page",
+                m.write(3 * PAGE + 50, b"in-the-last-page"),
+            );
+            c.ok("ftruncate g to 1 page + 10", ftruncate(&g, 4096 + 10));
+            c.data("the old mapping after shrinking", m.read(0, PAGE + 10));
+            let r = pread(&g, len, 0);
+            c.data("read g after shrinking", r);
+            c.ok("ftruncate g to 4 pages", ftruncate(&g, 4 * 4096));
+            c.data("the old mapping after growing", m.read(0, len));
+            c.ok(
+                "mapped store of after-grow",
+                m.write(3 * PAGE, b"after-grow"),
+            );
+            c.ok("msync g", m.msync());
+            let r = pread(&g, len, 0);
+            c.data("read g after the store past the old end", r);
+            // Left mapped past close: the mapping holds the file.
+            drop(g);
+            c.ok(
+                "mapped store of after-close",
+                m.write(2 * PAGE + 1, b"after-close"),
+            );
+            c.ok("munmap g after close", m.unmap());
+        }
+    }
+    c.stat("g");
+    c.content("g");
+    c.source_content("g");
+    if let Some(g) = c.ok("reopen g", open(&c.p("g"), libc::O_RDONLY, 0)) {
+        fresh_mapping(c, "a fresh mapping of g", &g, len, 0, len);
+    }
+}
+
+/// pwrite/pread at unaligned offsets and sizes across page boundaries,
+/// into holes and past the end, through two descriptors; sizes while open,
+/// block counts after close (see `sparse_files`), and the holes the source
+/// keeps.
+fn pwrite_pread_unaligned(c: &mut Ctx) {
+    let p = c.p("f");
+    let Some(w) = c.ok(
+        "create f O_RDWR",
+        open(&p, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o644),
+    ) else {
+        return;
+    };
+    let Some(r) = c.ok("open f O_RDONLY", open(&p, libc::O_RDONLY, 0)) else {
+        return;
+    };
+    let writes: &[(u64, usize)] = &[
+        (4000, 200),
+        (0, 1),
+        (8191, 2),
+        (2 * 12288 + 17, 5000),
+        (70_000, 3),
+        (4050, 100),
+        (65_535, 4098),
+        (100_000, 0),
+        (12_287, 1),
+        (3 * 65_536 + 4095, 8193),
+    ];
+    let mut size = 0u64;
+    for (i, &(off, len)) in writes.iter().enumerate() {
+        let label = format!("pwrite {len} bytes at {off}");
+        let data = pattern(len, 40 + i as u8);
+        if let Some(n) = c.ok(&label, pwrite(&w, &data, off)) {
+            c.num(&format!("{label}: written"), n as i64);
+        }
+        if len > 0 {
+            size = size.max(off + len as u64);
+        }
+        let from = off.saturating_sub(10);
+        let got = pread(&r, len + 20, from);
+        c.data(
+            &format!("pread {} at {from} by the other fd", len + 20),
+            got,
+        );
+        let got = pread(&w, 50, size.saturating_sub(5));
+        c.data(&format!("pread 50 straddling the end {size}"), got);
+        c.fact(
+            &format!("pread past the end {size} reads nothing"),
+            pread(&r, 10, size + 100).is_ok_and(|d| d.is_empty()),
+        );
+        c.open_stat("f", &w);
+    }
+    let got = pread(&r, 300_000, 0);
+    c.data("pread the whole file while open", got);
+    drop((w, r));
+    c.stat("f");
+    c.content("f");
+    c.source_content("f");
+    if let Some(f) = c.ok("reopen f", open(&p, libc::O_RDONLY, 0)) {
+        for from in [0, 9000, 30_000, 70_005] {
+            if let Some(o) = c.res(
+                &format!("SEEK_HOLE from {from}"),
+                lseek(&f, from, libc::SEEK_HOLE),
+            ) {
+                c.num(&format!("hole at, from {from}"), o);
+            }
+            if let Some(o) = c.res(
+                &format!("SEEK_DATA from {from}"),
+                lseek(&f, from, libc::SEEK_DATA),
+            ) {
+                c.num(&format!("data at, from {from}"), o);
+            }
+        }
+    }
+}
+
+/// How many processes append at once, and the records each writes.
+const APPENDERS: usize = 4;
+const APPENDS_EACH: usize = 300;
+/// Not a divisor of the page size, so that records straddle pages.
+const APPEND_RECORD: usize = 97;
+
+/// Record `i` of appender `tag`, as the helper writes it.
+fn append_record(tag: usize, i: usize) -> Vec<u8> {
+    let head = format!("P{tag}-{i:05}-");
+    let mut rec = head.into_bytes();
+    rec.resize(APPEND_RECORD - 1, b'a' + tag as u8);
+    rec.push(b'\n');
+    rec
+}
+
+/// O_APPEND from several processes at once (write(2): the offset is set
+/// to the end and the write made as one atomic step): every record lands
+/// whole, exactly once, and the size is their total.
+fn append_from_processes(c: &mut Ctx) {
+    let p = c.p("log");
+    c.ok("create log", write_file(&p, b""));
+    let path = p.to_str().unwrap().to_string();
+    let (count, size) = (APPENDS_EACH.to_string(), APPEND_RECORD.to_string());
+    let mut helpers: Vec<Helper> = (0..APPENDERS)
+        .map(|tag| Helper::start(&["append", &tag.to_string(), &count, &size, &path]))
+        .collect();
+    // All open before any writes, then all let go together.
+    for h in &mut helpers {
+        let opened = h.line_after("OPENED ");
+        c.helper_says("helper: open log O_WRONLY|O_APPEND", &opened, "ok");
+    }
+    for h in &mut helpers {
+        let go = h
+            .stdin
+            .as_mut()
+            .map(|s| s.write_all(b"g").and_then(|()| s.flush()));
+        c.fact("told the helper to go", matches!(go, Some(Ok(()))));
+    }
+    for (tag, mut h) in helpers.into_iter().enumerate() {
+        let a = h.answer();
+        c.helper_says(&format!("helper {tag}: {count} appends"), &a, "ok");
+        h.finish();
+    }
+    let Some(data) = c.res("read log", read_file(&p)) else {
+        return;
+    };
+    c.must(
+        "size is every record's",
+        data.len() == APPENDERS * APPENDS_EACH * APPEND_RECORD,
+    );
+    let mut seen = vec![vec![0usize; APPENDS_EACH]; APPENDERS];
+    let mut in_order = true;
+    let mut last = [None::<usize>; APPENDERS];
+    let mut torn = 0;
+    for rec in data.chunks(APPEND_RECORD) {
+        let found = (0..APPENDERS).find_map(|tag| {
+            let i: usize = std::str::from_utf8(rec.get(3..8)?).ok()?.parse().ok()?;
+            (i < APPENDS_EACH && rec == append_record(tag, i).as_slice()).then_some((tag, i))
+        });
+        match found {
+            Some((tag, i)) => {
+                seen[tag][i] += 1;
+                in_order &= last[tag].is_none_or(|l| l < i);
+                last[tag] = Some(i);
+            }
+            None => torn += 1,
+        }
+    }
+    c.must("no record torn or overwritten", torn == 0);
+    c.must(
+        "every record present exactly once",
+        seen.iter().flatten().all(|&n| n == 1),
+    );
+    c.must("each process's records in its order", in_order);
+    // The interleaving differs from run to run; the set must not.
+    let mut records: Vec<&[u8]> = data.chunks(APPEND_RECORD).collect();
+    records.sort_unstable();
+    c.record("records, sorted", Obs::Data(records.concat()));
+    c.stat("log");
+    // The same interleaving, so not compared with tmpfs's.
+    c.must(
+        "the source holds what was read",
+        read_file(&c.s("log")).is_ok_and(|s| s == data),
+    );
+}
+
+/// Buffered writes (still dirty under the writeback cache) read back with
+/// O_DIRECT, O_DIRECT writes read back buffered and through a mapping
+/// (open(2): O_DIRECT I/O must see, and be seen by, the page cache; tmpfs
+/// takes O_DIRECT since Linux 6.6), with page-aligned buffers, offsets and
+/// lengths.
+fn direct_io_and_buffered(c: &mut Ctx) {
+    let p = c.p("f");
+    let Some(f) = c.ok(
+        "create f O_RDWR (buffered)",
+        open(&p, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o644),
+    ) else {
+        return;
+    };
+    let size = 5 * PAGE + 1000;
+    c.ok(
+        "buffered pwrite 5 pages + 1000",
+        pwrite(&f, &pattern(size, 30), 0),
+    );
+    c.ok(
+        "buffered pwrite across a page boundary",
+        pwrite(&f, b"dirty-across", PAGE as u64 + 4090),
+    );
+    let Some(d) = c.ok(
+        "open f O_RDWR|O_DIRECT",
+        open(&p, libc::O_RDWR | libc::O_DIRECT, 0),
+    ) else {
+        return;
+    };
+    let r = pread_aligned(&d, 3 * PAGE, PAGE as u64);
+    c.data("O_DIRECT pread 3 pages at page 1", r);
+    let r = pread_aligned(&d, 2 * PAGE, 4 * PAGE as u64);
+    c.data("O_DIRECT pread 2 pages at page 4 (to the end)", r);
+    let r = pread_aligned(&d, PAGE, 8 * PAGE as u64);
+    c.data("O_DIRECT pread past the end", r);
+
+    let r = pread(&f, 3 * PAGE, PAGE as u64);
+    c.data(
+        "buffered pread before the O_DIRECT write (fills the cache)",
+        r,
+    );
+    let r = pwrite_aligned(&d, &pattern(2 * PAGE, 31), 2 * PAGE as u64);
+    if let Some(n) = c.ok("O_DIRECT pwrite 2 pages at page 2", r) {
+        c.num("written", n as i64);
+    }
+    let r = pread(&f, 3 * PAGE, PAGE as u64);
+    c.data("buffered pread after the O_DIRECT write", r);
+    let r = pwrite_aligned(&d, &pattern(PAGE, 32), 6 * PAGE as u64);
+    c.ok("O_DIRECT pwrite a page at page 6 (extends)", r);
+    c.open_stat("f", &f);
+    let r = pread(&f, 3 * PAGE, 4 * PAGE as u64);
+    c.data("buffered pread over the old end", r);
+    fresh_mapping(
+        c,
+        "a mapping after the O_DIRECT writes",
+        &f,
+        7 * PAGE,
+        0,
+        7 * PAGE,
+    );
+
+    // And back: buffered writes seen by O_DIRECT reads again.
+    c.ok(
+        "buffered pwrite at page 2 + 10",
+        pwrite(&f, b"after", 2 * PAGE as u64 + 10),
+    );
+    let r = pread_aligned(&d, PAGE, 2 * PAGE as u64);
+    c.data("O_DIRECT pread page 2 after the buffered write", r);
+    if let Some(m) = c.ok("mmap f", Mapping::shared(&f, 7 * PAGE)) {
+        c.ok(
+            "mapped store of mapped-store",
+            m.write(5 * PAGE - 3, b"mapped-store"),
+        );
+        c.ok("msync f", m.msync());
+        c.ok("munmap f", m.unmap());
+    }
+    let r = pread_aligned(&d, 2 * PAGE, 4 * PAGE as u64);
+    c.data("O_DIRECT pread after a mapped store", r);
+    c.ok(
+        "ftruncate f through the O_DIRECT fd",
+        ftruncate(&d, 3 * 4096 + 5),
+    );
+    let r = pread_aligned(&d, 2 * PAGE, 2 * PAGE as u64);
+    c.data("O_DIRECT pread over the new end", r);
+    drop((f, d));
+    c.stat("f");
+    c.content("f");
+    c.source_content("f");
+}
+
+/// A deterministic sequence (xorshift64*), so that both sides run the
+/// same operations.
+struct Sequence(u64);
+
+impl Sequence {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// fsx's idea with O_DIRECT, which the installed fsx cannot do: a seeded
+/// mix of buffered, O_DIRECT and mapped reads and writes and truncates on
+/// one file, each read compared with tmpfs's.
+fn mixed_io_fsx_like(c: &mut Ctx) {
+    const FLEN: u64 = 256 * 1024;
+    const OPS: usize = 400;
+    let p = c.p("f");
+    let Some(f) = c.ok(
+        "create f O_RDWR",
+        open(&p, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o644),
+    ) else {
+        return;
+    };
+    let Some(d) = c.ok(
+        "open f O_RDWR|O_DIRECT",
+        open(&p, libc::O_RDWR | libc::O_DIRECT, 0),
+    ) else {
+        return;
+    };
+    let mut rng = Sequence(0x5eed_0015);
+    // The size the operations produce, the same on both sides whatever
+    // each filesystem does, so that both run the same sequence.
+    let mut size = 0u64;
+    let pages = FLEN / PAGE as u64;
+    for op in 0..OPS {
+        let seed = op as u8;
+        match rng.below(8) {
+            0 => {
+                let off = rng.below(FLEN - 1);
+                let len = 1 + rng.below((FLEN - off).min(16384));
+                let r = pwrite(&f, &pattern(len as usize, seed), off);
+                c.res(&format!("op {op}: pwrite {len} at {off}"), r);
+                size = size.max(off + len);
+            }
+            1 => {
+                let off = rng.below(pages) * PAGE as u64;
+                let len = (1 + rng.below(4.min(pages - off / PAGE as u64))) * PAGE as u64;
+                let r = pwrite_aligned(&d, &pattern(len as usize, seed), off);
+                c.res(&format!("op {op}: O_DIRECT pwrite {len} at {off}"), r);
+                size = size.max(off + len);
+            }
+            2 => {
+                let off = rng.below(size + PAGE as u64);
+                let len = 1 + rng.below(16384);
+                let r = pread(&f, len as usize, off);
+                c.data(&format!("op {op}: pread {len} at {off}"), r);
+            }
+            3 => {
+                let off = rng.below(size.div_ceil(PAGE as u64) + 1) * PAGE as u64;
+                let len = (1 + rng.below(4)) * PAGE as u64;
+                let r = pread_aligned(&d, len as usize, off);
+                c.data(&format!("op {op}: O_DIRECT pread {len} at {off}"), r);
+            }
+            4 | 5 if size == 0 => {}
+            4 => {
+                let off = rng.below(size);
+                let len = 1 + rng.below((size - off).min(16384));
+                let sync = rng.below(2) == 0;
+                let label = format!("op {op}: mapped store {len} at {off}, msync {sync}");
+                match Mapping::shared(&f, size as usize) {
+                    Ok(m) => {
+                        let r = m.write(off as usize, &pattern(len as usize, seed));
+                        c.ok(&format!("{label}: store"), r);
+                        if sync {
+                            c.ok(&format!("{label}: msync"), m.msync());
+                        }
+                        c.ok(&label, m.unmap());
+                    }
+                    Err(e) => c.record(label, Obs::Err(e)),
+                }
+            }
+            5 => {
+                let off = rng.below(size);
+                let len = 1 + rng.below((size - off).min(16384));
+                let label = format!("op {op}: mapped read {len} at {off}");
+                fresh_mapping(c, &label, &f, size as usize, off as usize, len as usize);
+            }
+            6 => {
+                let to = if rng.below(2) == 0 {
+                    rng.below(pages + 1) * PAGE as u64
+                } else {
+                    rng.below(FLEN)
+                };
+                let r = ftruncate(&f, to as i64);
+                c.res(&format!("op {op}: ftruncate {to}"), r);
+                size = to;
+            }
+            _ => {
+                let r = f.metadata().map(|m| m.size() as i64).map_err(io);
+                if let Some(n) = c.res(&format!("op {op}: fstat"), r) {
+                    c.num(&format!("op {op}: size"), n);
+                }
+            }
+        }
+    }
+    drop((f, d));
+    // Normalised: st_blocks left out. The mapped reads of holes allocate
+    // pages on tmpfs (shmem_fault), not through the mount, whose page
+    // cache is filled by READs that read(2) the source's holes.
+    match lstat(&p) {
+        Ok(m) => c.record(
+            "lstat f (st_blocks left out)",
+            Obs::Stat(StatView {
+                blocks: 0,
+                ..StatView::of(&m)
+            }),
+        ),
+        Err(e) => c.record("lstat f (st_blocks left out)", Obs::Err(e)),
+    }
+    c.content("f");
+    c.source_content("f");
+}
+
+/// The writes of the remount test: mmap stores with truncates, unaligned
+/// pwrites into holes, O_DIRECT over buffered data, appends from two
+/// descriptors. Everything is closed and unmapped at the end (an unmount
+/// waits for nothing else).
+fn remount_writes(c: &mut Ctx) {
+    let len = 3 * PAGE + 77;
+    c.ok(
+        "write mapped",
+        write_file(&c.p("mapped"), &pattern(len, 50)),
+    );
+    if let Some(f) = c.ok("open mapped", open(&c.p("mapped"), libc::O_RDWR, 0)) {
+        if let Some(m) = c.ok("mmap mapped", Mapping::shared(&f, len)) {
+            c.ok(
+                "mapped store of stored-through-the-mapping",
+                m.write(10, b"stored-through-the-mapping"),
+            );
+            c.ok(
+                "mapped store of dropped-by-the-truncate",
+                m.write(2 * PAGE + 5, b"dropped-by-the-truncate"),
+            );
+            c.ok("munmap mapped", m.unmap());
+        }
+        c.ok("ftruncate mapped smaller", ftruncate(&f, 4096 + 3));
+        c.ok("ftruncate mapped larger", ftruncate(&f, 5 * 4096 + 1));
+    }
+    if let Some(f) = c.ok(
+        "create pwritten",
+        open(&c.p("pwritten"), libc::O_RDWR | libc::O_CREAT, 0o644),
+    ) {
+        for (i, (off, n)) in [(4000, 300), (70_001, 5), (8190, 9000), (1, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            c.ok(
+                &format!("pwrite {n} at {off}"),
+                pwrite(&f, &pattern(n, 51 + i as u8), off),
+            );
+        }
+    }
+    if let Some(f) = c.ok(
+        "create direct",
+        open(&c.p("direct"), libc::O_RDWR | libc::O_CREAT, 0o644),
+    ) {
+        c.ok("buffered pwrite", pwrite(&f, &pattern(4 * PAGE + 9, 55), 0));
+        if let Some(d) = c.ok(
+            "open direct O_DIRECT",
+            open(&c.p("direct"), libc::O_WRONLY | libc::O_DIRECT, 0),
+        ) {
+            c.ok(
+                "O_DIRECT pwrite over buffered data",
+                pwrite_aligned(&d, &pattern(2 * PAGE, 56), PAGE as u64),
+            );
+            c.ok(
+                "O_DIRECT pwrite past the end",
+                pwrite_aligned(&d, &pattern(PAGE, 57), 6 * PAGE as u64),
+            );
+        }
+        c.ok(
+            "buffered pwrite after",
+            pwrite(&f, b"buffered-last", 3 * PAGE as u64 - 4),
+        );
+    }
+    let log = c.p("appended");
+    let a = c.ok(
+        "open appended A",
+        open(&log, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o644),
+    );
+    let b = c.ok(
+        "open appended B",
+        open(&log, libc::O_RDWR | libc::O_APPEND, 0),
+    );
+    if let (Some(a), Some(b)) = (a, b) {
+        let failed = (0..200)
+            .filter(|i| {
+                let w = if i % 2 == 0 { &a } else { &b };
+                write(
+                    w,
+                    format!("record {i:03} {}\n", "x".repeat(i % 37)).as_bytes(),
+                )
+                .is_err()
+            })
+            .count();
+        c.num("failed appends", failed as i64);
+    }
+}
+
+/// What the remount test compares after the writes: contents and stat,
+/// seen through the (new) mount and on the source.
+fn remount_reads(c: &mut Ctx) {
+    for n in ["mapped", "pwritten", "direct", "appended"] {
+        c.stat(n);
+        c.content(n);
+        c.source_content(n);
+        if let Some(f) = c.ok(
+            &format!("open {n} O_DIRECT"),
+            open(&c.p(n), libc::O_RDONLY | libc::O_DIRECT, 0),
+        ) {
+            let r = pread_aligned(&f, 32 * PAGE, 0);
+            c.data(&format!("O_DIRECT read of {n}"), r);
+        }
+    }
+}
+
+/// The data of `remount_writes` through a mount, unmounted (the daemon
+/// stopped cleanly) and mounted again with the same `args` on the same
+/// source, is what the same writes leave on a raw tmpfs.
+#[allow(dead_code)] // uring_suites.rs includes this module and does not remount.
+pub fn same_after_remount(served: &mut Served, args: &[&str]) {
+    const WRITES: &[Step] = &[Step {
+        name: "remount",
+        other_users: false,
+        run: remount_writes,
+    }];
+    const READS: &[Step] = &[Step {
+        name: "remount",
+        other_users: false,
+        run: remount_reads,
+    }];
+    let raw = Tmpfs::new("256m");
+    let raw_root = raw.path().join("work");
+    std::fs::create_dir(&raw_root).unwrap();
+    let mut on_tmpfs = run_steps("tmpfs", &raw_root, &raw_root, WRITES, true, false);
+    on_tmpfs
+        .records
+        .extend(run_steps("tmpfs", &raw_root, &raw_root, READS, false, false).records);
+    drop(raw);
+
+    let side = format!("fastfuse {} remounted", args.join(" "));
+    let (root, source) = (served.mnt().join("work"), served.source.path().join("work"));
+    std::fs::create_dir(&root).unwrap();
+    let mut through = run_steps(&side, &root, &source, WRITES, true, false);
+    let status = served.stop();
+    assert!(status.success(), "fastfuse exited with {status} at unmount");
+    served.respawn(args);
+    let reads = run_steps(&side, &root, &source, READS, false, false);
+    through.records.extend(reads.records);
+    through.unexpected.extend(reads.unexpected);
+
+    let differences = compare(&on_tmpfs, &through);
+    let unexpected: Vec<_> = on_tmpfs
+        .unexpected
+        .iter()
+        .chain(&through.unexpected)
+        .collect();
+    assert!(
+        on_tmpfs.records.len() > 40,
+        "the remount scenario observed too little"
+    );
+    assert!(
+        differences.is_empty() && unexpected.is_empty(),
+        "{side} differs from tmpfs:\n{}\n\nbroken expectations:\n{}",
+        differences.join("\n"),
+        unexpected
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// mknod of fifos, sockets and devices; readdir types; listing after
 /// changes.
 fn special_files_and_listing(c: &mut Ctx) {
@@ -2918,6 +3751,19 @@ fn readdir_10000_with_concurrent_unlinks(c: &mut Ctx) {
 /// Runs the script in `root` (the script's view) whose source directory is
 /// `source` (the same path on tmpfs).
 fn run_script(side: &str, root: &Path, source: &Path, other_users: bool) -> Run {
+    run_steps(side, root, source, SCRIPT, true, other_users)
+}
+
+/// Runs `steps` as [`run_script`] runs the script; `mkdir_steps` makes each
+/// step's directory first (a later run on the same directories does not).
+fn run_steps(
+    side: &str,
+    root: &Path,
+    source: &Path,
+    steps: &[Step],
+    mkdir_steps: bool,
+    other_users: bool,
+) -> Run {
     let mut ctx = Ctx {
         side: side.to_string(),
         dir: root.to_path_buf(),
@@ -2926,15 +3772,17 @@ fn run_script(side: &str, root: &Path, source: &Path, other_users: bool) -> Run 
         records: Vec::new(),
         unexpected: Vec::new(),
     };
-    for step in SCRIPT {
+    for step in steps {
         if step.other_users && !other_users {
             continue;
         }
         ctx.step = step.name;
         ctx.dir = root.join(step.name);
         ctx.src = source.join(step.name);
-        let r = mkdir(&ctx.dir, 0o755);
-        ctx.ok("mkdir the step's directory", r);
+        if mkdir_steps {
+            let r = mkdir(&ctx.dir, 0o755);
+            ctx.ok("mkdir the step's directory", r);
+        }
         let t = Instant::now();
         (step.run)(&mut ctx);
         eprintln!("[{side}] {}: {:?}", step.name, t.elapsed());
