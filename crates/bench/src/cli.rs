@@ -11,7 +11,7 @@ use crate::runner::{self, Engine, Plan, Progress};
 use crate::schema::Status;
 use crate::units::{parse_duration, parse_size};
 use crate::workload::{self, Sizes};
-use crate::{compare, loadgen, report};
+use crate::{check, compare, loadgen, report};
 
 /// `fastfuse bench`: the seed's fio table over tmpfs, fastfuse's modes and
 /// other FUSE servers.
@@ -45,6 +45,14 @@ pub enum BenchCommand {
     /// Make report.md and chart.svg again from a run's results.json (in
     /// its directory) and print the report.
     Report {
+        /// The run's results.json.
+        results: PathBuf,
+    },
+    /// Check that the built-in load generator measures what fio does, on
+    /// a run made with `--engine both` (the seed rows, each within its
+    /// band; see the report's "Engine agreement"). Fails when a row is out
+    /// of band or the run has none.
+    Check {
         /// The run's results.json.
         results: PathBuf,
     },
@@ -254,6 +262,22 @@ pub fn run(
         Some(BenchCommand::Compare { old, new }) => {
             let (old, new) = (compare::load(old)?, compare::load(new)?);
             print!("{}", compare::compare(&old, &new));
+            return Ok(());
+        }
+        Some(BenchCommand::Check { results }) => {
+            let run = compare::load(results)?;
+            let rows = check::engines_agree(&run);
+            if rows.is_empty() {
+                bail!(
+                    "{} has no seed row measured by both engines (run with --engine both)",
+                    results.display()
+                );
+            }
+            print!("{}", check::markdown(&rows));
+            let out = rows.iter().filter(|r| !r.ok()).count();
+            if out > 0 {
+                bail!("{out} row(s) out of band");
+            }
             return Ok(());
         }
         Some(BenchCommand::Report { results }) => {

@@ -29,6 +29,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod compare;
 pub mod config;

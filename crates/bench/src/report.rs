@@ -337,6 +337,11 @@ pub fn markdown(run: &BenchRun) -> String {
         let _ = writeln!(s, "- {}: {}", w.name, w.description);
     }
 
+    let agreement = crate::check::engines_agree(run);
+    if !agreement.is_empty() {
+        let _ = writeln!(s, "\n{}", crate::check::markdown(&agreement));
+    }
+
     let checks = sanity(run);
     if !checks.is_empty() || !run.warnings.is_empty() {
         let _ = writeln!(s, "\n## Warnings\n");
