@@ -411,3 +411,180 @@ fn unprivileged_mount_goes_through_fusermount3() {
     assert!(status.success());
     assert!(d.wait(Duration::from_secs(10)).success());
 }
+
+/// A filesystem whose READ is answered later, from another thread, by way
+/// of [`fastfuse::Caller::defer`]: `read` hands the request to `pending`
+/// and returns at once.
+struct SlowRead {
+    pending: std::sync::Mutex<std::sync::mpsc::Sender<fastfuse::Deferred>>,
+}
+
+const SLOW_FILE: fastfuse::NodeId = fastfuse::NodeId(2);
+const SLOW_DATA: &[u8] = b"answered from another thread\n";
+
+impl SlowRead {
+    fn attr(node: fastfuse::NodeId) -> Result<fastfuse::Attr, fastfuse::Errno> {
+        let (mode, size) = match node {
+            fastfuse::NodeId::ROOT => (libc::S_IFDIR | 0o755, 0),
+            SLOW_FILE => (libc::S_IFREG | 0o644, SLOW_DATA.len() as u64),
+            _ => return Err(fastfuse::Errno::ENOENT),
+        };
+        Ok(fastfuse::Attr {
+            ino: node.0,
+            mode,
+            size,
+            nlink: 1,
+            ..Default::default()
+        })
+    }
+}
+
+impl Filesystem for SlowRead {
+    fn lookup(
+        &self,
+        _: &fastfuse::Caller,
+        _: fastfuse::NodeId,
+        name: &std::ffi::OsStr,
+    ) -> Result<fastfuse::Entry, fastfuse::Errno> {
+        if name != "slow" {
+            return Err(fastfuse::Errno::ENOENT);
+        }
+        Ok(fastfuse::Entry {
+            node: SLOW_FILE,
+            generation: 0,
+            attr: Self::attr(SLOW_FILE)?,
+            attr_timeout: Duration::ZERO,
+            entry_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn getattr(
+        &self,
+        _: &fastfuse::Caller,
+        node: fastfuse::NodeId,
+        _: Option<fastfuse::FileHandle>,
+    ) -> Result<fastfuse::AttrReply, fastfuse::Errno> {
+        // Timeout 0: every stat(2) is a GETATTR.
+        Ok(fastfuse::AttrReply {
+            attr: Self::attr(node)?,
+            timeout: Duration::ZERO,
+        })
+    }
+
+    fn open(
+        &self,
+        _: &fastfuse::Caller,
+        _: fastfuse::NodeId,
+        _: fastfuse::OpenFlags,
+    ) -> Result<fastfuse::Opened, fastfuse::Errno> {
+        // Direct I/O: every read(2) is a READ, none served from the cache.
+        Ok(fastfuse::Opened {
+            open_flags: fastfuse::abi::fopen::FOPEN_DIRECT_IO,
+            ..Default::default()
+        })
+    }
+
+    fn read(
+        &self,
+        req: &fastfuse::Caller,
+        _: fastfuse::NodeId,
+        _: fastfuse::FileHandle,
+        offset: u64,
+        _: &mut [u8],
+    ) -> Result<usize, fastfuse::Errno> {
+        if offset >= SLOW_DATA.len() as u64 {
+            return Ok(0); // end of file, at once
+        }
+        let later = req.defer().ok_or(fastfuse::Errno::EIO)?;
+        self.pending
+            .lock()
+            .unwrap()
+            .send(later)
+            .map_err(|_| fastfuse::Errno::EIO)?;
+        Ok(0) // not the reply: the deferred handle is
+    }
+}
+
+/// One worker, and a READ that the filesystem answers 10 ms or more later
+/// from another thread: meanwhile the worker goes on serving GETATTRs
+/// (each stat(2) below returns while the READ is still unanswered), and
+/// the session's statistics show every GETATTR served in well under the
+/// READ's 10 ms.
+#[test]
+fn a_deferred_read_leaves_the_only_worker_free() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    let (to_answerer, deferred) = mpsc::channel::<fastfuse::Deferred>();
+    let m = Mounted::new(
+        SlowRead {
+            pending: std::sync::Mutex::new(to_answerer),
+        },
+        Config {
+            threads: 1,
+            ..Default::default()
+        },
+    );
+    let file = m.path().join("slow");
+    std::fs::metadata(&file).unwrap();
+
+    let answered = Arc::new(AtomicBool::new(false));
+    let (said_deferred, deferral_seen) = mpsc::channel::<()>();
+    let (getattrs_done, may_answer) = mpsc::channel::<()>();
+    let answerer = {
+        let answered = answered.clone();
+        std::thread::spawn(move || {
+            let d = deferred
+                .recv_timeout(Duration::from_secs(30))
+                .expect("no READ arrived");
+            let at = Instant::now();
+            said_deferred.send(()).unwrap();
+            // At least 10 ms, and not before the GETATTRs are through (a
+            // loaded machine must not make the test racy).
+            let _ = may_answer.recv_timeout(Duration::from_secs(30));
+            if let Some(left) = Duration::from_millis(10).checked_sub(at.elapsed()) {
+                std::thread::sleep(left);
+            }
+            answered.store(true, Ordering::SeqCst);
+            d.reply(Ok(SLOW_DATA));
+        })
+    };
+    let reader = {
+        let file = file.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let data = std::fs::read(&file).unwrap();
+            (data, t.elapsed())
+        })
+    };
+    deferral_seen
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the READ was never deferred");
+    for i in 0..5 {
+        std::fs::metadata(&file).unwrap();
+        assert!(
+            !answered.load(Ordering::SeqCst),
+            "stat {i} waited for the READ: the worker was held"
+        );
+    }
+    getattrs_done.send(()).unwrap();
+    let (data, took) = reader.join().unwrap();
+    answerer.join().unwrap();
+    assert_eq!(data, SLOW_DATA);
+    assert!(took >= Duration::from_millis(10), "READ took {took:?}");
+
+    let stats = m.session().stats().snapshot();
+    let getattr = &stats.ops["GETATTR"];
+    assert!(getattr.count >= 5, "{getattr:?}");
+    // Bucket i holds services in [2^i, 2^(i+1)) ns; 2^23 ns is 8.4 ms.
+    let slowest = getattr
+        .latency_log2_ns
+        .iter()
+        .rposition(|&n| n > 0)
+        .unwrap();
+    assert!(
+        slowest < 23,
+        "a GETATTR took 2^{slowest} ns or more: {getattr:?}"
+    );
+    assert!(stats.ops["READ"].count >= 1, "{:?}", stats.ops);
+}
