@@ -231,7 +231,8 @@ fn socket_name(mount_id: u64) -> String {
     format!("fastfuse-stats-{mount_id}")
 }
 
-/// A thread that serves snapshots on the abstract socket until dropped.
+/// A thread that serves snapshots on the abstract socket until dropped, to
+/// root and to the user the daemon runs as.
 pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThread> {
     let name = socket_name(mount_id);
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
@@ -239,6 +240,7 @@ pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThr
     // Readiness comes from poll; a client that gave up in between must
     // not block the loop in accept.
     listener.set_nonblocking(true)?;
+    let owner = sys::effective_uid();
     let thread = StoppableThread::spawn("fastfuse-stats", move |stop| loop {
         let fds = [listener.as_fd(), stop.as_fd()];
         match sys::poll_readable(&fds, None) {
@@ -251,9 +253,19 @@ pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThr
         }
         match listener.accept() {
             Ok((mut conn, _)) => {
-                let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.write_all(&json);
+                // An abstract socket has no file mode: anyone on the
+                // machine may connect. What a mount serves is its owner's
+                // business (file sizes and rates tell a lot), so only
+                // root and the daemon's own user are answered.
+                match sys::peer_uid(conn.as_fd()) {
+                    Ok(uid) if uid == 0 || uid == owner => {
+                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.write_all(&json);
+                    }
+                    Ok(uid) => tracing::debug!(uid, "statistics refused to another user"),
+                    Err(e) => tracing::debug!("statistics socket: SO_PEERCRED failed: {e}"),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // Out of descriptors (EMFILE) a waiting connection stays
@@ -278,8 +290,10 @@ pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThr
 /// mount at `mountpoint` (statx with `AT_STATX_DONT_SYNC`, which sends the
 /// filesystem no request), so it answers even when the filesystem is busy
 /// or its daemon stopped, and never reaches an older daemon that served the
-/// same path. Needs Linux 6.8+, and the right to access the mount (its
-/// owner, or anyone with `allow_other`).
+/// same path. Needs Linux 6.8+, the right to access the mount (its owner,
+/// or anyone with `allow_other`), and to be root or the daemon's user: the
+/// daemon closes the connection on anyone else, which reads as an error
+/// here.
 pub fn query(mountpoint: &Path) -> io::Result<StatsSnapshot> {
     let mount_id = crate::mount::mount_id(mountpoint).map_err(|e| {
         io::Error::new(

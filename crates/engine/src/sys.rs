@@ -848,3 +848,29 @@ mod tests {
         assert!(buf.iter().all(|&b| b == 0));
     }
 }
+
+/// The uid of the process at the other end of a connected Unix socket
+/// (`SO_PEERCRED`: the credentials it had when it connected).
+pub(crate) fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<libc::uid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable `ucred` and `len` its size, as
+    // SO_PEERCRED wants; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}

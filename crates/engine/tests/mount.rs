@@ -588,3 +588,39 @@ fn a_deferred_read_leaves_the_only_worker_free() {
     );
     assert!(stats.ops["READ"].count >= 1, "{:?}", stats.ops);
 }
+
+/// The statistics socket answers root and the daemon's user only: a thread
+/// of this (root) process that becomes nobody can reach the mount
+/// (allow_other) but gets no statistics, while root gets them.
+#[test]
+fn statistics_are_refused_to_other_users() {
+    let opts = MountOptions {
+        fsname: "fastfuse-test".into(),
+        allow_other: true,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::mount(hello::Hello, dir.path(), &opts, two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mnt = dir.path().to_path_buf();
+    assert!(fastfuse::stats::query(&mnt).is_ok(), "root is refused");
+    let as_nobody = std::thread::spawn(move || {
+        // The raw system call changes this thread's credentials alone (the
+        // C library's setresuid would change every thread's). The thread
+        // ends with them.
+        // SAFETY: setresuid takes three ids and touches no memory.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(r, 0, "setresuid: {}", std::io::Error::last_os_error());
+        let seen = std::fs::metadata(mnt.join("hello")).map(|m| m.len());
+        (seen.ok(), fastfuse::stats::query(&mnt).err())
+    });
+    let (seen, refused) = as_nobody.join().unwrap();
+    assert!(
+        seen.is_some(),
+        "nobody cannot reach the mount, so the test shows nothing"
+    );
+    assert!(refused.is_some(), "nobody read the statistics");
+    drop(session);
+}
