@@ -417,6 +417,7 @@ impl Mount {
     }
 
     /// The kernel's unique, never-reused id of this mount.
+    #[cfg(feature = "stats")]
     pub fn id(&self) -> u64 {
         self.id
     }

@@ -20,7 +20,9 @@ use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
 use crate::request::{self, Body, Layout, Operation};
 use crate::splice::{Pipe, MIN_SPLICED_WRITE};
-use crate::stats::{self, Stats};
+#[cfg(feature = "stats")]
+use crate::stats;
+use crate::stats::Stats;
 use crate::stoppable::StoppableThread;
 use crate::sys;
 use crate::transport::dev::DevWorker;
@@ -74,6 +76,14 @@ fn prepare_uring(
 ) -> Result<Vec<UringQueue>, SessionError> {
     let required = config.transport == TransportKind::Uring;
     if config.transport == TransportKind::Dev {
+        return Ok(Vec::new());
+    }
+    if !cfg!(feature = "io-uring") {
+        let why = "this build of fastfuse has no io_uring transport (the io-uring feature)";
+        if required {
+            return Err(SessionError::Transport(why.into()));
+        }
+        tracing::info!("serving through /dev/fuse: {why}");
         return Ok(Vec::new());
     }
     let refuse = |out: &mut abi::InitOut, negotiated: &mut Negotiated| {
@@ -403,6 +413,7 @@ impl<F: Filesystem> Session<F> {
         } else {
             None
         };
+        #[cfg(feature = "stats")]
         let stats_server = match stats::serve(self.server.stats.clone(), self.mount.id()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -410,6 +421,8 @@ impl<F: Filesystem> Session<F> {
                 None
             }
         };
+        #[cfg(not(feature = "stats"))]
+        let stats_server = None;
         let workers = self.start_workers()?;
         let server = self.server.clone();
         let destroy: Box<dyn FnOnce() + Send> = Box::new(move || {
