@@ -81,6 +81,7 @@ impl InitFlags {
 /// What INIT agreed; the filesystem sees it through
 /// [`Connection::negotiated`](crate::Connection::negotiated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Negotiated {
     /// Protocol major version (7).
     pub major: u32,
