@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg in fuse3 fio mergerfs bindfs attr util-linux libfuse3-dev gcc pkg-config; do
+for pkg in fuse3 fio mergerfs bindfs attr util-linux libfuse3-dev gcc pkg-config linux-perf; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

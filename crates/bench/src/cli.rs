@@ -112,6 +112,12 @@ pub struct RunArgs {
     /// its own (fio's --thread; passed to fio too).
     #[arg(long)]
     pub thread: bool,
+    /// Record a flame graph (perf record -a -g, cpu-clock) during the first
+    /// repetition of each configuration and workload, linked from
+    /// report.md; profiles/ holds the SVGs. Without perf (Debian's
+    /// linux-perf) the run goes on without them.
+    #[arg(long)]
+    pub profile: bool,
     /// List the configurations and workloads, and exit.
     #[arg(long)]
     pub list: bool,
@@ -238,6 +244,13 @@ pub fn plan(
         }
         picked
     };
+    let profile = args.profile && crate::profile::available();
+    if args.profile && !profile {
+        let why =
+            "--profile: perf is not installed (Debian's linux-perf); running without flame graphs";
+        eprintln!("warning: {why}");
+        notes.push(why.into());
+    }
     Ok(Plan {
         configs,
         workloads,
@@ -251,6 +264,7 @@ pub fn plan(
         notes,
         jobs,
         fio_threads: args.thread,
+        profile,
     })
 }
 

@@ -38,6 +38,7 @@ pub mod fio;
 pub mod loadgen;
 pub mod meta;
 pub mod mounts;
+pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod schema;

@@ -440,6 +440,24 @@ pub fn markdown(run: &BenchRun) -> String {
         let _ = writeln!(s, "- {}: {}", w.name, w.description);
     }
 
+    let profiled: Vec<&Sample> = run.results.iter().filter(|s| s.profile.is_some()).collect();
+    if !profiled.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Flame graphs\n\nOne per configuration and workload, recorded during the first \
+             repetition (`--profile`: perf record -a -g, cpu-clock, every CPU; that repetition \
+             ran a few per cent slower for it).\n"
+        );
+        for p in profiled {
+            let svg = p.profile.as_deref().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "- {} / {} ({}): [{svg}]({svg})",
+                p.config, p.workload, p.engine
+            );
+        }
+    }
+
     let agreement = crate::check::engines_agree(run);
     if !agreement.is_empty() {
         let _ = writeln!(s, "\n{}", crate::check::markdown(&agreement));

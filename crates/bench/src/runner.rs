@@ -15,6 +15,7 @@ use crate::config::{ConfigSpec, MountContext, Mounted};
 use crate::cpu::{CpuMark, CpuSpent};
 use crate::meta::{self, Tree};
 use crate::mounts::{self, Scratch};
+use crate::profile::Recording;
 use crate::schema::{
     BenchRun, ConfigInfo, CpuUse, Machine, RunOptions, Sample, Status, WorkloadInfo, WriteSizes,
     SCHEMA,
@@ -81,6 +82,9 @@ pub struct Plan {
     pub jobs: loadgen::Jobs,
     /// Whether fio runs its jobs as threads (`--thread`) too.
     pub fio_threads: bool,
+    /// Record a flame graph of the first repetition of each configuration
+    /// and workload (`--profile`; see [`crate::profile`]).
+    pub profile: bool,
 }
 
 /// Progress on a terminal (a bar) or as plain lines.
@@ -258,6 +262,29 @@ impl Step<'_> {
             files: None,
             cpu: None,
             write_sizes: None,
+            profile: None,
+        }
+    }
+
+    /// Starts a flame graph recording when this measurement is the
+    /// profiled one of its cell: the first repetition, first engine.
+    fn start_profile(&self, workload: &Workload, engine: &str) -> Option<(Recording, String)> {
+        let first_engine = engines_for(self.plan, workload, 1).first() == Some(&engine);
+        if !self.plan.profile || self.rep != 1 || !first_engine {
+            return None;
+        }
+        let dir = self.plan.out_dir.join("profiles");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("--profile: creating {}: {e}", dir.display());
+            return None;
+        }
+        let name = format!("{}-{}", self.config.name, workload.name);
+        match Recording::start(&dir.join(format!("{name}.perf.data"))) {
+            Ok(r) => Some((r, format!("profiles/{name}.svg"))),
+            Err(e) => {
+                tracing::warn!("--profile: {e:#}");
+                None
+            }
         }
     }
 
@@ -287,10 +314,18 @@ impl Step<'_> {
             }
         }
         let before = self.stats_snapshot();
+        let recording = self.start_profile(workload, engine);
         let measured = match &workload.kind {
             Kind::Data(spec) => self.data(&workload.name, spec, engine),
             Kind::Meta(op) => self.meta(*op),
         };
+        if let Some((recording, svg)) = recording {
+            let title = format!("{} {} ({engine})", self.config.name, workload.name);
+            match recording.finish(&self.plan.out_dir.join(&svg), &title) {
+                Ok(()) => sample.profile = Some(svg),
+                Err(e) => tracing::warn!("--profile {title}: {e:#}"),
+            }
+        }
         match measured {
             Ok(m) => {
                 sample.value = Some(m.value);
@@ -679,6 +714,7 @@ fn failed_sample(rep: u32, config: &ConfigSpec, w: &Workload, engine: &str) -> S
         files: None,
         cpu: None,
         write_sizes: None,
+        profile: None,
     }
 }
 

@@ -149,6 +149,10 @@ pub struct Sample {
     /// The fastfuse server's WRITE sizes during the measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_sizes: Option<WriteSizes>,
+    /// With `--profile`: the flame graph of this measurement, relative to
+    /// the run's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// CPU time spent during a measurement (from the start of the load to the

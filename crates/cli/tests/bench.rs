@@ -329,6 +329,50 @@ fn ctrl_c_unmounts_everything() {
     assert!(result.interrupted);
 }
 
+/// `--profile` records a flame graph per configuration and workload
+/// (perf record -a -g; Debian's linux-perf, which scripts/setup.sh
+/// installs) and the report links it; the SVG names the fastfuse server's
+/// own frames.
+#[test]
+fn profile_draws_a_flame_graph_per_cell() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !installed("perf") {
+        eprintln!("skipped: perf is not installed");
+        return;
+    }
+    let (result, stdout, dir) = run_ok(
+        &[
+            "--quick",
+            "--profile",
+            "--configs",
+            "fastfuse-seed",
+            "--workloads",
+            "seq-write-1M",
+        ],
+        Duration::from_secs(300),
+    );
+    let profiled: Vec<_> = result
+        .results
+        .iter()
+        .filter_map(|s| s.profile.clone())
+        .collect();
+    assert_eq!(
+        profiled,
+        ["profiles/fastfuse-seed-seq-write-1M.svg"],
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(dir.path().join(&profiled[0])).unwrap();
+    assert!(svg.contains("<svg"), "not an SVG");
+    assert!(svg.contains("fuse_"), "no FUSE frame in the flame graph");
+    assert!(stdout.contains("## Flame graphs"), "{stdout}");
+    let leftover: Vec<_> = std::fs::read_dir(dir.path().join("profiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().ends_with(".svg"))
+        .collect();
+    assert!(leftover.is_empty(), "perf data left behind: {leftover:?}");
+}
+
 /// `bench check`, which holds the built-in load generator to what fio
 /// measures on a run made with `--engine both` (the bands are in
 /// `fastfuse_bench::check`; a timed comparison has no place in cargo test,
