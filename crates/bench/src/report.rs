@@ -734,6 +734,7 @@ pub(crate) mod tests {
                         per: "s/GiB".into(),
                     }),
                     write_sizes: None,
+                    profile: None,
                 });
             }
         }
