@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg in fuse3 fio mergerfs bindfs attr util-linux; do
+for pkg in fuse3 fio mergerfs bindfs attr util-linux libfuse3-dev gcc pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,6 +24,31 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
+
+# The seed's own server, the bench's libfuse-ll peer: passthrough_ll from
+# the example sources Debian's libfuse3-dev ships (libfuse 3.14), built
+# against the packaged libfuse3. Nothing is fetched; rebuilt only when the
+# source is newer than the binary.
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+examples=/usr/share/doc/libfuse3-dev/examples
+peers="$repo/target/peers"
+ll_src="$examples/passthrough_ll.c"
+[ -e "$ll_src" ] || ll_src="$ll_src.gz"
+if [ ! -x "$peers/passthrough_ll" ] || [ "$ll_src" -nt "$peers/passthrough_ll" ]; then
+    echo "setup: building $peers/passthrough_ll from $examples"
+    mkdir -p "$peers/src"
+    for f in passthrough_ll.c passthrough_helpers.h; do
+        if [ -e "$examples/$f" ]; then
+            cp "$examples/$f" "$peers/src/$f"
+        else
+            zcat "$examples/$f.gz" >"$peers/src/$f"
+        fi
+    done
+    # shellcheck disable=SC2046 # pkg-config prints several words
+    gcc -Wall -O2 $(pkg-config fuse3 --cflags) "$peers/src/passthrough_ll.c" \
+        -o "$peers/passthrough_ll.tmp" $(pkg-config fuse3 --libs)
+    mv "$peers/passthrough_ll.tmp" "$peers/passthrough_ll"
+fi
 # The POSIX suite and the data-integrity exerciser, pinned to the versions
 # the README's results were taken with.
 command -v pjdfstest >/dev/null || cargo install --locked --quiet pjdfstest --version 0.2.2

@@ -17,6 +17,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== fmt";    cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The engine alone, without the features the binary turns on.
+cargo clippy -p fastfuse --all-targets --quiet -- -D warnings
 echo "== doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The three library crates must package (and build from their packages)
 # as they would for crates.io; --allow-dirty only for local runs with edits.

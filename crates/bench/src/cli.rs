@@ -68,7 +68,8 @@ pub struct RunArgs {
     /// Configurations to run, comma-separated (default: all available
     /// but the opt-in ones). Known: tmpfs, fastfuse-seed, fastfuse,
     /// fastfuse-uring, fastfuse-wt, fastfuse-passthrough, fastfuse-bypass1,
-    /// fastfuse-bypass2, mergerfs-wb, mergerfs, bindfs, and --peer names;
+    /// fastfuse-bypass2, libfuse-ll (libfuse's passthrough_ll, built by
+    /// scripts/setup.sh), mergerfs-wb, mergerfs, bindfs, and --peer names;
     /// opt-in: fastfuse-nosplice (the seed's without splicing WRITE data),
     /// fastfuse-uring1 (io_uring with one ring entry per queue).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -175,7 +176,9 @@ pub fn plan(
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (mut usable, missing) = config::known(bin.is_some(), cpus, crate::mounts::is_root());
+    let ll = config::find_passthrough_ll(bin.as_deref());
+    let (mut usable, missing) =
+        config::known(bin.is_some(), cpus, crate::mounts::is_root(), ll.as_deref());
     for p in &args.peers {
         let peer = config::parse_peer(p).map_err(anyhow::Error::msg)?;
         if usable.iter().any(|c| c.name == peer.name) {
@@ -199,6 +202,10 @@ pub fn plan(
     let configs: Vec<ConfigSpec> = if args.configs.is_empty() {
         for (name, why) in &missing {
             if !crate::config::OPT_IN.contains(&name.as_str()) {
+                // The report's headline is fastfuse against it.
+                if name == "libfuse-ll" {
+                    tracing::warn!("{name} not run: {why}");
+                }
                 notes.push(format!("{name} not run: {why}"));
             }
         }

@@ -98,7 +98,7 @@ impl ConfigSpec {
 }
 
 /// Names of the configurations the bench knows, in table order.
-pub const KNOWN: [&str; 13] = [
+pub const KNOWN: [&str; 14] = [
     "tmpfs",
     "fastfuse-seed",
     "fastfuse-nosplice",
@@ -109,6 +109,7 @@ pub const KNOWN: [&str; 13] = [
     "fastfuse-passthrough",
     "fastfuse-bypass1",
     "fastfuse-bypass2",
+    "libfuse-ll",
     "mergerfs-wb",
     "mergerfs",
     "bindfs",
@@ -127,6 +128,40 @@ const MERGERFS_WB: &str =
 const MERGERFS: &str = "mergerfs -f -o minfreespace=0 {src} {mnt}";
 /// bindfs as Debian ships it (as root it adds allow_other by itself).
 const BINDFS: &str = "bindfs -f {src} {mnt}";
+/// libfuse's passthrough_ll in the seed's configuration (`-o writeback
+/// -o max_threads=4 -o source=SRC MNT`), with `-f` so that it stays our
+/// child (daemonizing does not change what it serves). libfuse 3.14's
+/// passthrough_ll parses max_threads but does not pass it to its loop
+/// (it hands `fuse_session_loop_mt` a version-1 config, which has no such
+/// field), so it runs up to libfuse's default of 10 workers.
+const LIBFUSE_LL: &str = "-f -o writeback -o max_threads=4 -o source={src} {mnt}";
+
+/// Where `scripts/setup.sh` builds passthrough_ll, inside the target
+/// directory.
+pub const PASSTHROUGH_LL: &str = "peers/passthrough_ll";
+
+/// The passthrough_ll binary: next to the fastfuse binary's target
+/// directory (`target/release/fastfuse` → `target/peers/passthrough_ll`),
+/// under `./target`, or on the PATH.
+pub fn find_passthrough_ll(fastfuse_bin: Option<&Path>) -> Option<PathBuf> {
+    let is_exe = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let near_bin = fastfuse_bin
+        .and_then(|b| b.parent()?.parent().map(|t| t.join(PASSTHROUGH_LL)))
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let in_cwd = std::fs::canonicalize(Path::new("target").join(PASSTHROUGH_LL)).ok();
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("passthrough_ll"))
+            .find(|p| is_exe(p))
+    });
+    [near_bin, in_cwd, on_path]
+        .into_iter()
+        .flatten()
+        .find(|p| is_exe(p))
+}
 
 fn fastfuse(name: &str, family: Family, args: &[String]) -> ConfigSpec {
     ConfigSpec {
@@ -158,11 +193,13 @@ pub fn on_path(program: &str) -> bool {
 
 /// The known configurations: those usable here, and those that are not
 /// with why. `has_fastfuse`: a fastfuse binary is at hand; `cpus`: the
-/// thread count of the `fastfuse` configuration.
+/// thread count of the `fastfuse` configuration; `passthrough_ll`:
+/// libfuse's passthrough_ll, if built ([`find_passthrough_ll`]).
 pub fn known(
     has_fastfuse: bool,
     cpus: usize,
     root: bool,
+    passthrough_ll: Option<&Path>,
 ) -> (Vec<ConfigSpec>, Vec<(String, String)>) {
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let threads = cpus.to_string();
@@ -254,6 +291,18 @@ pub fn known(
         } else {
             usable.push(c);
         }
+    }
+    match passthrough_ll {
+        Some(bin) => usable.push(shell(
+            "libfuse-ll",
+            &format!("{} {LIBFUSE_LL}", sh_quote(bin)),
+        )),
+        None => missing.push((
+            "libfuse-ll".into(),
+            format!(
+                "libfuse's passthrough_ll is not built (scripts/setup.sh builds it into target/{PASSTHROUGH_LL})"
+            ),
+        )),
     }
     for (name, cmd, program) in [
         ("mergerfs-wb", MERGERFS_WB, "mergerfs"),
@@ -617,23 +666,33 @@ mod tests {
 
     #[test]
     fn known_configurations_in_table_order() {
-        let (usable, missing) = known(true, 2, true);
+        let ll = Path::new("/opt/peers/passthrough_ll");
+        let (usable, missing) = known(true, 2, true, Some(ll));
         let mut names: Vec<&str> = usable.iter().map(|c| c.name.as_str()).collect();
         names.extend(missing.iter().map(|(n, _)| n.as_str()));
         for n in KNOWN {
             assert!(names.contains(&n), "{n}");
         }
         assert_eq!(usable[0].family, Family::Limit);
-        let (usable, missing) = known(false, 2, false);
+        let ll_spec = usable.iter().find(|c| c.name == "libfuse-ll").unwrap();
+        assert_eq!(ll_spec.family, Family::Peer);
+        assert_eq!(
+            ll_spec.command_line(),
+            "'/opt/peers/passthrough_ll' -f -o writeback -o max_threads=4 -o source={src} {mnt}"
+        );
+        let (usable, missing) = known(false, 2, false, None);
         assert!(usable.iter().all(|c| !c.is_fastfuse()));
         assert!(missing
             .iter()
             .any(|(n, why)| n == "fastfuse-seed" && why.contains("binary")));
+        assert!(missing
+            .iter()
+            .any(|(n, why)| n == "libfuse-ll" && why.contains("scripts/setup.sh")));
     }
 
     #[test]
     fn the_seed_configuration_uses_the_seed_options() {
-        let (usable, _) = known(true, 8, true);
+        let (usable, _) = known(true, 8, true, None);
         let seed = usable.iter().find(|c| c.name == "fastfuse-seed").unwrap();
         assert_eq!(
             seed.command_line(),

@@ -14,8 +14,8 @@
 //! - [`loadgen`], [`fio`], [`meta`]: the engines that generate load;
 //! - [`cpu`], [`stats`]: CPU accounting and fastfuse's WRITE sizes;
 //! - [`runner`]: repetitions, interleaving, progress;
-//! - [`schema`], [`report`], [`compare`]: the JSON, the table and chart,
-//!   before/after;
+//! - [`schema`], [`report`], [`compare`], [`signif`]: the JSON, the table
+//!   and chart, before/after and whether a difference is noise;
 //! - [`cli`]: the command line (`fastfuse bench` is glue over it).
 //!
 //! The numbers of a workload are the ones fio would print:
@@ -41,6 +41,7 @@ pub mod mounts;
 pub mod report;
 pub mod runner;
 pub mod schema;
+pub mod signif;
 pub mod stats;
 pub mod units;
 pub mod workload;

@@ -39,6 +39,12 @@ pub fn median(values: &[f64]) -> Option<f64> {
 pub struct Cell {
     /// Median throughput (None: no repetition succeeded).
     pub median: Option<f64>,
+    /// The lowest and highest throughput over repetitions.
+    pub min: Option<f64>,
+    /// See `min`.
+    pub max: Option<f64>,
+    /// Every repetition's throughput, in run order.
+    pub values: Vec<f64>,
     /// Successful repetitions.
     pub n: usize,
     /// All were skipped (not applicable).
@@ -84,12 +90,30 @@ pub fn cell(run: &BenchRun, config: &str, workload: &str, engine: &str) -> Cell 
         .iter()
         .filter_map(|s| s.cpu.as_ref().map(|c| c.machine_per_unit))
         .collect();
+    let finite = || values.iter().copied().filter(|v| v.is_finite());
     Cell {
         median: median(&values),
+        min: finite().min_by(f64::total_cmp),
+        max: finite().max_by(f64::total_cmp),
         n: values.len(),
         skipped: !all.is_empty() && all.iter().all(|s| s.status == Status::Skipped),
         server_cpu: median(&server),
         machine_cpu: median(&machine),
+        values,
+    }
+}
+
+impl Cell {
+    /// The median with the spread over repetitions, `429 [410–440]`
+    /// (min–max); the median alone for one repetition, `-` for none.
+    pub fn spread_text(&self) -> String {
+        match (self.median, self.min, self.max) {
+            (Some(m), Some(lo), Some(hi)) if self.n > 1 => {
+                format!("{} [{}–{}]", figure(m), figure(lo), figure(hi))
+            }
+            (Some(m), _, _) => figure(m),
+            _ => "-".to_string(),
+        }
     }
 }
 
@@ -156,7 +180,84 @@ fn cell_text(run: &BenchRun, config: &str, workload: &str, limit_median: Option<
         c.server_cpu.map_or("-".into(), figure),
         c.machine_cpu.map_or("-".into(), figure)
     );
-    format!("{}{ratio}{cpu}", figure(m))
+    format!("{}{ratio}{cpu}", c.spread_text())
+}
+
+/// The seed's rows: the LKML table's 1k/4k/1M writes and the reply's
+/// 32-job run.
+pub const SEED_ROWS: [&str; 4] = [
+    "seq-write-1k",
+    "seq-write-4k",
+    "seq-write-1M",
+    "seq-write-1M-32jobs",
+];
+
+/// The seed's own comparison: fastfuse in the seed's configuration
+/// against libfuse's passthrough_ll in the same one, on the seed's rows.
+/// Empty when either did not run.
+pub fn headline(run: &BenchRun) -> String {
+    let (ours, theirs) = ("fastfuse-seed", "libfuse-ll");
+    let has = |c: &str| run.configs.iter().any(|x| x.name == c);
+    if !has(ours) {
+        return String::new();
+    }
+    if !has(theirs) {
+        return format!(
+            "\n## Headline: {ours} vs {theirs}\n\n{theirs} (libfuse's passthrough_ll, the seed's server) is not in this run (the default run leaves it out, with a warning, when scripts/setup.sh has not built it): no headline comparison.\n"
+        );
+    }
+    let mut rows = String::new();
+    for w in run
+        .workloads
+        .iter()
+        .filter(|w| SEED_ROWS.contains(&w.name.as_str()))
+    {
+        let a = cell(run, ours, &w.name, &run.engine);
+        let b = cell(run, theirs, &w.name, &run.engine);
+        let ratio = match (a.median, b.median) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            rows,
+            "| {} | {} | {} | {} | {ratio} |",
+            w.name,
+            w.unit,
+            a.spread_text(),
+            b.spread_text()
+        );
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n## Headline: {ours} vs {theirs}\n\nThe seed's rows on fastfuse and on libfuse's own passthrough_ll, both in the seed's configuration (`-o writeback -o max_threads=4`; libfuse 3.14's passthrough_ll parses max_threads but does not apply it, so it runs up to libfuse's default of 10 worker threads): median [min–max]; the ratio is of the medians.\n\n| workload | unit | {ours} | {theirs} | {ours} / {theirs} |\n|---|---|---:|---:|---:|\n{rows}"
+    )
+}
+
+/// Which CPU counters the run's samples came from, in words.
+fn cpu_clocks(run: &BenchRun) -> String {
+    let cpus: Vec<_> = run.results.iter().filter_map(|x| x.cpu.as_ref()).collect();
+    if cpus.iter().all(|c| c.machine_clock.is_none()) {
+        return "CPU from /proc/PID/stat and /proc/stat ticks (a run from before ns accounting)"
+            .to_string();
+    }
+    let mut machine: Vec<&str> = cpus
+        .iter()
+        .map(|c| c.machine_clock.as_deref().unwrap_or("stat-ticks"))
+        .collect();
+    machine.sort_unstable();
+    machine.dedup();
+    let servers: Vec<_> = cpus.iter().filter(|c| c.server_secs.is_some()).collect();
+    let ticks = servers
+        .iter()
+        .filter(|c| c.server_clock.as_deref().unwrap_or("stat-ticks") == "stat-ticks")
+        .count();
+    format!(
+        "the server's from its threads' schedstat ns ({ticks} of {} samples from /proc/PID/stat ticks instead, a thread having ended), the machine's from {}",
+        servers.len(),
+        machine.join(", ")
+    )
 }
 
 /// The markdown report.
@@ -187,10 +288,12 @@ pub fn markdown(run: &BenchRun) -> String {
         run.options.tree_entries,
         if run.interrupted { "; **INTERRUPTED, partial**" } else { "" },
     );
+    s.push_str(&headline(run));
     let _ = writeln!(
         s,
-        "\nEach cell: median{} · CPU of the server / of the whole machine, in s per GiB moved (MiB/s rows) or ms per 1000 files (files/s rows). n/a: not applicable to the mode.\n",
-        lim.map_or(String::new(), |l| format!(" (ratio to {l}, the limit)"))
+        "\nEach cell: median [min–max over the repetitions]{} · CPU of the server / of the whole machine, in s per GiB moved (MiB/s rows) or ms per 1000 files (files/s rows); {}. n/a: not applicable to the mode.\n",
+        lim.map_or(String::new(), |l| format!(" (ratio of the median to {l}, the limit)")),
+        cpu_clocks(run)
     );
 
     // The table.
@@ -606,6 +709,8 @@ pub(crate) mod tests {
                     cpu: Some(CpuUse {
                         server_secs: Some(0.1),
                         machine_secs: 0.5,
+                        server_clock: Some("schedstat".into()),
+                        machine_clock: Some("cpuacct".into()),
                         server_per_unit: Some(0.25),
                         machine_per_unit: 1.5,
                         per: "s/GiB".into(),
@@ -663,6 +768,47 @@ pub(crate) mod tests {
         assert!(md.contains("| n/a |"), "{md}");
         // fastfuse is above mergerfs-wb: no floor warning.
         assert!(!md.contains("below mergerfs-wb"), "{md}");
+    }
+
+    #[test]
+    fn the_headline_is_the_seed_configuration_against_libfuse_ll() {
+        let mut run = fake_run(
+            &[("fastfuse-seed", "fastfuse"), ("libfuse-ll", "peer")],
+            &["seq-write-1k", "seq-write-1M", "untar"],
+            &[&[400.0, 1500.0, 5000.0], &[200.0, 1000.0, 4000.0]],
+        );
+        // Two more repetitions of fastfuse-seed's 1k row.
+        for v in [380.0, 450.0] {
+            let mut x = run.results[0].clone();
+            x.rep += 1;
+            x.value = Some(v);
+            run.results.push(x);
+        }
+        let md = markdown(&run);
+        assert!(
+            md.contains("## Headline: fastfuse-seed vs libfuse-ll"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| seq-write-1k | MiB/s | 400 [380–450] | 200 | 2.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| seq-write-1M | MiB/s | 1500 | 1000 | 1.50 |"),
+            "{md}"
+        );
+        // Not a seed row.
+        assert!(!md.contains("| untar | MiB/s | 5000 | 4000 |"), "{md}");
+        // The spread reaches the main table too.
+        assert!(md.contains("| 400 [380–450] · 0.25/1.50 |"), "{md}");
+        let alone = fake_run(
+            &[("fastfuse-seed", "fastfuse")],
+            &["seq-write-1k"],
+            &[&[400.0]],
+        );
+        assert!(markdown(&alone).contains(
+            "libfuse-ll (libfuse's passthrough_ll, the seed's server) is not in this run"
+        ));
     }
 
     #[test]

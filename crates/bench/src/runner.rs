@@ -233,6 +233,8 @@ fn cpu_use(spent: CpuSpent, bytes: Option<u64>, files: Option<u64>) -> CpuUse {
     CpuUse {
         server_secs: spent.server,
         machine_secs: spent.machine,
+        server_clock: spent.server_clock.map(|c| c.as_str().to_string()),
+        machine_clock: Some(spent.machine_clock.as_str().to_string()),
         server_per_unit: spent.server.map(per_unit),
         machine_per_unit: per_unit(spent.machine),
         per: per.to_string(),
@@ -688,7 +690,9 @@ mod tests {
     fn cpu_per_gib_and_per_kfile() {
         let spent = CpuSpent {
             server: Some(1.0),
+            server_clock: Some(crate::cpu::ServerClock::Schedstat),
             machine: 4.0,
+            machine_clock: crate::cpu::MachineClock::Cpuacct,
         };
         let c = cpu_use(spent, Some(2 * GIB), None);
         assert_eq!((c.server_per_unit, c.machine_per_unit), (Some(0.5), 2.0));

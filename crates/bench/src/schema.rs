@@ -152,14 +152,23 @@ pub struct Sample {
 }
 
 /// CPU time spent during a measurement (from the start of the load to the
-/// last close).
+/// last close). See [`crate::cpu`] for the counters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuUse {
-    /// Seconds of the server process (utime + stime of /proc/PID/stat);
-    /// none for the raw source.
+    /// Seconds of the server process, all its threads; none for the raw
+    /// source.
     pub server_secs: Option<f64>,
-    /// Busy seconds of the whole machine (/proc/stat), all CPUs summed.
+    /// Busy seconds of the whole machine, all CPUs summed.
     pub machine_secs: f64,
+    /// Which counter gave `server_secs`: `schedstat` (its threads' ns) or
+    /// `stat-ticks` (/proc/PID/stat, when a thread ended during the
+    /// measurement). Absent in runs before ns accounting: ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_clock: Option<String>,
+    /// Which counter gave `machine_secs`: `cpuacct`, `proc-schedstat` or
+    /// `stat-ticks`. Absent in runs before ns accounting: /proc/stat ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_clock: Option<String>,
     /// Server CPU seconds per GiB moved (data) or ms per 1000 files
     /// (metadata).
     pub server_per_unit: Option<f64>,

@@ -151,6 +151,15 @@ fn quick_run_covers_every_configuration_and_workload() {
         "fastfuse-wt",
         "fastfuse-bypass2",
     ];
+    // libfuse's passthrough_ll, where scripts/setup.sh built it (next to
+    // this binary's target directory).
+    let ll = std::path::Path::new(fastfuse_bin())
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("peers/passthrough_ll"));
+    if ll.is_some_and(|p| p.exists()) {
+        configs.push("libfuse-ll");
+    }
     for peer in ["mergerfs-wb", "bindfs"] {
         if installed(peer.trim_end_matches("-wb")) {
             configs.push(peer);
@@ -221,6 +230,13 @@ fn quick_run_covers_every_configuration_and_workload() {
             assert_eq!(s.unit, w.unit);
             let cpu = s.cpu.as_ref().unwrap();
             assert_eq!(cpu.server_secs.is_some(), c.family != "limit", "{s:?}");
+            // Which counters, in the JSON.
+            assert_eq!(cpu.server_clock.is_some(), c.family != "limit", "{s:?}");
+            let machine = cpu.machine_clock.as_deref().unwrap();
+            assert!(
+                ["cpuacct", "proc-schedstat", "stat-ticks"].contains(&machine),
+                "{s:?}"
+            );
             if c.family.starts_with("fastfuse") && w.name.starts_with("seq-write") {
                 let sizes = s.write_sizes.as_ref().expect("fastfuse WRITE sizes");
                 assert!(sizes.writes > 0);
@@ -229,6 +245,18 @@ fn quick_run_covers_every_configuration_and_workload() {
     }
     // The table, the chart.
     assert!(stdout.contains("| seq-write-1M | MiB/s |"), "{stdout}");
+    if configs.contains(&"libfuse-ll") {
+        assert!(
+            stdout.contains("## Headline: fastfuse-seed vs libfuse-ll"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "| workload | unit | fastfuse-seed | libfuse-ll | fastfuse-seed / libfuse-ll |"
+            ),
+            "{stdout}"
+        );
+    }
     assert!(
         stdout.contains("## WRITE sizes seen by fastfuse"),
         "{stdout}"
@@ -366,12 +394,17 @@ fn check_holds_the_engines_to_their_bands() {
     assert!(String::from_utf8_lossy(&none.stderr).contains("--engine both"));
 }
 
+/// A run's JSON as schema 1 has always had it (no CPU clocks): one entry
+/// per (configuration, workload, value), repetitions numbered in order.
 fn sample_run(started: &str, values: &[(&str, &str, f64)]) -> String {
+    let mut reps: std::collections::HashMap<(&str, &str), u32> = Default::default();
     let results: Vec<serde_json::Value> = values
         .iter()
         .map(|(config, workload, v)| {
+            let rep = reps.entry((config, workload)).or_default();
+            *rep += 1;
             serde_json::json!({
-                "rep": 1, "config": config, "workload": workload, "engine": "builtin",
+                "rep": *rep, "config": config, "workload": workload, "engine": "builtin",
                 "status": "ok", "value": v, "unit": "MiB/s", "secs": 1.0
             })
         })
@@ -413,7 +446,11 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1k", 341.0),
                 ("fastfuse-seed", "seq-write-4k", 2246.0),
                 ("fastfuse-seed", "seq-write-1M", 2685.0),
+                ("fastfuse-seed", "seq-write-1M", 2600.0),
+                ("fastfuse-seed", "seq-write-1M", 2700.0),
                 ("bindfs", "seq-write-1k", 21.0),
+                ("bindfs", "seq-write-1k", 23.0),
+                ("bindfs", "seq-write-1k", 19.0),
             ],
         ),
     )
@@ -426,6 +463,10 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1k", 360.0),
                 ("fastfuse-seed", "seq-write-4k", 2200.0),
                 ("fastfuse-seed", "seq-write-1M", 5370.0),
+                ("fastfuse-seed", "seq-write-1M", 5300.0),
+                ("fastfuse-seed", "seq-write-1M", 5400.0),
+                ("bindfs", "seq-write-1k", 22.0),
+                ("bindfs", "seq-write-1k", 20.0),
                 ("bindfs", "seq-write-1k", 21.0),
             ],
         ),
@@ -445,24 +486,35 @@ fn compare_prints_before_after_and_percent() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("### fastfuse-seed"), "{text}");
     assert!(
-        text.contains("| workload | unit | Before | After | % diff |"),
+        text.contains("| workload | unit | Before | After | % diff | vs noise |"),
+        "{text}"
+    );
+    assert!(text.contains("Mann–Whitney U"), "{text}");
+    // One repetition a side: a difference, but no verdict.
+    assert!(
+        text.contains("| seq-write-1k | MiB/s | 341 | 360 | +5.6% | too few reps |"),
         "{text}"
     );
     assert!(
-        text.contains("| seq-write-1k | MiB/s | 341 | 360 | +5.6% |"),
+        text.contains("| seq-write-4k | MiB/s | 2246 | 2200 | -2.0% | too few reps |"),
         "{text}"
     );
+    // Three a side, every After above every Before: p = 0.1, the least
+    // 3 against 3 allows.
     assert!(
-        text.contains("| seq-write-4k | MiB/s | 2246 | 2200 | -2.0% |"),
-        "{text}"
-    );
-    assert!(
-        text.contains("| seq-write-1M | MiB/s | 2685 | 5370 | +100.0% |"),
+        text.contains(
+            "| seq-write-1M | MiB/s | 2685 [2600–2700] | 5370 [5300–5400] | +100.0% | changed (p=0.100) |"
+        ),
         "{text}"
     );
     assert!(text.contains("### bindfs"), "{text}");
+    // Interleaved: within the noise.
     assert!(
-        text.contains("| seq-write-4k | MiB/s | - | - | - |"),
+        text.contains("| seq-write-1k | MiB/s | 21.0 [19.0–23.0] | 21.0 [20.0–22.0] | +0.0% | within noise (p=1.00) |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| seq-write-4k | MiB/s | - | - | - | - |"),
         "{text}"
     );
 

@@ -225,7 +225,8 @@ fn assert_serves(fleet: &Fleet, i: usize, mnt: &Path, upto: usize) {
 }
 
 /// The stats socket on `mnt` answers, and it is daemon `i`'s: its uptime
-/// is no longer than the time since that daemon mounted.
+/// is no longer than the time since that daemon mounted, and no shorter
+/// than the time since its mount command returned.
 fn assert_stats_are_of(fleet: &Fleet, i: usize, mnt: &Path) {
     let since = fleet.with(i, |d| d.mounted_at.elapsed());
     let snap = stats(mnt);
@@ -234,6 +235,12 @@ fn assert_stats_are_of(fleet: &Fleet, i: usize, mnt: &Path) {
     assert!(
         uptime <= since.as_secs_f64() + 1.0,
         "fastfuse stats answered for an older session: uptime {uptime}s, mount {i} is {since:?} old"
+    );
+    // Both clocks are monotonic and `since` was read before the snapshot
+    // was taken (the millisecond covers the JSON's float rounding).
+    assert!(
+        uptime + 0.001 >= since.as_secs_f64(),
+        "fastfuse stats says uptime {uptime}s of mount {i}, which has been up {since:?}"
     );
     assert!(
         snap["ops"]["CREATE"]["count"].as_u64().unwrap_or(0) >= 1,
@@ -277,6 +284,8 @@ fn remounting_in_a_loop_never_unmounts_the_next_mount() {
         let at = fleet.with(current, |d| d.mounted_at) + Duration::from_secs(3);
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         assert_serves(&fleet, current, mnt, i);
+        // 3 s on, the uptime says 3 s (issue 10 saw 0.0 s on an older mount).
+        assert_stats_are_of(&fleet, current, mnt);
     }
     eprintln!(
         "{CYCLES} remounts: the new mount had the old one's device minor {same_minor} times; \

@@ -24,6 +24,9 @@ use crate::types::{AttrReply, Entry, Unique};
 
 /// Where the reply of a request goes, as the transport that read it knows.
 #[derive(Clone, Copy)]
+// Without the io-uring feature the Uring variants hold uninhabited types
+// and are never made.
+#[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
 pub(crate) enum ReplyTo<'a> {
     /// Nowhere: the request cannot be deferred (a detached [`Caller`]).
     ///

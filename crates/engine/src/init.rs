@@ -81,6 +81,7 @@ impl InitFlags {
 /// What INIT agreed; the filesystem sees it through
 /// [`Connection::negotiated`](crate::Connection::negotiated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Negotiated {
     /// Protocol major version (7).
     pub major: u32,
@@ -233,7 +234,10 @@ pub fn negotiate_with(
             FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO,
         ),
         (config.passthrough, FUSE_PASSTHROUGH),
-        (config.transport != TransportKind::Dev, FUSE_OVER_IO_URING),
+        (
+            config.transport != TransportKind::Dev && cfg!(feature = "io-uring"),
+            FUSE_OVER_IO_URING,
+        ),
         (config.request_timeout != 0, FUSE_REQUEST_TIMEOUT),
         // Without the writeback cache, let the kernel drop cached pages
         // when mtime or size change behind its back.
@@ -251,8 +255,9 @@ pub fn negotiate_with(
     let mut asked = InitFlags(wanted);
     adjust(&caps, &mut asked).map_err(InitError::Refused)?;
     wanted = asked.bits();
-    // Rings are set up only for a transport that uses them.
-    if config.transport == TransportKind::Dev {
+    // Rings are set up only for a transport that uses them, in a build
+    // that has them.
+    if config.transport == TransportKind::Dev || !cfg!(feature = "io-uring") {
         wanted &= !FUSE_OVER_IO_URING;
     }
     // The kernel refuses passthrough together with the writeback cache.

@@ -107,7 +107,7 @@ pub use init::{
 };
 pub use mount::{mount_device, mount_id, MountError, MountOptions};
 pub use request::Caller;
-pub use session::{BackgroundSession, Session, SessionError};
+pub use session::{BackgroundSession, Handover, Session, SessionError};
 pub use splice::PipeData;
 pub use sys::adopt_inherited_socket;
 pub use types::{

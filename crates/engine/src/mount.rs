@@ -280,6 +280,9 @@ pub struct Mount {
     /// With auto_unmount, fusermount3 stays alive and unmounts when this
     /// socket closes (that is, when this process is gone).
     auto_unmount: AutoUnmount,
+    /// Handed over to another server ([`Mount::release`]): dropping it
+    /// leaves the mount in place.
+    released: bool,
 }
 
 fn check_mountpoint(mountpoint: &Path) -> Result<std::fs::Metadata, MountError> {
@@ -354,9 +357,48 @@ pub fn mount(mountpoint: &Path, opts: &MountOptions) -> Result<(Mount, Arc<Owned
             conn: conn.clone(),
             via_fusermount,
             auto_unmount: auto,
+            released: false,
         },
         conn,
     ))
+}
+
+/// Adopts a FUSE mount someone else made (a parent process, a container
+/// runtime, systemd's fd store, an earlier server of the same connection)
+/// together with its /dev/fuse fd `conn`: the mount at the top of
+/// `mountpoint` now, and with `expect_id` only if it is that mount (its
+/// unique id). From then on it is this process's mount: unmounted (only
+/// if it is still the top mount there) when the session ends. Nothing is
+/// sent to the filesystem: statx asks for the mount id alone, which FUSE
+/// answers without a request, so an adoption before INIT does not wait.
+pub(crate) fn adopt(
+    mountpoint: &Path,
+    conn: Arc<OwnedFd>,
+    expect_id: Option<u64>,
+) -> Result<Mount, MountError> {
+    let mountpoint = std::fs::canonicalize(mountpoint)
+        .map_err(|e| MountError::Mountpoint(mountpoint.into(), e))?;
+    let stat =
+        sys::statx_mount(&mountpoint).map_err(|e| MountError::Mountpoint(mountpoint.clone(), e))?;
+    if let Some(want) = expect_id {
+        if stat.mount_id != want {
+            return Err(MountError::Mount(
+                mountpoint,
+                io::Error::other(format!(
+                    "the mount there is {}, not the one handed over ({want})",
+                    stat.mount_id
+                )),
+            ));
+        }
+    }
+    Ok(Mount {
+        mountpoint,
+        id: stat.mount_id,
+        conn,
+        via_fusermount: sys::effective_uid() != 0,
+        auto_unmount: None,
+        released: false,
+    })
 }
 
 type AutoUnmount = Option<(UnixStream, Child)>;
@@ -417,8 +459,23 @@ impl Mount {
     }
 
     /// The kernel's unique, never-reused id of this mount.
+    #[cfg(feature = "stats")]
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether an auto_unmount fusermount3 watches this process (and
+    /// unmounts when it ends).
+    pub(crate) fn watched_by_fusermount(&self) -> bool {
+        self.auto_unmount.is_some()
+    }
+
+    /// Gives the mount up without unmounting it, for another server to
+    /// adopt: its path and unique id. Not for a mount
+    /// [watched by fusermount3](Mount::watched_by_fusermount).
+    pub(crate) fn release(mut self) -> (PathBuf, u64) {
+        self.released = true;
+        (std::mem::take(&mut self.mountpoint), self.id)
     }
 
     /// Whether the kernel has ended the connection (an unmount or an abort
@@ -535,6 +592,9 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         // By the time a Mount is dropped nothing serves it any more, so only
         // a lazy detach is safe: a normal unmount would wait on writeback
         // that no one can answer.

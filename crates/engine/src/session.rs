@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -20,7 +20,9 @@ use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
 use crate::request::{self, Body, Layout, Operation};
 use crate::splice::{Pipe, MIN_SPLICED_WRITE};
-use crate::stats::{self, Stats};
+#[cfg(feature = "stats")]
+use crate::stats;
+use crate::stats::Stats;
 use crate::stoppable::StoppableThread;
 use crate::sys;
 use crate::transport::dev::DevWorker;
@@ -51,6 +53,24 @@ pub enum SessionError {
     Io(&'static str, #[source] io::Error),
 }
 
+/// What a session that agreed INIT hands to the one that goes on serving
+/// its connection ([`Session::hand_over`], [`Session::resume`]). To hand
+/// over to another process, pass `dev` with SCM_RIGHTS (or keep it open
+/// across exec) and send the other fields along (`Negotiated` has serde
+/// derives with the `serde` feature).
+#[derive(Debug)]
+pub struct Handover {
+    /// The connection's /dev/fuse fd.
+    pub dev: OwnedFd,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// The mount's unique id (`STATX_MNT_ID_UNIQUE`): the new session
+    /// checks that the mount at `mountpoint` is still this one.
+    pub mount_id: u64,
+    /// What INIT agreed.
+    pub negotiated: Negotiated,
+}
+
 /// A mounted filesystem that has agreed INIT and is ready to serve.
 pub struct Session<F: Filesystem> {
     mount: Arc<Mount>,
@@ -74,6 +94,14 @@ fn prepare_uring(
 ) -> Result<Vec<UringQueue>, SessionError> {
     let required = config.transport == TransportKind::Uring;
     if config.transport == TransportKind::Dev {
+        return Ok(Vec::new());
+    }
+    if !cfg!(feature = "io-uring") {
+        let why = "this build of fastfuse has no io_uring transport (the io-uring feature)";
+        if required {
+            return Err(SessionError::Transport(why.into()));
+        }
+        tracing::info!("serving through /dev/fuse: {why}");
         return Ok(Vec::new());
     }
     let refuse = |out: &mut abi::InitOut, negotiated: &mut Negotiated| {
@@ -264,15 +292,132 @@ impl<F: Filesystem> Session<F> {
         config: Config,
     ) -> Result<Session<F>, SessionError> {
         let (mount, dev) = mount::mount(mountpoint.as_ref(), options)?;
-        let mount = Arc::new(mount);
+        Session::serve_new(fs, Arc::new(mount), dev, config)
+    }
+
+    /// Serves a FUSE connection someone else mounted (a parent process, a
+    /// container runtime, systemd's fd store): `dev` is its /dev/fuse fd,
+    /// whose INIT nobody has answered yet, and `mountpoint` where it is
+    /// mounted. The session answers INIT, as [`Session::mount`] does, and
+    /// from then on treats the mount as its own: unmounted when it ends,
+    /// if it is still the top mount at `mountpoint`.
+    pub fn from_fd(
+        fs: F,
+        dev: OwnedFd,
+        mountpoint: impl AsRef<Path>,
+        config: Config,
+    ) -> Result<Session<F>, SessionError> {
+        let dev = Arc::new(dev);
+        let mount = mount::adopt(mountpoint.as_ref(), dev.clone(), None)?;
+        Session::serve_new(fs, Arc::new(mount), dev, config)
+    }
+
+    /// Takes over a connection whose INIT another session already agreed
+    /// (see [`Session::hand_over`]), in this process or, with the fd
+    /// passed along and `Handover`'s fields sent too, in another. The
+    /// kernel's node ids, open handles and queued requests carry over; the
+    /// filesystem must recognise them (the engine only serves). INIT is
+    /// not sent again: [`Filesystem::ready`] gets the agreed values.
+    ///
+    /// Served through /dev/fuse only, and without splicing WRITE data
+    /// (max_write was agreed for the old server's buffers, not a pipe).
+    pub fn resume(fs: F, handover: Handover, config: Config) -> Result<Session<F>, SessionError> {
+        if config.transport == TransportKind::Uring {
+            return Err(SessionError::Transport(
+                "a resumed session serves through /dev/fuse only".into(),
+            ));
+        }
+        let Handover {
+            dev,
+            mountpoint,
+            mount_id,
+            negotiated,
+        } = handover;
+        let dev = Arc::new(dev);
+        let mount = mount::adopt(&mountpoint, dev.clone(), Some(mount_id))?;
+        let connection = Connection::new(negotiated, dev.clone());
+        fs.ready(&connection).map_err(SessionError::FsInit)?;
+        let config = Config {
+            splice_write: false,
+            transport: TransportKind::Dev,
+            ..config
+        };
+        Ok(Session::assemble(
+            fs,
+            Arc::new(mount),
+            dev,
+            config,
+            Handshake {
+                negotiated,
+                connection,
+                queues: Vec::new(),
+                splice_pipe: None,
+            },
+        ))
+    }
+
+    /// Stops being this connection's server without unmounting, before it
+    /// has served anything: what another session needs to go on with it
+    /// ([`Session::resume`]). Refused, giving the session back, when it
+    /// serves through io_uring (the rings belong to this process), when an
+    /// auto_unmount fusermount3 would unmount once this process ends, or
+    /// when the fd cannot be duplicated.
+    #[allow(clippy::result_large_err)]
+    pub fn hand_over(self) -> Result<Handover, Session<F>> {
+        if !self.queues.is_empty()
+            || Arc::strong_count(&self.mount) != 1
+            || self.mount.watched_by_fusermount()
+        {
+            return Err(self);
+        }
+        // The filesystem may keep the connection (and so the fd) from
+        // `ready`; the handover gets its own descriptor of the same open
+        // /dev/fuse file.
+        let dev = match self.dev.try_clone() {
+            Ok(dev) => dev,
+            Err(e) => {
+                tracing::warn!("cannot hand /dev/fuse over: {e}");
+                return Err(self);
+            }
+        };
+        let negotiated = *self.connection.negotiated();
+        let Ok(mount) = Arc::try_unwrap(self.mount) else {
+            unreachable!("the only reference, checked above");
+        };
+        let (mountpoint, mount_id) = mount.release();
+        Ok(Handover {
+            dev,
+            mountpoint,
+            mount_id,
+            negotiated,
+        })
+    }
+
+    fn serve_new(
+        fs: F,
+        mount: Arc<Mount>,
+        dev: Arc<OwnedFd>,
+        config: Config,
+    ) -> Result<Session<F>, SessionError> {
         // On failure the Mount's drop detaches it; no server was running, so
         // nothing could be waiting on it.
+        let handshake = handshake(&fs, &dev, &config)?;
+        Ok(Session::assemble(fs, mount, dev, config, handshake))
+    }
+
+    fn assemble(
+        fs: F,
+        mount: Arc<Mount>,
+        dev: Arc<OwnedFd>,
+        config: Config,
+        handshake: Handshake,
+    ) -> Session<F> {
         let Handshake {
             negotiated,
             connection,
             queues,
             splice_pipe,
-        } = handshake(&fs, &dev, &config)?;
+        } = handshake;
         let request_buffer_size = negotiated.request_buffer_size();
         let server = Server {
             dispatcher: Dispatcher::new(fs),
@@ -284,7 +429,7 @@ impl<F: Filesystem> Session<F> {
             request_buffer_size,
             reply_buffer_size: negotiated.max_pages as usize * init::PAGE_SIZE + init::PAGE_SIZE,
         };
-        Ok(Session {
+        Session {
             mount,
             dev,
             server: Arc::new(server),
@@ -292,7 +437,7 @@ impl<F: Filesystem> Session<F> {
             config,
             queues,
             splice_pipe,
-        })
+        }
     }
 
     /// The connection: negotiated values, passthrough, notifications.
@@ -403,6 +548,7 @@ impl<F: Filesystem> Session<F> {
         } else {
             None
         };
+        #[cfg(feature = "stats")]
         let stats_server = match stats::serve(self.server.stats.clone(), self.mount.id()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -410,6 +556,8 @@ impl<F: Filesystem> Session<F> {
                 None
             }
         };
+        #[cfg(not(feature = "stats"))]
+        let stats_server = None;
         let workers = self.start_workers()?;
         let server = self.server.clone();
         let destroy: Box<dyn FnOnce() + Send> = Box::new(move || {

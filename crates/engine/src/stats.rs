@@ -9,20 +9,13 @@
 //! reads them.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fastfuse_abi::Opcode;
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
-
-use crate::stoppable::StoppableThread;
-use crate::sys;
 
 /// Opcodes are indexed directly; everything above (CUSE_INIT) shares the
 /// last slot.
@@ -178,7 +171,8 @@ impl Stats {
 }
 
 /// Counters of one opcode.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct OpStats {
     /// Requests answered (or taken, for those without reply).
     pub count: u64,
@@ -191,7 +185,8 @@ pub struct OpStats {
 }
 
 /// One bucket of the WRITE size histogram.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct WriteSizeBucket {
     /// Writes larger than half of this and at most this many bytes.
     pub up_to_bytes: u64,
@@ -200,7 +195,8 @@ pub struct WriteSizeBucket {
 }
 
 /// A point-in-time copy of a session's statistics.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
 pub struct StatsSnapshot {
     /// Seconds since the session started.
     pub uptime_secs: f64,
@@ -212,7 +208,7 @@ pub struct StatsSnapshot {
     pub write_sizes: Vec<WriteSizeBucket>,
     /// WRITEs whose data was left in a pipe for the filesystem to splice
     /// (`Config::splice_write`).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub spliced_writes: u64,
 }
 
@@ -226,95 +222,117 @@ impl StatsSnapshot {
     }
 }
 
-/// The abstract socket name for the mount with unique id `mount_id`.
-fn socket_name(mount_id: u64) -> String {
-    format!("fastfuse-stats-{mount_id}")
-}
+/// The statistics socket (the `stats` feature): an abstract Unix socket
+/// per mount that answers a JSON snapshot.
+#[cfg(feature = "stats")]
+mod socket {
+    use std::io::{self, Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-/// A thread that serves snapshots on the abstract socket until dropped, to
-/// root and to the user the daemon runs as.
-pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThread> {
-    let name = socket_name(mount_id);
-    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
-        .map_err(|e| io::Error::new(e.kind(), format!("binding @{name}: {e}")))?;
-    // Readiness comes from poll; a client that gave up in between must
-    // not block the loop in accept.
-    listener.set_nonblocking(true)?;
-    let owner = sys::effective_uid();
-    let thread = StoppableThread::spawn("fastfuse-stats", move |stop| loop {
-        let fds = [listener.as_fd(), stop.as_fd()];
-        match sys::poll_readable(&fds, None) {
-            Ok(ready) if ready[1] != 0 => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!("statistics socket: poll failed: {e}");
-                return;
-            }
-        }
-        match listener.accept() {
-            Ok((mut conn, _)) => {
-                // An abstract socket has no file mode: anyone on the
-                // machine may connect. What a mount serves is its owner's
-                // business (file sizes and rates tell a lot), so only
-                // root and the daemon's own user are answered.
-                match sys::peer_uid(conn.as_fd()) {
-                    Ok(uid) if uid == 0 || uid == owner => {
-                        let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
-                        let _ = conn.set_nonblocking(false);
-                        let _ = conn.write_all(&json);
-                    }
-                    Ok(uid) => tracing::debug!(uid, "statistics refused to another user"),
-                    Err(e) => tracing::debug!("statistics socket: SO_PEERCRED failed: {e}"),
+    use super::{Stats, StatsSnapshot};
+    use crate::stoppable::StoppableThread;
+    use crate::sys;
+
+    /// The abstract socket name for the mount with unique id `mount_id`.
+    fn socket_name(mount_id: u64) -> String {
+        format!("fastfuse-stats-{mount_id}")
+    }
+
+    /// A thread that serves snapshots on the abstract socket until dropped, to
+    /// root and to the user the daemon runs as.
+    pub(crate) fn serve(stats: Arc<Stats>, mount_id: u64) -> io::Result<StoppableThread> {
+        let name = socket_name(mount_id);
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)
+            .map_err(|e| io::Error::new(e.kind(), format!("binding @{name}: {e}")))?;
+        // Readiness comes from poll; a client that gave up in between must
+        // not block the loop in accept.
+        listener.set_nonblocking(true)?;
+        let owner = sys::effective_uid();
+        let thread = StoppableThread::spawn("fastfuse-stats", move |stop| loop {
+            let fds = [listener.as_fd(), stop.as_fd()];
+            match sys::poll_readable(&fds, None) {
+                Ok(ready) if ready[1] != 0 => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("statistics socket: poll failed: {e}");
+                    return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // Out of descriptors (EMFILE) a waiting connection stays
-            // queued and accept fails at once, again and again: pause
-            // rather than spin on it, still waking at once to stop.
-            Err(_) => {
-                if let Ok(ready) =
-                    sys::poll_readable(&[stop.as_fd()], Some(Duration::from_millis(50)))
-                {
-                    if ready[0] != 0 {
-                        return;
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    // An abstract socket has no file mode: anyone on the
+                    // machine may connect. What a mount serves is its owner's
+                    // business (file sizes and rates tell a lot), so only
+                    // root and the daemon's own user are answered.
+                    match sys::peer_uid(conn.as_fd()) {
+                        Ok(uid) if uid == 0 || uid == owner => {
+                            let json = serde_json::to_vec(&stats.snapshot()).unwrap_or_default();
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.write_all(&json);
+                        }
+                        Ok(uid) => tracing::debug!(uid, "statistics refused to another user"),
+                        Err(e) => tracing::debug!("statistics socket: SO_PEERCRED failed: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Out of descriptors (EMFILE) a waiting connection stays
+                // queued and accept fails at once, again and again: pause
+                // rather than spin on it, still waking at once to stop.
+                Err(_) => {
+                    if let Ok(ready) =
+                        sys::poll_readable(&[stop.as_fd()], Some(Duration::from_millis(50)))
+                    {
+                        if ready[0] != 0 {
+                            return;
+                        }
                     }
                 }
             }
-        }
-    })?;
-    Ok(thread)
+        })?;
+        Ok(thread)
+    }
+
+    /// Reads the statistics of the fastfuse session mounted at `mountpoint`
+    /// (in this or another process). Finds the session by the unique id of the
+    /// mount at `mountpoint` (statx with `AT_STATX_DONT_SYNC`, which sends the
+    /// filesystem no request), so it answers even when the filesystem is busy
+    /// or its daemon stopped, and never reaches an older daemon that served the
+    /// same path. Needs Linux 6.8+, the right to access the mount (its owner,
+    /// or anyone with `allow_other`), and to be root or the daemon's user: the
+    /// daemon closes the connection on anyone else, which reads as an error
+    /// here.
+    pub fn query(mountpoint: &Path) -> io::Result<StatsSnapshot> {
+        let mount_id = crate::mount::mount_id(mountpoint).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot examine {}: {e}", mountpoint.display()),
+            )
+        })?;
+        let addr = SocketAddr::from_abstract_name(socket_name(mount_id))?;
+        let mut conn = UnixStream::connect_addr(&addr).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "no fastfuse session serves statistics for {} (is it a fastfuse mountpoint?): {e}",
+                    mountpoint.display()
+                ),
+            )
+        })?;
+        let mut json = Vec::new();
+        conn.read_to_end(&mut json)?;
+        serde_json::from_slice(&json).map_err(io::Error::other)
+    }
 }
 
-/// Reads the statistics of the fastfuse session mounted at `mountpoint`
-/// (in this or another process). Finds the session by the unique id of the
-/// mount at `mountpoint` (statx with `AT_STATX_DONT_SYNC`, which sends the
-/// filesystem no request), so it answers even when the filesystem is busy
-/// or its daemon stopped, and never reaches an older daemon that served the
-/// same path. Needs Linux 6.8+, the right to access the mount (its owner,
-/// or anyone with `allow_other`), and to be root or the daemon's user: the
-/// daemon closes the connection on anyone else, which reads as an error
-/// here.
-pub fn query(mountpoint: &Path) -> io::Result<StatsSnapshot> {
-    let mount_id = crate::mount::mount_id(mountpoint).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot examine {}: {e}", mountpoint.display()),
-        )
-    })?;
-    let addr = SocketAddr::from_abstract_name(socket_name(mount_id))?;
-    let mut conn = UnixStream::connect_addr(&addr).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "no fastfuse session serves statistics for {} (is it a fastfuse mountpoint?): {e}",
-                mountpoint.display()
-            ),
-        )
-    })?;
-    let mut json = Vec::new();
-    conn.read_to_end(&mut json)?;
-    serde_json::from_slice(&json).map_err(io::Error::other)
-}
+#[cfg(feature = "stats")]
+pub use socket::query;
+#[cfg(feature = "stats")]
+pub(crate) use socket::serve;
 
 #[cfg(test)]
 mod tests {

@@ -283,14 +283,17 @@ pub fn write_all_parts(fd: &impl AsFd, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "io-uring")]
 /// A set of CPUs a thread may run on, as the kernel's bitmask of
 /// `unsigned long`s: sized to the CPU numbers in use, so that CPUs past
 /// glibc's 1024 (`cpu_set_t`) are neither lost nor a panic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuSet(Vec<libc::c_ulong>);
 
+#[cfg(feature = "io-uring")]
 const CPUS_PER_WORD: usize = libc::c_ulong::BITS as usize;
 
+#[cfg(feature = "io-uring")]
 impl CpuSet {
     /// The CPUs the calling thread may run on now (`sched_getaffinity`),
     /// growing the mask until the kernel's fits (EINVAL: too small).
@@ -353,6 +356,7 @@ pub fn prefault(buf: &mut [u8]) {
     }
 }
 
+#[cfg(feature = "io-uring")]
 /// Sets the `len` field of an IORING_OP_URING_CMD submission entry, which
 /// the io-uring crate's builder does not expose: FUSE's REGISTER command
 /// reads its iovec count from there.
@@ -372,6 +376,7 @@ pub fn uring_cmd_with_len(
     }
 }
 
+#[cfg(feature = "io-uring")]
 /// Queues one submission entry on `ring`.
 ///
 /// # Safety
@@ -475,6 +480,7 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+#[cfg(feature = "io-uring")]
 /// `statx(path, AT_STATX_FORCE_SYNC)`: on a FUSE mount, one GETATTR
 /// whatever the attribute cache holds.
 pub fn statx_force_sync(path: &Path) -> io::Result<()> {
@@ -487,9 +493,11 @@ pub fn statx_force_sync(path: &Path) -> io::Result<()> {
     .map(drop)
 }
 
+#[cfg(feature = "io-uring")]
 /// Size of a transparent huge page on x86-64 and arm64 with 4 KiB pages.
 pub const HUGE_PAGE: usize = 2 << 20;
 
+#[cfg(feature = "io-uring")]
 /// An anonymous mapping of whole huge pages, asked to be backed by
 /// transparent huge pages (`MADV_HUGEPAGE`): the kernel's copies into it
 /// and the filesystem's copies out of it then take one TLB entry and one
@@ -503,10 +511,13 @@ pub struct HugeBuffer {
 }
 
 // SAFETY: HugeBuffer owns its mapping exclusively, like a Box<[u8]>.
+#[cfg(feature = "io-uring")]
 unsafe impl Send for HugeBuffer {}
 // SAFETY: shared access only reads, as with &[u8].
+#[cfg(feature = "io-uring")]
 unsafe impl Sync for HugeBuffer {}
 
+#[cfg(feature = "io-uring")]
 impl HugeBuffer {
     /// Maps `len` bytes rounded up to whole huge pages and faults the
     /// first `len` in (locked, with `lock`, when RLIMIT_MEMLOCK allows).
@@ -553,6 +564,7 @@ impl HugeBuffer {
     }
 }
 
+#[cfg(feature = "io-uring")]
 impl std::ops::Deref for HugeBuffer {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -561,6 +573,7 @@ impl std::ops::Deref for HugeBuffer {
     }
 }
 
+#[cfg(feature = "io-uring")]
 impl std::ops::DerefMut for HugeBuffer {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in deref, and &mut self makes the access exclusive.
@@ -568,6 +581,7 @@ impl std::ops::DerefMut for HugeBuffer {
     }
 }
 
+#[cfg(feature = "io-uring")]
 impl Drop for HugeBuffer {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours and nothing borrows it any more.
@@ -791,6 +805,33 @@ pub fn adopt_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+#[cfg(feature = "stats")]
+/// The uid of the process at the other end of a connected Unix socket
+/// (`SO_PEERCRED`: the credentials it had when it connected).
+pub(crate) fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<libc::uid_t> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable `ucred` and `len` its size, as
+    // SO_PEERCRED wants; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,6 +869,7 @@ mod tests {
         assert!(root.mount_id > u64::from(u32::MAX >> 1), "{root:?}");
     }
 
+    #[cfg(feature = "io-uring")]
     #[test]
     fn cpu_sets_hold_cpus_past_1024() {
         let far = CpuSet::one(1500);
@@ -847,30 +889,4 @@ mod tests {
         prefault(&mut buf);
         assert!(buf.iter().all(|&b| b == 0));
     }
-}
-
-/// The uid of the process at the other end of a connected Unix socket
-/// (`SO_PEERCRED`: the credentials it had when it connected).
-pub(crate) fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<libc::uid_t> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` is a writable `ucred` and `len` its size, as
-    // SO_PEERCRED wants; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if r == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred.uid)
 }

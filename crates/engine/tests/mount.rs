@@ -221,12 +221,15 @@ fn one_mib_write_arrives_as_one_write_request() {
     f.read_to_end(&mut back).unwrap();
     assert_eq!(back, &data[12345..]);
     // The same numbers are readable from outside through the stats socket.
-    let remote = fastfuse::stats::query(m.path()).unwrap();
-    assert_eq!(remote.writes_up_to(1 << 20), 1);
-    assert_eq!(
-        remote.requests_by_transport.keys().collect::<Vec<_>>(),
-        ["dev"]
-    );
+    #[cfg(feature = "stats")]
+    {
+        let remote = fastfuse::stats::query(m.path()).unwrap();
+        assert_eq!(remote.writes_up_to(1 << 20), 1);
+        assert_eq!(
+            remote.requests_by_transport.keys().collect::<Vec<_>>(),
+            ["dev"]
+        );
+    }
 }
 
 #[test]
@@ -589,6 +592,7 @@ fn a_deferred_read_leaves_the_only_worker_free() {
     assert!(stats.ops["READ"].count >= 1, "{:?}", stats.ops);
 }
 
+#[cfg(feature = "stats")]
 /// The statistics socket answers root and the daemon's user only: a thread
 /// of this (root) process that becomes nobody can reach the mount
 /// (allow_other) but gets no statistics, while root gets them.
@@ -623,4 +627,87 @@ fn statistics_are_refused_to_other_users() {
     );
     assert!(refused.is_some(), "nobody read the statistics");
     drop(session);
+}
+
+/// Detaches whatever is still mounted on a test's own temporary directory
+/// when the test ends, also when it fails between mounting and serving.
+struct DetachOnDrop(PathBuf);
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let path = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path that outlives the call.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// A connection someone else mounted (here: this test, with mount(2) and
+/// a /dev/fuse fd of its own, as a container runtime would) is served by
+/// `Session::from_fd`, which answers INIT and unmounts it at the end.
+#[test]
+fn from_fd_serves_a_mount_made_elsewhere() {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let _detach = DetachOnDrop(dir.path().to_path_buf());
+    // SAFETY: a NUL-terminated path; the fd returned is ours.
+    let raw = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    assert!(raw >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `raw` was just opened and is owned by nothing else.
+    let dev = unsafe { OwnedFd::from_raw_fd(raw) };
+    let target = CString::new(dir.path().as_os_str().as_bytes()).unwrap();
+    let data = CString::new(format!("fd={raw},rootmode=40000,user_id=0,group_id=0")).unwrap();
+    // SAFETY: every pointer is a NUL-terminated string that outlives the
+    // call.
+    let r = unsafe {
+        libc::mount(
+            c"elsewhere".as_ptr(),
+            target.as_ptr(),
+            c"fuse.elsewhere".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    assert_eq!(r, 0, "mount: {}", std::io::Error::last_os_error());
+    let session = Session::from_fd(hello::Hello, dev, dir.path(), two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let text = std::fs::read_to_string(dir.path().join("hello")).unwrap();
+    assert_eq!(text, "Hello from fastfuse!\n");
+    session.unmount().unwrap();
+    assert!(!is_mounted(dir.path()));
+}
+
+/// A session that agreed INIT hands its connection over without
+/// unmounting, and another session (here in the same process, with a new
+/// filesystem) goes on serving it: INIT is not sent again.
+#[test]
+fn a_handed_over_connection_is_served_by_the_next_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let _detach = DetachOnDrop(dir.path().to_path_buf());
+    let opts = MountOptions {
+        fsname: "fastfuse-test".into(),
+        ..Default::default()
+    };
+    let first = Session::mount(memfs::MemFs::default(), dir.path(), &opts, two_threads()).unwrap();
+    let agreed = *first.connection().negotiated();
+    let Ok(handover) = first.hand_over() else {
+        panic!("hand_over refused");
+    };
+    assert!(is_mounted(dir.path()), "handing over unmounted");
+    assert_eq!(handover.negotiated, agreed);
+    let next = Session::resume(memfs::MemFs::default(), handover, two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("after");
+    std::fs::write(&file, b"served by the next session").unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"served by the next session");
+    next.unmount().unwrap();
+    assert!(!is_mounted(dir.path()));
 }

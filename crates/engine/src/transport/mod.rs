@@ -3,6 +3,10 @@
 //! through [`Server::serve_request`].
 
 pub(crate) mod dev;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring;
+#[cfg(not(feature = "io-uring"))]
+#[path = "uring_off.rs"]
 pub(crate) mod uring;
 
 use std::time::Instant;
