@@ -23,6 +23,12 @@ impl<'a> DirEntries<'a> {
         self.len
     }
 
+    /// Bytes the kernel asked for: the most the reply may hold.
+    #[cfg(feature = "async")]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Appends one entry. `offset` is the cookie the kernel passes back to
     /// continue *after* this entry; `typ` is the `DT_*` type. Returns
     /// `false`, writing nothing, when the entry does not fit: stop there and

@@ -71,6 +71,8 @@
 //! transport, statistics ([`stats`]).
 #![deny(unsafe_code)]
 
+#[cfg(feature = "async")]
+mod async_fs;
 mod config;
 mod connection;
 mod deferred;
@@ -91,6 +93,8 @@ mod sys;
 mod transport;
 mod types;
 
+#[cfg(feature = "async")]
+pub use async_fs::{Async, AsyncCaller, AsyncFilesystem, DirEntry, Spawn, Task, ThreadPoolSpawner};
 pub use config::{Config, TransportKind};
 pub use connection::Connection;
 pub use deferred::Deferred;
