@@ -31,6 +31,7 @@ cargo test --workspace --release --no-fail-fast 2>&1 | tee target/test.log
 # The async adaptor is behind a feature the workspace build leaves off.
 echo "== async"
 cargo clippy -p fastfuse --features async --all-targets --quiet -- -D warnings
-# All features: without `stats` the stats module links to nothing.
+# The engine's docs as docs.rs builds them (no features) and with all.
+RUSTDOCFLAGS="-D warnings" cargo doc -p fastfuse --no-deps --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc -p fastfuse --all-features --no-deps --quiet
 cargo test --release -p fastfuse --features async --test async_fs 2>&1 | tee -a target/test.log

@@ -5,8 +5,9 @@
 //! While mounted, a session serves snapshots as JSON on an abstract Unix
 //! socket named after the mount's unique id (`STATX_MNT_ID_UNIQUE`, never
 //! reused, unlike device numbers, so the socket of a daemon still exiting
-//! never clashes with that of the next mount on the same path); [`query`]
-//! reads them.
+//! never clashes with that of the next mount on the same path); `query`
+//! reads them. The socket and `query` are the `stats` feature's; the
+//! counters are always kept.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
