@@ -45,12 +45,15 @@ pub struct CopyRange {
     pub flags: u64,
 }
 
-/// Defines [`Filesystem`] from its methods, written once, and the
-/// forwarding `impl Filesystem for Arc<T>` from the same list, so that the
-/// two cannot drift apart. Each method is `fn name(&self, arg: Type, ...)
-/// -> Ret { default body }` with its doc comment.
+/// Defines [`Filesystem`] from its methods, written once, the forwarding
+/// `impl Filesystem for Arc<T>` from the same list, so that the two cannot
+/// drift apart, and [`filesystem_methods!`](crate::filesystem_methods),
+/// which hands the list to other crates. Each method is `fn name(&self,
+/// arg: Type, ...) -> Ret { default body }` with its doc comment. The first
+/// token is a `$`, for the macro it defines (macro_rules cannot write a
+/// `$` of its own on stable Rust).
 macro_rules! filesystem_trait {
-    ($(
+    ($d:tt $(
         $(#[$attr:meta])*
         fn $name:ident(&$self:ident $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)? $default:block
     )*) => {
@@ -80,6 +83,21 @@ macro_rules! filesystem_trait {
             )*
         }
 
+        /// Calls `$callback!` with the signature of every [`Filesystem`]
+        /// method, in the trait's order: `fn name(&self, arg: Type, ...) ->
+        /// Ret;` each. A filesystem can generate its `impl Filesystem` from
+        /// it instead of writing every signature out once more (the
+        /// passthrough crate forwards each method to a function of the same
+        /// name and arguments). The types are named as the engine names
+        /// them (`Caller`, `NodeId`, `Entry`, ...): the expansion needs them
+        /// in scope.
+        #[macro_export]
+        macro_rules! filesystem_methods {
+            ($d callback:ident) => {
+                $d callback! { $( fn $name(&$self $(, $arg: $ty)*) $(-> $ret)?; )* }
+            };
+        }
+
         /// Shares one filesystem between a session and its owner (for example a
         /// test that inspects the filesystem while it is mounted).
         impl<T: Filesystem + ?Sized> Filesystem for std::sync::Arc<T> {
@@ -94,6 +112,7 @@ macro_rules! filesystem_trait {
 }
 
 filesystem_trait! {
+    $
     /// Called once with what the kernel offers at INIT, before the engine
     /// answers: `ask` holds the flags the [`Config`](crate::Config) asks
     /// for, and the filesystem adds what it implements and drops what it

@@ -15,6 +15,7 @@ use crate::sys;
 /// with AT_EMPTY_PATH on the inode's `O_PATH` fd.
 pub(super) fn getattr(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
     node: NodeId,
     fh: Option<FileHandle>,
 ) -> Result<AttrReply, Errno> {
@@ -200,7 +201,7 @@ pub(super) fn access(
 }
 
 /// STATFS: fstatvfs on the node's `O_PATH` fd (the filesystem it is on).
-pub(super) fn statfs(fs: &PassthroughFs, node: NodeId) -> Result<StatFs, Errno> {
+pub(super) fn statfs(fs: &PassthroughFs, _req: &Caller<'_>, node: NodeId) -> Result<StatFs, Errno> {
     let inode = fs.inode(node)?;
     let st = sys::fstatvfs(inode.fd.as_fd())?;
     Ok(StatFs {

@@ -5,7 +5,9 @@ use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fastfuse::{Attr, DirEntries, DirEntriesPlus, Entry, Errno, FileHandle, NodeId, Opened};
+use fastfuse::{
+    Attr, Caller, DirEntries, DirEntriesPlus, Entry, Errno, FileHandle, NodeId, Opened,
+};
 
 use crate::dir::{DirEntry, DirStream, Taken};
 use crate::fs::PassthroughFs;
@@ -14,7 +16,12 @@ use crate::inode::Inode;
 use crate::sys;
 
 /// OPENDIR: the directory reopened for reading through /proc/self/fd.
-pub(super) fn opendir(fs: &PassthroughFs, node: NodeId) -> Result<Opened, Errno> {
+pub(super) fn opendir(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    node: NodeId,
+    _flags: u32,
+) -> Result<Opened, Errno> {
     let inode = fs.inode(node)?;
     let fd = fs
         .proc
@@ -31,6 +38,8 @@ pub(super) fn opendir(fs: &PassthroughFs, node: NodeId) -> Result<Opened, Errno>
 /// READDIR: the source's entries with its own d_off cookies.
 pub(super) fn readdir(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     offset: u64,
     out: &mut DirEntries<'_>,
@@ -79,6 +88,7 @@ fn lookup_listed(fs: &PassthroughFs, dir: &Inode, e: &DirEntry<'_>) -> Entry {
 /// not sent must not count.
 pub(super) fn readdirplus(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
     node: NodeId,
     fh: FileHandle,
     offset: u64,
@@ -109,8 +119,26 @@ pub(super) fn readdirplus(
     })
 }
 
+/// RELEASEDIR: the directory handle goes, and its stream with it.
+pub(super) fn releasedir(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
+    fh: FileHandle,
+    _flags: u32,
+) -> Result<(), Errno> {
+    fs.dirs.remove(fh);
+    Ok(())
+}
+
 /// FSYNCDIR: fsync or fdatasync on the directory handle.
-pub(super) fn fsyncdir(fs: &PassthroughFs, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+pub(super) fn fsyncdir(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
+    fh: FileHandle,
+    datasync: bool,
+) -> Result<(), Errno> {
     let dir = fs.dirs.get(fh)?;
     let stream = dir.lock();
     sys::fsync(stream.fd(), datasync)?;

@@ -22,7 +22,12 @@ use crate::sys;
 /// resolve them itself. "." comes when the kernel decodes a file handle of
 /// a node it no longer caches: the node may be a forgotten one, revived
 /// here (see `inode`).
-pub(super) fn lookup(fs: &PassthroughFs, parent: NodeId, name: &OsStr) -> Result<Entry, Errno> {
+pub(super) fn lookup(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    parent: NodeId,
+    name: &OsStr,
+) -> Result<Entry, Errno> {
     match name.as_bytes() {
         b"." => same_node(fs, parent),
         b".." if parent == NodeId::ROOT => same_node(fs, NodeId::ROOT),
@@ -55,7 +60,11 @@ fn same_node(fs: &PassthroughFs, node: NodeId) -> Result<Entry, Errno> {
 
 /// READLINK: the target of the symlink `node` (readlinkat with an empty
 /// path on its `O_PATH|O_NOFOLLOW` fd).
-pub(super) fn readlink(fs: &PassthroughFs, node: NodeId) -> Result<Vec<u8>, Errno> {
+pub(super) fn readlink(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    node: NodeId,
+) -> Result<Vec<u8>, Errno> {
     let inode = fs.inode(node)?;
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     let n = sys::readlinkat(inode.fd.as_fd(), c"", &mut buf)?;
@@ -125,9 +134,39 @@ pub(super) fn mkdir(
     fs.lookup_child(&dir, &name)
 }
 
+/// UNLINK.
+pub(super) fn unlink(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    parent: NodeId,
+    name: &OsStr,
+) -> Result<(), Errno> {
+    remove(fs, parent, name, 0)
+}
+
+/// RMDIR.
+pub(super) fn rmdir(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    parent: NodeId,
+    name: &OsStr,
+) -> Result<(), Errno> {
+    remove(fs, parent, name, libc::AT_REMOVEDIR)
+}
+
+/// FORGET: the kernel dropped `nlookup` lookups of `node`.
+pub(super) fn forget(fs: &PassthroughFs, node: NodeId, nlookup: u64) {
+    fs.inodes.forget(node, nlookup);
+}
+
+/// BATCH_FORGET: many FORGETs under one lock of the inode table.
+pub(super) fn batch_forget(fs: &PassthroughFs, nodes: &mut dyn Iterator<Item = (NodeId, u64)>) {
+    fs.inodes.forget_many(nodes);
+}
+
 /// UNLINK (`flags` 0) and RMDIR (`AT_REMOVEDIR`). The kernel forgets the
 /// node when its dentry goes; the entry stays until then.
-pub(super) fn remove(
+fn remove(
     fs: &PassthroughFs,
     parent: NodeId,
     name: &OsStr,
@@ -142,6 +181,7 @@ pub(super) fn remove(
 /// (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT).
 pub(super) fn rename(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
     parent: NodeId,
     name: &OsStr,
     new_parent: NodeId,

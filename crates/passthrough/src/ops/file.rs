@@ -238,7 +238,13 @@ pub(super) fn tmpfile(
 /// locks `lock_owner` holds on the file, as close(2) does, then
 /// `close(dup(fd))`, as libfuse's passthrough_ll does, so that an error the
 /// source reports at close (NFS, quotas) reaches the caller's close(2).
-pub(super) fn flush(fs: &PassthroughFs, fh: FileHandle, lock_owner: u64) -> Result<(), Errno> {
+pub(super) fn flush(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
+    fh: FileHandle,
+    lock_owner: u64,
+) -> Result<(), Errno> {
     let file = fs.files.get(fh)?;
     lock::release_owner(&file.inode, lock_owner);
     sys::close(sys::dup(file.fd.as_fd())?)?;
@@ -248,10 +254,18 @@ pub(super) fn flush(fs: &PassthroughFs, fh: FileHandle, lock_owner: u64) -> Resu
 /// RELEASE: forgets the handle; its fd closes when no request uses it any
 /// more. With FUSE_RELEASE_FLUSH (a flush folded into the release) the
 /// owner's POSIX locks go too.
-pub(super) fn release(fs: &PassthroughFs, fh: FileHandle, release_flags: u32, lock_owner: u64) {
+pub(super) fn release(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
+    fh: FileHandle,
+    _flags: u32,
+    release_flags: u32,
+    lock_owner: u64,
+) -> Result<(), Errno> {
     let Some(file) = fs.files.remove(fh) else {
         tracing::debug!(fh = fh.0, "RELEASE of an unknown handle");
-        return;
+        return Ok(());
     };
     if release_flags & FUSE_RELEASE_FLUSH != 0 {
         lock::release_owner(&file.inode, lock_owner);
@@ -260,6 +274,7 @@ pub(super) fn release(fs: &PassthroughFs, fh: FileHandle, release_flags: u32, lo
     if file.passthrough {
         release_backing(fs, &file.inode);
     }
+    Ok(())
 }
 
 /// Every handle at once (the session ended).
@@ -273,7 +288,13 @@ pub(super) fn release_all(fs: &PassthroughFs) {
 }
 
 /// FSYNC: fsync or fdatasync on the handle.
-pub(super) fn fsync(fs: &PassthroughFs, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+pub(super) fn fsync(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
+    fh: FileHandle,
+    datasync: bool,
+) -> Result<(), Errno> {
     let file = fs.files.get(fh)?;
     sys::fsync(file.fd.as_fd(), datasync)?;
     Ok(())
@@ -281,7 +302,7 @@ pub(super) fn fsync(fs: &PassthroughFs, fh: FileHandle, datasync: bool) -> Resul
 
 /// SYNCFS: syncfs(2) on the source root's filesystem (syncfs refuses
 /// `O_PATH` fds, so the root is opened for it).
-pub(super) fn syncfs(fs: &PassthroughFs) -> Result<(), Errno> {
+pub(super) fn syncfs(fs: &PassthroughFs, _req: &Caller<'_>, _node: NodeId) -> Result<(), Errno> {
     let root = fs.inode(NodeId::ROOT)?;
     let dir = fs
         .proc

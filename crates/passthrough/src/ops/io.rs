@@ -24,6 +24,8 @@ fn offset(o: u64) -> Result<i64, Errno> {
 /// end of file). An error after some bytes returns those bytes.
 pub(super) fn read(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     off: u64,
     buf: &mut [u8],
@@ -272,6 +274,8 @@ impl Drop for KeepMtime<'_> {
 /// FALLOCATE: the mode as given (keep-size, punch-hole, zero-range, ...).
 pub(super) fn fallocate(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     off: u64,
     length: u64,
@@ -290,6 +294,8 @@ pub(super) fn fallocate(
 /// LSEEK (the kernel sends SEEK_DATA and SEEK_HOLE): lseek on the handle.
 pub(super) fn lseek(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     off: u64,
     whence: u32,
@@ -301,7 +307,11 @@ pub(super) fn lseek(
 
 /// COPY_FILE_RANGE: copy_file_range(2) between the two handles, so that
 /// the source filesystem can reflink or copy server-side.
-pub(super) fn copy_file_range(fs: &PassthroughFs, range: &CopyRange) -> Result<u64, Errno> {
+pub(super) fn copy_file_range(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    range: &CopyRange,
+) -> Result<u64, Errno> {
     let from = fs.files.get(range.fh_in)?;
     let to = fs.files.get(range.fh_out)?;
     let flags = libc::c_uint::try_from(range.flags).map_err(|_| Errno::EINVAL)?;

@@ -26,7 +26,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, PoisonError};
 
-use fastfuse::{Caller, Errno, FileHandle, Lock};
+use fastfuse::{Caller, Errno, FileHandle, Lock, NodeId};
 
 use crate::fs::PassthroughFs;
 use crate::handle::OpenFile;
@@ -144,6 +144,8 @@ pub(super) fn release_handle_owners(file: &OpenFile) {
 /// not show as conflicts), or on the handle's fd when it holds none.
 pub(super) fn getlk(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     owner: u64,
     lock: Lock,
@@ -218,9 +220,12 @@ fn fdinfo_lock_is(line: &str, typ: &str, start: i64, end: Option<i64>) -> bool {
 
 /// SETLK/SETLKW (`sleep`) for `owner`, or flock(2) on the handle when
 /// `flock`.
+// The trait method's arguments, after the filesystem (see `ops`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn setlk(
     fs: &PassthroughFs,
     req: &Caller<'_>,
+    _node: NodeId,
     fh: FileHandle,
     owner: u64,
     lock: Lock,

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 
-use fastfuse::{Errno, NodeId, Xattr};
+use fastfuse::{Caller, Errno, NodeId, Xattr};
 
 use crate::fs::{c_string, PassthroughFs};
 use crate::procfd::FdName;
@@ -28,8 +28,9 @@ fn enabled(fs: &PassthroughFs) -> Result<(), Errno> {
 
 /// GETXATTR: size 0 asks for the size ([`Xattr::Size`]); a value larger
 /// than `size` is ERANGE (the source says so).
-pub(super) fn get(
+pub(super) fn getxattr(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
     node: NodeId,
     name: &OsStr,
     size: u32,
@@ -49,7 +50,12 @@ pub(super) fn get(
 }
 
 /// LISTXATTR: NUL-separated names; sizes as for [`get`].
-pub(super) fn list(fs: &PassthroughFs, node: NodeId, size: u32) -> Result<Xattr, Errno> {
+pub(super) fn listxattr(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    node: NodeId,
+    size: u32,
+) -> Result<Xattr, Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
     let path = FdName::path(inode.fd.as_fd());
@@ -68,8 +74,9 @@ pub(super) fn list(fs: &PassthroughFs, node: NodeId, size: u32) -> Result<Xattr,
 /// mode from the access ACL itself. With `acl_kill_sgid` the kernel says
 /// the caller would have lost the set-group-ID bit by setting the ACL
 /// (the source keeps it for the daemon, which may keep it): clear it.
-pub(super) fn set(
+pub(super) fn setxattr(
     fs: &PassthroughFs,
+    _req: &Caller<'_>,
     node: NodeId,
     name: &OsStr,
     value: &[u8],
@@ -96,7 +103,12 @@ pub(super) fn set(
 }
 
 /// REMOVEXATTR.
-pub(super) fn remove(fs: &PassthroughFs, node: NodeId, name: &OsStr) -> Result<(), Errno> {
+pub(super) fn removexattr(
+    fs: &PassthroughFs,
+    _req: &Caller<'_>,
+    node: NodeId,
+    name: &OsStr,
+) -> Result<(), Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
     let path = FdName::path(inode.fd.as_fd());

@@ -1,0 +1,73 @@
+//! The session's own requests: INIT (what the filesystem asks the kernel
+//! for), its agreement, and DESTROY.
+
+use fastfuse::abi::init::{FUSE_DONT_MASK, FUSE_FLOCK_LOCKS, FUSE_POSIX_ACL, FUSE_POSIX_LOCKS};
+use fastfuse::{Capabilities, Connection, Errno, InitFlags};
+
+use super::file;
+use crate::fs::{PassthroughFs, SessionInfo};
+
+/// INIT: the flags only this filesystem can promise. Locks are the
+/// source's (`ops::lock` takes them there); POSIX ACLs where the source
+/// keeps them and the options allow.
+pub(super) fn init(
+    fs: &PassthroughFs,
+    kernel: &Capabilities,
+    ask: &mut InitFlags,
+) -> Result<(), Errno> {
+    ask.ask(FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS);
+    if fs.options.posix_acl && fs.options.xattr {
+        if !kernel.offers(FUSE_POSIX_ACL) {
+            tracing::info!(
+                "the kernel does not offer FUSE_POSIX_ACL; ACLs are stored, not enforced"
+            );
+        } else if fs.source_has_posix_acls() {
+            // The kernel checks them and stops applying the umask;
+            // the source applies it, or a default ACL (see
+            // `PassthroughFs::as_creator`).
+            ask.ask(FUSE_POSIX_ACL | FUSE_DONT_MASK);
+        } else {
+            tracing::info!("the source keeps no POSIX ACLs; serving without them");
+        }
+    }
+    Ok(())
+}
+
+/// INIT agreed: what the filesystem keeps of it for the session.
+pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> {
+    let n = conn.negotiated();
+    let info = SessionInfo {
+        conn: conn.clone(),
+        writeback: n.writeback_cache(),
+        passthrough: fs.options.kernel_passthrough && n.passthrough(),
+        max_write: n.max_write as usize,
+        dont_mask: n.dont_mask(),
+    };
+    if info.writeback && fs.options.timeout.is_zero() {
+        tracing::warn!(
+            "timeout 0 with the writeback cache: the kernel will ask GETATTR before every write"
+        );
+    }
+    if fs.options.kernel_passthrough && !n.passthrough() {
+        tracing::info!("kernel passthrough not agreed; the daemon serves reads and writes");
+    }
+    tracing::debug!(
+        source = %fs.source.display(),
+        writeback = info.writeback,
+        passthrough = info.passthrough,
+        "passthrough filesystem ready"
+    );
+    // A filesystem serves one session: its node ids and handles mean
+    // nothing to another connection.
+    fs.session.set(info).map_err(|_| {
+        tracing::error!("this PassthroughFs already served a session; create a new one");
+        Errno::EBUSY
+    })
+}
+
+/// DESTROY (or the connection went away): every handle and node goes.
+pub(super) fn destroy(fs: &PassthroughFs) {
+    file::release_all(fs);
+    fs.dirs.drain();
+    fs.inodes.clear();
+}
