@@ -23,6 +23,12 @@ echo "== doc";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --q
 # The three library crates must package (and build from their packages)
 # as they would for crates.io; --allow-dirty only for local runs with edits.
 echo "== package"
+# cargo unpacks the packages it verifies into its home, under a local
+# registry named after this checkout's path (registry/src/-HASH), and a
+# later run from the same path reuses what it unpacked then, even when the
+# sources have changed since (same version): it then verifies old code.
+# Clear those first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/fastfuse*-[0-9]*
 cargo package --quiet --allow-dirty -p fastfuse-abi -p fastfuse -p fastfuse-passthrough
 echo "== test"
 # The release binary serves the end-to-end tests (pjdfstest, fsx, fio).
