@@ -26,6 +26,8 @@
 
 use crate::report::{cell, engine_ratio};
 use crate::schema::BenchRun;
+use crate::units::MIB;
+use crate::workload::{self, Sizes, Workload};
 
 /// One row of the check.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,23 +51,25 @@ impl Row {
     }
 }
 
-/// The seed rows: (workload, block size, jobs).
-const SEED_ROWS: [(&str, f64, f64); 4] = [
-    ("seq-write-1k", 1024.0, 2.0),
-    ("seq-write-4k", 4096.0, 2.0),
-    ("seq-write-1M", 1048576.0, 2.0),
-    ("seq-write-1M-32jobs", 1048576.0, 32.0),
-];
-
 /// Where one write costs less than this per job, fio's bookkeeping shows.
 const CHEAP_WRITE_MICROS: f64 = 20.0;
 
 /// The check's rows: every seed row of every configuration that both
 /// engines measured. Empty when the run was not made with `--engine both`.
 pub fn engines_agree(run: &BenchRun) -> Vec<Row> {
+    // Block size and jobs do not depend on the sizes a run chose.
+    let seed_rows: Vec<(String, f64, f64)> = workload::all(&Sizes::FULL)
+        .into_iter()
+        .filter(Workload::is_seed_row)
+        .filter_map(|w| {
+            let d = w.data()?;
+            Some((w.name.clone(), d.bs as f64, f64::from(d.jobs)))
+        })
+        .collect();
     let mut rows = Vec::new();
     for config in &run.configs {
-        for (workload, block, jobs) in SEED_ROWS {
+        for (workload, block, jobs) in &seed_rows {
+            let (workload, block, jobs) = (workload.as_str(), *block, *jobs);
             let Some(ratio) = engine_ratio(run, &config.name, workload) else {
                 continue;
             };
@@ -73,7 +77,7 @@ pub fn engines_agree(run: &BenchRun) -> Vec<Row> {
                 continue;
             };
             let write_micros = if mib_per_s > 0.0 {
-                block / (mib_per_s * 1048576.0 / jobs) * 1e6
+                block / (mib_per_s * MIB as f64 / jobs) * 1e6
             } else {
                 f64::INFINITY
             };
