@@ -6,12 +6,12 @@
 #[allow(dead_code)]
 #[path = "../examples/async_timer.rs"]
 mod async_timer;
+mod common;
 
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::thread::JoinHandleExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,54 +19,25 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_timer::{TimerFs, TIMER_TEXT};
+use common::Mounted;
 use fastfuse::{
-    Async, AsyncCaller, AsyncFilesystem, AttrReply, BackgroundSession, Config, DirEntry, Entry,
-    Errno, FileHandle, MountOptions, NodeId, OpenFlags, Opened, Session, SetAttr,
-    ThreadPoolSpawner, WriteFlags,
+    Async, AsyncCaller, AsyncFilesystem, AttrReply, Config, DirEntry, Entry, Errno, FileHandle,
+    NodeId, OpenFlags, Opened, SetAttr, ThreadPoolSpawner, WriteFlags,
 };
 
 /// A READ waits this long on the example's timer.
 const DELAY: Duration = Duration::from_millis(20);
 
-/// A filesystem served in this process on a temporary mountpoint.
-struct Mounted {
-    session: Option<BackgroundSession>,
-    dir: tempfile::TempDir,
-}
-
-impl Mounted {
-    /// Serves `fs` with one worker, and its futures on one pool thread.
-    fn new(fs: Arc<Probed>) -> Mounted {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = MountOptions {
-            fsname: "fastfuse-async-test".into(),
-            ..Default::default()
-        };
-        let config = Config {
-            threads: 1,
-            ..Default::default()
-        };
-        let fs = Async::from_arc(fs, ThreadPoolSpawner::new(1).unwrap());
-        let session = Session::mount(fs, dir.path(), &opts, config)
-            .unwrap()
-            .spawn()
-            .unwrap();
-        Mounted {
-            session: Some(session),
-            dir,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        // Unmount (and join the worker) before the directory goes away.
-        drop(self.session.take());
-    }
+/// Serves `fs` with one worker, and its futures on one pool thread.
+fn mounted(fs: Arc<Probed>) -> Mounted {
+    let config = Config {
+        threads: 1,
+        ..Default::default()
+    };
+    Mounted::new(
+        Async::from_arc(fs, ThreadPoolSpawner::new(1).unwrap()),
+        config,
+    )
 }
 
 /// Opens once, for every future waiting on it.
@@ -266,7 +237,7 @@ impl AsyncFilesystem for Probed {
 #[test]
 fn std_fs_through_the_async_adaptor() {
     let (fs, _reads) = Probed::new(Gate::opened());
-    let m = Mounted::new(fs.clone());
+    let m = mounted(fs.clone());
     let timer = m.path().join("timer");
 
     let t = Instant::now();
@@ -348,7 +319,7 @@ fn std_fs_through_the_async_adaptor() {
 #[test]
 fn a_getattr_is_answered_while_a_timed_read_waits() {
     let (fs, reads) = Probed::new(Gate::default());
-    let m = Mounted::new(fs.clone());
+    let m = mounted(fs.clone());
     let timer = m.path().join("timer");
     std::fs::metadata(&timer).unwrap();
 
@@ -417,7 +388,7 @@ fn an_interrupted_read_drops_its_future_and_returns_eintr() {
     assert_eq!(r, 0, "sigaction: {}", std::io::Error::last_os_error());
 
     let (fs, reads) = Probed::new(Gate::default());
-    let m = Mounted::new(fs.clone());
+    let m = mounted(fs.clone());
     let timer = m.path().join("timer");
     let reader = {
         let timer = timer.clone();

@@ -1,6 +1,7 @@
 //! Integration tests that mount for real (they need root or fusermount3).
 //! Every mount is undone by a guard, also when an assertion fails.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/hello.rs"]
 mod hello;
@@ -15,49 +16,11 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastfuse::{BackgroundSession, Config, Filesystem, MountOptions, Session};
+use common::Mounted;
+use fastfuse::{Config, Filesystem, MountOptions, Session};
 
 fn is_mounted(path: &Path) -> bool {
     fastfuse::mount_device(path).ok().flatten().is_some()
-}
-
-/// A filesystem served in this process on a temporary mountpoint.
-struct Mounted {
-    session: Option<BackgroundSession>,
-    dir: tempfile::TempDir,
-}
-
-impl Mounted {
-    fn new(fs: impl Filesystem, config: Config) -> Mounted {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = MountOptions {
-            fsname: "fastfuse-test".into(),
-            ..Default::default()
-        };
-        let session = Session::mount(fs, dir.path(), &opts, config)
-            .unwrap()
-            .spawn()
-            .unwrap();
-        Mounted {
-            session: Some(session),
-            dir,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn session(&self) -> &BackgroundSession {
-        self.session.as_ref().unwrap()
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        // Unmount (and join the workers) before the directory goes away.
-        drop(self.session.take());
-    }
 }
 
 fn two_threads() -> Config {
