@@ -28,20 +28,20 @@ pub(super) fn getattr(
 
 /// Where a SETATTR applies: an open file (when the kernel sent a handle,
 /// as for ftruncate) or the inode through its `O_PATH` fd and /proc.
-enum Target<'a> {
+pub(super) enum Target<'a> {
     Open(BorrowedFd<'a>),
     Path(&'a Inode),
 }
 
 impl Target<'_> {
-    fn stat(&self) -> std::io::Result<libc::stat> {
+    pub(super) fn stat(&self) -> std::io::Result<libc::stat> {
         match self {
             Target::Open(fd) => sys::stat_fd(*fd),
             Target::Path(inode) => sys::stat_fd(inode.fd.as_fd()),
         }
     }
 
-    fn chmod(&self, fs: &PassthroughFs, mode: libc::mode_t) -> std::io::Result<()> {
+    pub(super) fn chmod(&self, fs: &PassthroughFs, mode: libc::mode_t) -> std::io::Result<()> {
         match self {
             Target::Open(fd) => sys::fchmod(*fd, mode),
             // fchmodat has no AT_EMPTY_PATH (before fchmodat2); the magic

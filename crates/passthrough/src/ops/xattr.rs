@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 
 use fastfuse::{Caller, Errno, NodeId, Xattr};
 
+use super::attr::Target;
 use crate::fs::{c_string, PassthroughFs};
 use crate::procfd::FdName;
 use crate::sys;
@@ -89,14 +90,10 @@ pub(super) fn setxattr(
     let flags = libc::c_int::try_from(flags).map_err(|_| Errno::EINVAL)?;
     sys::setxattr(path.as_cstr(), &c_string(name)?, value, flags)?;
     if acl_kill_sgid {
-        let st = sys::stat_fd(inode.fd.as_fd())?;
-        if st.st_mode & libc::S_ISGID != 0 {
-            let at = FdName::of(inode.fd.as_fd());
-            sys::fchmodat(
-                fs.proc.dir(),
-                at.as_cstr(),
-                st.st_mode & 0o7777 & !libc::S_ISGID,
-            )?;
+        let target = Target::Path(&inode);
+        let mode = target.stat()?.st_mode & 0o7777;
+        if mode & libc::S_ISGID != 0 {
+            target.chmod(fs, mode & !libc::S_ISGID)?;
         }
     }
     Ok(())
