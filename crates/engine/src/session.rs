@@ -96,8 +96,17 @@ fn prepare_uring(
     if config.transport == TransportKind::Dev {
         return Ok(Vec::new());
     }
-    if !cfg!(feature = "io-uring") {
-        let why = "this build of fastfuse has no io_uring transport (the io-uring feature)";
+    let unavailable = if !cfg!(feature = "io-uring") {
+        Some("this build of fastfuse has no io_uring transport (the io-uring feature)")
+    } else if !negotiated.io_uring() {
+        Some(
+            "the kernel does not offer FUSE_OVER_IO_URING (needs Linux 6.14+ and \
+             Y in /sys/module/fuse/parameters/enable_uring)",
+        )
+    } else {
+        None
+    };
+    if let Some(why) = unavailable {
         if required {
             return Err(SessionError::Transport(why.into()));
         }
@@ -108,15 +117,6 @@ fn prepare_uring(
         negotiated.flags &= !abi::init::FUSE_OVER_IO_URING;
         out.flags2 = (negotiated.flags >> 32) as u32;
     };
-    if !negotiated.io_uring() {
-        let why = "the kernel does not offer FUSE_OVER_IO_URING (needs Linux 6.14+ and \
-                   Y in /sys/module/fuse/parameters/enable_uring)";
-        if required {
-            return Err(SessionError::Transport(why.into()));
-        }
-        tracing::info!("serving through /dev/fuse: {why}");
-        return Ok(Vec::new());
-    }
     let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
     // Per queue: `uring_queue_depth` entries, a thread pinned to the
     // queue's CPU for short requests and floating helpers, each with its
