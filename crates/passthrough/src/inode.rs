@@ -31,6 +31,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::mtime::KeptMtime;
+
 use fastfuse::{Errno, NodeId};
 
 use crate::sys::{self, SourceHandle};
@@ -67,19 +69,9 @@ pub(crate) struct Inode {
     /// POSIX lock owner → the open file description that holds its locks
     /// on this inode, and the pid that last took one (see `ops::lock`).
     pub(crate) posix_locks: Mutex<HashMap<u64, (Arc<OwnedFd>, u32)>>,
-    /// Under the writeback cache: the cache WRITEs in flight and the source
-    /// mtime they put back (see `ops::io::KeepMtime`).
-    pub(crate) kept_mtime: Mutex<KeptMtime>,
-}
-
-/// The mtime cache WRITEs put back on the source.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct KeptMtime {
-    /// Cache WRITEs in flight on the inode.
-    pub(crate) writes: u32,
-    /// (seconds, nanoseconds): the source's mtime when the first of them
-    /// began, or what a SETATTR set since.
-    pub(crate) mtime: (i64, i64),
+    /// Under the writeback cache: the mtime cache WRITEs must not change
+    /// (see `mtime`).
+    pub(crate) kept_mtime: KeptMtime,
 }
 
 impl Inode {
@@ -94,7 +86,7 @@ impl Inode {
             kind: st.st_mode & libc::S_IFMT,
             backing: Mutex::new(None),
             posix_locks: Mutex::new(HashMap::new()),
-            kept_mtime: Mutex::new(KeptMtime::default()),
+            kept_mtime: KeptMtime::default(),
         }
     }
 }

@@ -46,6 +46,7 @@ mod fs;
 mod handle;
 mod inode;
 mod lock_wait;
+mod mtime;
 mod ops;
 mod options;
 mod procfd;

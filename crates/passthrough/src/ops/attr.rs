@@ -1,7 +1,6 @@
 //! Attributes: getattr, setattr, access, statfs.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::PoisonError;
 
 use fastfuse::{AttrReply, Caller, Errno, FileHandle, NodeId, SetAttr, StatFs, TimeOrNow};
 
@@ -147,17 +146,11 @@ pub(super) fn setattr(
         target.truncate(i64::try_from(size).map_err(|_| Errno::EFBIG)?)?;
     }
     if changes.atime.is_some() || changes.mtime.is_some() {
-        // Cache WRITEs in flight put back the mtime they found: make it
-        // this one (see `ops::io::KeepMtime`).
-        let mut kept = inode
-            .kept_mtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        target.utimens(fs, &[timespec(changes.atime), timespec(changes.mtime)])?;
-        if kept.writes > 0 {
-            let st = target.stat()?;
-            kept.mtime = (st.st_mtime, st.st_mtime_nsec);
-        }
+        // What cache WRITEs must not change from now on (see `mtime`).
+        inode.kept_mtime.set_times(
+            || target.utimens(fs, &[timespec(changes.atime), timespec(changes.mtime)]),
+            || target.stat(),
+        )?;
     }
     if (changes.kill_suidgid || changes_nothing) && changes.mode.is_none() {
         // The kernel asks (handle_killpriv_v2) because a write, truncate or

@@ -247,6 +247,7 @@ pub(super) fn flush(
 ) -> Result<(), Errno> {
     let file = fs.files.get(fh)?;
     lock::release_owner(&file.inode, lock_owner);
+    file.inode.kept_mtime.settle(file.fd.as_fd());
     sys::close(sys::dup(file.fd.as_fd())?)?;
     Ok(())
 }
@@ -270,6 +271,7 @@ pub(super) fn release(
     if release_flags & FUSE_RELEASE_FLUSH != 0 {
         lock::release_owner(&file.inode, lock_owner);
     }
+    file.inode.kept_mtime.settle(file.fd.as_fd());
     lock::release_handle_owners(&file);
     if file.passthrough {
         release_backing(fs, &file.inode);
@@ -280,6 +282,7 @@ pub(super) fn release(
 /// Every handle at once (the session ended).
 pub(super) fn release_all(fs: &PassthroughFs) {
     for file in fs.files.drain() {
+        file.inode.kept_mtime.settle(file.fd.as_fd());
         lock::release_handle_owners(&file);
         if file.passthrough {
             release_backing(fs, &file.inode);
@@ -296,6 +299,7 @@ pub(super) fn fsync(
     datasync: bool,
 ) -> Result<(), Errno> {
     let file = fs.files.get(fh)?;
+    file.inode.kept_mtime.settle(file.fd.as_fd());
     sys::fsync(file.fd.as_fd(), datasync)?;
     Ok(())
 }

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::os::fd::AsFd;
-use std::sync::PoisonError;
 
 use fastfuse::{Caller, CopyRange, Errno, FileHandle, NodeId, PipeData, WriteFlags};
 
@@ -106,7 +105,7 @@ pub(super) fn write(
 
 /// What every WRITE that stores data does around `put`, which stores it in
 /// the source file: clear suid/sgid when the kernel asks, and keep the
-/// source's mtime for a writeback-cache WRITE (see [`KeepMtime`]).
+/// source's mtime for a writeback-cache WRITE (see `crate::mtime`).
 fn store(
     fs: &PassthroughFs,
     req: &Caller<'_>,
@@ -128,7 +127,7 @@ fn store(
         }
     }
     let _keep = if flags.cache && fs.writeback() {
-        KeepMtime::begin(&file)
+        file.inode.kept_mtime.write(file.fd.as_fd())
     } else {
         None
     };
@@ -206,69 +205,6 @@ fn splice_all(file: &OpenFile, start: i64, data: &mut PipeData<'_>) -> Result<u3
         return Err(Errno::EIO);
     }
     Ok(done as u32)
-}
-
-/// Puts the source's mtime back after a cache WRITE.
-///
-/// Under the writeback cache the kernel keeps a regular file's mtime
-/// itself: it stamps it when data enters its cache, sends it in SETATTR
-/// (at close, fsync, or when it writes the inode back), and ignores the
-/// mtime in our replies while it caches the inode. The source, though,
-/// stamps its own mtime at every pwrite, and a cache WRITE that reaches it
-/// after the kernel's last SETATTR (a second write within one clock tick
-/// dirties no inode; background writeback may send WRITEs after the
-/// SETATTR) would leave the source's mtime later than the kernel's:
-/// visible on the source, and through the mount once the kernel forgets
-/// the inode. So a cache WRITE puts back the mtime the source had before
-/// it; with several in flight, the last one does, and a SETATTR of the
-/// times in between changes what is put back (`ops::attr::setattr`).
-struct KeepMtime<'a> {
-    file: &'a OpenFile,
-}
-
-impl<'a> KeepMtime<'a> {
-    /// Counts a cache WRITE in; the first one in notes the source's mtime.
-    /// `None` (nothing to put back) when that mtime cannot be read.
-    fn begin(file: &'a OpenFile) -> Option<KeepMtime<'a>> {
-        let mut kept = file
-            .inode
-            .kept_mtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if kept.writes == 0 {
-            let st = sys::stat_fd(file.fd.as_fd()).ok()?;
-            kept.mtime = (st.st_mtime, st.st_mtime_nsec);
-        }
-        kept.writes += 1;
-        Some(KeepMtime { file })
-    }
-}
-
-impl Drop for KeepMtime<'_> {
-    fn drop(&mut self) {
-        let mut kept = self
-            .file
-            .inode
-            .kept_mtime
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        kept.writes -= 1;
-        if kept.writes == 0 {
-            let times = [
-                libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: libc::UTIME_OMIT,
-                },
-                libc::timespec {
-                    tv_sec: kept.mtime.0,
-                    tv_nsec: kept.mtime.1,
-                },
-            ];
-            if let Err(e) = sys::futimens(self.file.fd.as_fd(), &times) {
-                tracing::debug!("cannot put the mtime back after a cache write: {e}");
-            }
-        }
-    }
 }
 
 /// FALLOCATE: the mode as given (keep-size, punch-hole, zero-range, ...).
