@@ -388,6 +388,114 @@ pub(crate) fn faccessat(
     check(r as libc::c_int).map(drop)
 }
 
+/// The system call numbers of the `*xattrat` calls (Linux 6.13), the same
+/// on every architecture; the libc crate does not have them for all yet.
+const SYS_SETXATTRAT: libc::c_long = 463;
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+/// `struct xattr_args` of the `*xattrat` calls.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// `getxattrat(dir, path, 0, name, {buf})` — getxattr(2) relative to `dir`
+/// (Linux 6.13; ENOSYS before). An empty `buf` asks for the size.
+pub(crate) fn getxattrat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    name: &CStr,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let mut args = XattrArgs {
+        value: buf.as_mut_ptr() as u64,
+        size: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        flags: 0,
+    };
+    // SAFETY: both strings are NUL-terminated; `args` names `buf`, valid
+    // for `args.size` writable bytes, and its own size is passed with it.
+    let r = unsafe {
+        libc::syscall(
+            SYS_GETXATTRAT,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            0,
+            name.as_ptr(),
+            &mut args as *mut XattrArgs,
+            size_of::<XattrArgs>(),
+        )
+    };
+    check_size(r as isize)
+}
+
+/// `setxattrat(dir, path, 0, name, {value, flags})` — setxattr(2)
+/// relative to `dir` (Linux 6.13; ENOSYS before).
+pub(crate) fn setxattrat(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    name: &CStr,
+    value: &[u8],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let mut args = XattrArgs {
+        value: value.as_ptr() as u64,
+        size: u32::try_from(value.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        flags: flags as u32,
+    };
+    // SAFETY: both strings are NUL-terminated; `args` names `value`,
+    // valid for `args.size` readable bytes, and its own size is passed.
+    let r = unsafe {
+        libc::syscall(
+            SYS_SETXATTRAT,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            0,
+            name.as_ptr(),
+            &mut args as *mut XattrArgs,
+            size_of::<XattrArgs>(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+/// `listxattrat(dir, path, 0, buf)` — listxattr(2) relative to `dir`
+/// (Linux 6.13; ENOSYS before). An empty `buf` asks for the size.
+pub(crate) fn listxattrat(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `path` is NUL-terminated; `buf` is valid for `buf.len()`
+    // writable bytes.
+    let r = unsafe {
+        libc::syscall(
+            SYS_LISTXATTRAT,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            0,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    check_size(r as isize)
+}
+
+/// `removexattrat(dir, path, 0, name)` — removexattr(2) relative to `dir`
+/// (Linux 6.13; ENOSYS before).
+pub(crate) fn removexattrat(dir: BorrowedFd<'_>, path: &CStr, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated.
+    let r = unsafe {
+        libc::syscall(
+            SYS_REMOVEXATTRAT,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            0,
+            name.as_ptr(),
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
 /// `getxattr(path, name, buf)` — [getxattr(2)]; an empty `buf` asks for
 /// the value's size.
 ///

@@ -2,8 +2,10 @@
 //! (the path calls follow it to the inode; the `f*xattr` calls would need
 //! a real open, which special files and symlinks cannot always give).
 
-use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::ffi::{CStr, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fastfuse::{Caller, Errno, NodeId, Xattr};
 
@@ -17,6 +19,70 @@ use crate::sys;
 /// asking for more does not get more memory.
 const XATTR_MAX: usize = 64 * 1024;
 
+/// Whether the kernel has the `*xattrat` calls (Linux 6.13); cleared at the
+/// first ENOSYS.
+static XATTRAT: AtomicBool = AtomicBool::new(true);
+
+/// An inode's magic link, for the xattr calls: relative to the open
+/// /proc/self/fd where the kernel has the `*xattrat` calls, which leaves
+/// one name to resolve, else by the whole /proc/self/fd/N path, whose
+/// walk through /proc and /proc/self cost a GETXATTR (the kernel sends two
+/// per file written, see below) about half its time.
+struct Link<'a> {
+    fs: &'a PassthroughFs,
+    fd: BorrowedFd<'a>,
+}
+
+impl Link<'_> {
+    /// `at` (the `*xattrat` form, given the directory and the name in it)
+    /// or, on kernels without it, `path` (given the whole path); each gets
+    /// `buf`, the value or list buffer of the calls that fill one.
+    fn call<T>(
+        &self,
+        buf: &mut [u8],
+        at: impl FnOnce(BorrowedFd<'_>, &CStr, &mut [u8]) -> io::Result<T>,
+        path: impl FnOnce(&CStr, &mut [u8]) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if XATTRAT.load(Ordering::Relaxed) {
+            match at(self.fs.proc.dir(), FdName::of(self.fd).as_cstr(), buf) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    XATTRAT.store(false, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        path(FdName::path(self.fd).as_cstr(), buf)
+    }
+
+    fn get(&self, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+        self.call(
+            buf,
+            |dir, n, buf| sys::getxattrat(dir, n, name, buf),
+            |p, buf| sys::getxattr(p, name, buf),
+        )
+    }
+
+    fn list(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.call(buf, sys::listxattrat, sys::listxattr)
+    }
+
+    fn set(&self, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
+        self.call(
+            &mut [],
+            |dir, n, _| sys::setxattrat(dir, n, name, value, flags),
+            |p, _| sys::setxattr(p, name, value, flags),
+        )
+    }
+
+    fn remove(&self, name: &CStr) -> io::Result<()> {
+        self.call(
+            &mut [],
+            |dir, n, _| sys::removexattrat(dir, n, name),
+            |p, _| sys::removexattr(p, name),
+        )
+    }
+}
+
 /// ENOSYS when the options turn xattrs off: the kernel then answers
 /// EOPNOTSUPP itself and stops asking.
 fn enabled(fs: &PassthroughFs) -> Result<(), Errno> {
@@ -28,7 +94,10 @@ fn enabled(fs: &PassthroughFs) -> Result<(), Errno> {
 }
 
 /// GETXATTR: size 0 asks for the size ([`Xattr::Size`]); a value larger
-/// than `size` is ERANGE (the source says so).
+/// than `size` is ERANGE (the source says so). The kernel asks for
+/// security.capability before every write(2) and chown(2) by anyone
+/// (`security_inode_need_killpriv`): FUSE clears SB_NOSEC, so it never
+/// learns that a file has none, and no INIT flag changes that.
 pub(super) fn getxattr(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
@@ -38,14 +107,17 @@ pub(super) fn getxattr(
 ) -> Result<Xattr, Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
-    let path = FdName::path(inode.fd.as_fd());
+    let link = Link {
+        fs,
+        fd: inode.fd.as_fd(),
+    };
     let name = c_string(name)?;
     if size == 0 {
-        let n = sys::getxattr(path.as_cstr(), &name, &mut [])?;
+        let n = link.get(&name, &mut [])?;
         return Ok(Xattr::Size(n as u32));
     }
     let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
-    let n = sys::getxattr(path.as_cstr(), &name, &mut buf)?;
+    let n = link.get(&name, &mut buf)?;
     buf.truncate(n);
     Ok(Xattr::Data(buf))
 }
@@ -59,13 +131,16 @@ pub(super) fn listxattr(
 ) -> Result<Xattr, Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
-    let path = FdName::path(inode.fd.as_fd());
+    let link = Link {
+        fs,
+        fd: inode.fd.as_fd(),
+    };
     if size == 0 {
-        let n = sys::listxattr(path.as_cstr(), &mut [])?;
+        let n = link.list(&mut [])?;
         return Ok(Xattr::Size(n as u32));
     }
     let mut buf = vec![0u8; (size as usize).min(XATTR_MAX)];
-    let n = sys::listxattr(path.as_cstr(), &mut buf)?;
+    let n = link.list(&mut buf)?;
     buf.truncate(n);
     Ok(Xattr::Data(buf))
 }
@@ -86,9 +161,12 @@ pub(super) fn setxattr(
 ) -> Result<(), Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
-    let path = FdName::path(inode.fd.as_fd());
+    let link = Link {
+        fs,
+        fd: inode.fd.as_fd(),
+    };
     let flags = libc::c_int::try_from(flags).map_err(|_| Errno::EINVAL)?;
-    sys::setxattr(path.as_cstr(), &c_string(name)?, value, flags)?;
+    link.set(&c_string(name)?, value, flags)?;
     if acl_kill_sgid {
         let target = Target::Path(&inode);
         let mode = target.stat()?.st_mode & 0o7777;
@@ -108,7 +186,10 @@ pub(super) fn removexattr(
 ) -> Result<(), Errno> {
     enabled(fs)?;
     let inode = fs.inode(node)?;
-    let path = FdName::path(inode.fd.as_fd());
-    sys::removexattr(path.as_cstr(), &c_string(name)?)?;
+    let link = Link {
+        fs,
+        fd: inode.fd.as_fd(),
+    };
+    link.remove(&c_string(name)?)?;
     Ok(())
 }
