@@ -13,7 +13,7 @@ use crate::errno::Errno;
 use crate::filesystem::{CopyRange, Filesystem, OpenFlags};
 use crate::interrupt::Interrupts;
 use crate::reply::{self, put, put_bytes, Outcome};
-use crate::request::{Caller, Operation};
+use crate::request::{Caller, Extensions, Operation};
 use crate::splice::PipeData;
 use crate::types::{FileHandle, NodeId, SetAttr, TimeOrNow, Timestamp, WriteFlags, Xattr};
 
@@ -141,10 +141,11 @@ impl<F: Filesystem> Dispatcher<F> {
         &self,
         header: &abi::InHeader,
         op: Operation<'_>,
+        ext: Extensions,
         out: &mut [u8],
         to: ReplyTo<'_>,
     ) -> Outcome {
-        let req = Caller::new(header, Some(&self.interrupts), to);
+        let req = Caller::new(header, ext, Some(&self.interrupts), to);
         let result = contain_panic(header, || self.call(&req, header, op, out));
         self.settle(&req, result)
     }
@@ -172,7 +173,7 @@ impl<F: Filesystem> Dispatcher<F> {
         out: &mut [u8],
         to: ReplyTo<'_>,
     ) -> Outcome {
-        let req = Caller::new(header, Some(&self.interrupts), to);
+        let req = Caller::new(header, Extensions::default(), Some(&self.interrupts), to);
         let fh = FileHandle(arg.fh);
         let r = contain_panic(header, || {
             Outcome::Reply(

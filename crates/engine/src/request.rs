@@ -63,6 +63,7 @@ pub struct Caller<'a> {
     /// such as writeback).
     pub pid: u32,
     opcode: u32,
+    supp_group: Option<u32>,
     interrupts: Option<&'a Arc<Interrupts>>,
     reply_to: ReplyTo<'a>,
     /// Set by [`Caller::defer`]: the method's return value is not the reply.
@@ -84,6 +85,7 @@ impl std::fmt::Debug for Caller<'_> {
 impl<'a> Caller<'a> {
     pub(crate) fn new(
         header: &abi::InHeader,
+        ext: Extensions,
         interrupts: Option<&'a Arc<Interrupts>>,
         reply_to: ReplyTo<'a>,
     ) -> Self {
@@ -93,6 +95,7 @@ impl<'a> Caller<'a> {
             gid: header.gid,
             pid: header.pid,
             opcode: header.opcode,
+            supp_group: ext.supp_group,
             interrupts,
             reply_to,
             deferred: Cell::new(false),
@@ -108,10 +111,22 @@ impl<'a> Caller<'a> {
             gid,
             pid,
             opcode: 0,
+            supp_group: None,
             interrupts: None,
             reply_to: ReplyTo::Nowhere,
             deferred: Cell::new(false),
         }
+    }
+
+    /// On CREATE, MKNOD, MKDIR, SYMLINK and TMPFILE, when the filesystem
+    /// asked for `FUSE_CREATE_SUPP_GROUP`: the new entry's parent
+    /// directory's group, if the caller is in it by one of its
+    /// supplementary groups (and not by its fsgid). That is the one group
+    /// besides the fsgid that decides whether a new file may keep a
+    /// set-group-ID bit, and whether the parent's group permissions apply
+    /// to the caller; `None` also when the kernel did not say.
+    pub fn create_supp_group(&self) -> Option<u32> {
+        self.supp_group
     }
 
     /// Whether the kernel has sent INTERRUPT for this request (the caller
@@ -369,6 +384,48 @@ pub fn decode_header(buf: &[u8]) -> Result<(abi::InHeader, &[u8]), DecodeError> 
         });
     }
     Ok((header, body))
+}
+
+/// What a request's extensions say (the area `total_extlen` counts, at the
+/// end of the body). Security contexts are skipped: no filesystem of this
+/// engine asks for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Extensions {
+    /// The one group of a `FUSE_EXT_GROUPS` extension.
+    pub(crate) supp_group: Option<u32>,
+}
+
+/// Reads the extensions of a request. Malformed ones are ignored (the
+/// request itself decodes without them, see [`decode`]): a wrong group
+/// would only make a creation fall back to the caller's full groups.
+pub(crate) fn extensions(header: &abi::InHeader, body: Body<'_>) -> Extensions {
+    let mut ext = Extensions::default();
+    let len = header.total_extlen as usize * 8;
+    if len == 0 {
+        return ext;
+    }
+    let data = match body {
+        Body::Contiguous(data) | Body::Split { payload: data, .. } => data,
+    };
+    let Some(mut area) = data.len().checked_sub(len).map(|start| &data[start..]) else {
+        return ext;
+    };
+    while let Ok((h, _)) = abi::ExtHeader::read_from_prefix(area) {
+        let size = h.size as usize;
+        if size < size_of::<abi::ExtHeader>() || size > area.len() {
+            break;
+        }
+        if h.r#type == abi::ext_type::FUSE_EXT_GROUPS {
+            let groups = &area[size_of::<abi::ExtHeader>()..size];
+            if let Ok((n, rest)) = u32::read_from_prefix(groups) {
+                if n >= 1 {
+                    ext.supp_group = u32::read_from_prefix(rest).ok().map(|(g, _)| g);
+                }
+            }
+        }
+        area = &area[size..];
+    }
+    ext
 }
 
 /// Decodes one request's body into an [`Operation`].
@@ -732,6 +789,41 @@ mod tests {
         let mut bytes = req(Opcode::Lookup as u32, 1, b"x\0");
         bytes[36..38].copy_from_slice(&4u16.to_ne_bytes()); // total_extlen: 32 bytes
         assert_eq!(decode_bytes(&bytes).unwrap_err(), DecodeError::BadExtLen(4));
+    }
+
+    #[test]
+    fn supplementary_group_extension_is_read_past_a_security_context() {
+        // MKDIR: mode, umask, name; then the extensions: a security
+        // context area (type 1: one context) of 24 bytes, and a group
+        // extension of 16.
+        let mut body = Vec::new();
+        body.extend_from_slice(&0o755u32.to_ne_bytes());
+        body.extend_from_slice(&0o022u32.to_ne_bytes());
+        body.extend_from_slice(b"dir\0\0\0\0\0");
+        for word in [24u32, 1, 8, 0, 0, 0] {
+            body.extend_from_slice(&word.to_ne_bytes());
+        }
+        for word in [16u32, abi::ext_type::FUSE_EXT_GROUPS, 1, 1234] {
+            body.extend_from_slice(&word.to_ne_bytes());
+        }
+        let mut bytes = req(Opcode::Mkdir as u32, 1, &body);
+        bytes[36..38].copy_from_slice(&5u16.to_ne_bytes()); // 40 bytes
+        let (h, b) = decode_header(&bytes).unwrap();
+        let ext = extensions(&h, Body::Contiguous(b));
+        assert_eq!(ext.supp_group, Some(1234));
+        match decode(&h, Body::Contiguous(b), Layout::default()).unwrap() {
+            Operation::Mkdir { name, .. } => assert_eq!(name, "dir"),
+            other => panic!("decoded {other:?}"),
+        }
+        // No extensions, or a malformed one: no group.
+        let plain = req(Opcode::Mkdir as u32, 1, &body[..16]);
+        let (h, b) = decode_header(&plain).unwrap();
+        assert_eq!(extensions(&h, Body::Contiguous(b)).supp_group, None);
+        let mut bad = bytes.clone();
+        let at = bad.len() - 16;
+        bad[at..at + 4].copy_from_slice(&64u32.to_ne_bytes()); // size past the end
+        let (h, b) = decode_header(&bad).unwrap();
+        assert_eq!(extensions(&h, Body::Contiguous(b)).supp_group, None);
     }
 
     #[test]

@@ -44,16 +44,20 @@ impl Identity {
     /// when dropped. Fails with EPERM when the kernel refuses (the daemon
     /// lacks CAP_SETUID/CAP_SETGID): better no answer than a file created
     /// with the wrong owner.
-    pub(crate) fn become_caller(&self, caller: &Caller<'_>) -> Result<AsCaller<'_>, Errno> {
+    pub(crate) fn become_caller(
+        &self,
+        caller: &Caller<'_>,
+        groups: Groups,
+    ) -> Result<AsCaller<'_>, Errno> {
         if caller.uid == self.uid && caller.gid == self.gid {
             return Ok(AsCaller { daemon: None });
         }
-        let groups = if caller.pid == 0 {
+        let groups = match groups {
+            Groups::Given(group) => group.into_iter().collect(),
             // Requests the kernel makes on its own (writeback) name no
             // process; none of the daemon's groups must leak to them.
-            Vec::new()
-        } else {
-            caller_groups(caller.pid).unwrap_or_default()
+            Groups::OfProcess if caller.pid == 0 => Vec::new(),
+            Groups::OfProcess => caller_groups(caller.pid).unwrap_or_default(),
         };
         // The guard exists before the first change, so that any failure
         // below still restores everything.
@@ -76,6 +80,16 @@ impl Identity {
         }
         Ok(guard)
     }
+}
+
+/// The supplementary groups a switched worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Groups {
+    /// The calling process's, from /proc (an open, a read and a parse).
+    OfProcess,
+    /// Only this one, or none: what the kernel said matters for a creation
+    /// (`Caller::create_supp_group`).
+    Given(Option<libc::gid_t>),
 }
 
 /// While alive, the worker thread acts as the caller; dropping it gives
@@ -165,7 +179,7 @@ mod tests {
     fn same_identity_switches_nothing() {
         let me = Identity::current().unwrap();
         let caller = Caller::detached(me.uid, me.gid, std::process::id());
-        let guard = me.become_caller(&caller).unwrap();
+        let guard = me.become_caller(&caller, Groups::OfProcess).unwrap();
         assert!(guard.daemon.is_none());
     }
 
@@ -182,7 +196,7 @@ mod tests {
         let worker = std::thread::spawn(move || {
             let caller = Caller::detached(12345, 23456, 0);
             {
-                let _as = me.become_caller(&caller).unwrap();
+                let _as = me.become_caller(&caller, Groups::OfProcess).unwrap();
                 assert_eq!(sys::setfsuid(u32::MAX), 12345);
                 assert_eq!(sys::setfsgid(u32::MAX), 23456);
                 assert!(sys::getgroups().unwrap().is_empty());

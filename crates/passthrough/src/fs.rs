@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fastfuse::{attr_from_stat, AttrReply, Caller, Connection, Entry, Errno, NodeId};
 
-use crate::creds::{AsCaller, Identity};
+use crate::creds::{AsCaller, Groups, Identity};
 use crate::error::PassthroughError;
 use crate::handle::{self, HandleTable, OpenDir, OpenFile};
 use crate::inode::{Inode, InodeTable};
@@ -60,6 +60,8 @@ pub(crate) struct SessionInfo {
     /// caller's umask, which the source applies (see
     /// [`PassthroughFs::as_creator`]).
     pub(crate) dont_mask: bool,
+    /// FUSE_CREATE_SUPP_GROUP was agreed (see [`PassthroughFs::create_as`]).
+    pub(crate) create_supp_group: bool,
 }
 
 impl std::fmt::Debug for PassthroughFs {
@@ -198,12 +200,50 @@ impl PassthroughFs {
     /// process: apply the parent's default ACL if it has one (which
     /// replaces the umask), the umask otherwise.
     pub(crate) fn as_creator(&self, req: &Caller<'_>, umask: u32) -> Result<AsCaller<'_>, Errno> {
+        self.as_creator_with(req, umask, Groups::OfProcess)
+    }
+
+    fn as_creator_with(
+        &self,
+        req: &Caller<'_>,
+        umask: u32,
+        groups: Groups,
+    ) -> Result<AsCaller<'_>, Errno> {
         let dont_mask = self.session.get().is_some_and(|s| s.dont_mask);
         thread_umask(if dont_mask { umask & 0o777 } else { 0 });
         match &self.daemon {
-            Some(daemon) => daemon.become_caller(req),
+            Some(daemon) => daemon.become_caller(req, groups),
             None => Ok(AsCaller::unchanged()),
         }
+    }
+
+    /// Runs `create` (CREATE, MKNOD, MKDIR, SYMLINK, TMPFILE) as
+    /// [`PassthroughFs::as_creator`] says. With FUSE_CREATE_SUPP_GROUP the
+    /// kernel names the one supplementary group that matters for a new
+    /// entry (the parent's, if the caller is in it), so the worker takes
+    /// that one instead of reading the caller's from /proc. The kernel has
+    /// checked the caller's permission on the parent already; should the
+    /// source still refuse (an ACL entry of the parent granting another of
+    /// the caller's groups), it is tried again with all of them. A refused
+    /// creation created nothing, so the second try is as the first.
+    pub(crate) fn create_as<T>(
+        &self,
+        req: &Caller<'_>,
+        umask: u32,
+        create: impl Fn() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        if self.session.get().is_some_and(|s| s.create_supp_group) {
+            let given = {
+                let _as =
+                    self.as_creator_with(req, umask, Groups::Given(req.create_supp_group()))?;
+                create()
+            };
+            if !matches!(given, Err(e) if e == Errno::EACCES) {
+                return given;
+            }
+        }
+        let _as = self.as_creator(req, umask)?;
+        create()
     }
 
     /// Whether the source keeps POSIX ACLs: a read of the root's access

@@ -62,7 +62,8 @@ impl<F: Filesystem> Server<F> {
                 if let request::Operation::Write { data, .. } = &op {
                     shard.record_write(data.len());
                 }
-                self.dispatcher.handle(header, op, out, to)
+                let ext = request::extensions(header, body);
+                self.dispatcher.handle(header, op, ext, out, to)
             }
             Err(e) => {
                 tracing::warn!(unique = header.unique, "malformed request: {e}");

@@ -86,10 +86,9 @@ pub(super) fn symlink(
     let dir = fs.inode(parent)?;
     let name = component(name)?;
     let target = c_string(target)?;
-    {
-        let _as = fs.as_caller(req)?;
-        sys::symlinkat(&target, dir.fd.as_fd(), &name)?;
-    }
+    fs.create_as(req, 0, || {
+        Ok(sys::symlinkat(&target, dir.fd.as_fd(), &name)?)
+    })?;
     fs.lookup_child(&dir, &name)
 }
 
@@ -107,12 +106,16 @@ pub(super) fn mknod(
 ) -> Result<Entry, Errno> {
     let dir = fs.inode(parent)?;
     let name = component(name)?;
-    {
-        let _as = fs.as_creator(req, umask)?;
-        // The kernel's 32-bit rdev encoding equals the C library's dev_t
-        // for every device number that fits in it.
-        sys::mknodat(dir.fd.as_fd(), &name, mode, libc::dev_t::from(rdev))?;
-    }
+    // The kernel's 32-bit rdev encoding equals the C library's dev_t for
+    // every device number that fits in it.
+    fs.create_as(req, umask, || {
+        Ok(sys::mknodat(
+            dir.fd.as_fd(),
+            &name,
+            mode,
+            libc::dev_t::from(rdev),
+        )?)
+    })?;
     fs.lookup_child(&dir, &name)
 }
 
@@ -127,10 +130,9 @@ pub(super) fn mkdir(
 ) -> Result<Entry, Errno> {
     let dir = fs.inode(parent)?;
     let name = component(name)?;
-    {
-        let _as = fs.as_creator(req, umask)?;
-        sys::mkdirat(dir.fd.as_fd(), &name, mode)?;
-    }
+    fs.create_as(req, umask, || {
+        Ok(sys::mkdirat(dir.fd.as_fd(), &name, mode)?)
+    })?;
     fs.lookup_child(&dir, &name)
 }
 

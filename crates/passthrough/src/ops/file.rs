@@ -207,10 +207,9 @@ pub(super) fn create(
     let excl = flags.flags as libc::c_int & libc::O_EXCL;
     let wanted =
         source_flags(flags.flags, fs.writeback()) | libc::O_CREAT | libc::O_NOFOLLOW | excl;
-    let fd = {
-        let _as = fs.as_creator(req, umask)?;
-        sys::openat(dir.fd.as_fd(), &name, wanted, mode)?
-    };
+    let fd = fs.create_as(req, umask, || {
+        Ok(sys::openat(dir.fd.as_fd(), &name, wanted, mode)?)
+    })?;
     created(fs, fd)
 }
 
@@ -227,10 +226,9 @@ pub(super) fn tmpfile(
     let excl = flags.flags as libc::c_int & libc::O_EXCL;
     let wanted =
         (source_flags(flags.flags, fs.writeback()) & !libc::O_TMPFILE) | libc::O_TMPFILE | excl;
-    let fd = {
-        let _as = fs.as_creator(req, umask)?;
-        sys::openat(dir.fd.as_fd(), c".", wanted, mode)?
-    };
+    let fd = fs.create_as(req, umask, || {
+        Ok(sys::openat(dir.fd.as_fd(), c".", wanted, mode)?)
+    })?;
     created(fs, fd)
 }
 

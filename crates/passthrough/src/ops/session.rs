@@ -1,7 +1,9 @@
 //! The session's own requests: INIT (what the filesystem asks the kernel
 //! for), its agreement, and DESTROY.
 
-use fastfuse::abi::init::{FUSE_DONT_MASK, FUSE_FLOCK_LOCKS, FUSE_POSIX_ACL, FUSE_POSIX_LOCKS};
+use fastfuse::abi::init::{
+    FUSE_CREATE_SUPP_GROUP, FUSE_DONT_MASK, FUSE_FLOCK_LOCKS, FUSE_POSIX_ACL, FUSE_POSIX_LOCKS,
+};
 use fastfuse::{Capabilities, Connection, Errno, InitFlags};
 
 use super::file;
@@ -16,6 +18,11 @@ pub(super) fn init(
     ask: &mut InitFlags,
 ) -> Result<(), Errno> {
     ask.ask(FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS);
+    if fs.daemon.is_some() {
+        // Creations name the one supplementary group that matters to
+        // them (`PassthroughFs::create_as`).
+        ask.ask(FUSE_CREATE_SUPP_GROUP);
+    }
     if fs.options.posix_acl && fs.options.xattr {
         if !kernel.offers(FUSE_POSIX_ACL) {
             tracing::info!(
@@ -42,6 +49,7 @@ pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> 
         passthrough: fs.options.kernel_passthrough && n.passthrough(),
         max_write: n.max_write as usize,
         dont_mask: n.dont_mask(),
+        create_supp_group: n.has(FUSE_CREATE_SUPP_GROUP),
     };
     if info.writeback && fs.options.timeout.is_zero() {
         tracing::warn!(
