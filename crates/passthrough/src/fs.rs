@@ -267,18 +267,72 @@ impl PassthroughFs {
 /// empty names, names with '/' or NUL, and "." / ".." (which the kernel
 /// never sends for these operations) are refused with EINVAL, so no name
 /// can walk anywhere but into its parent.
-pub(crate) fn component(name: &OsStr) -> Result<CString, Errno> {
+pub(crate) fn component(name: &OsStr) -> Result<CName, Errno> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
         tracing::debug!(?name, "refused name");
         return Err(Errno::EINVAL);
     }
-    CString::new(bytes).map_err(|_| Errno::EINVAL)
+    CName::new(bytes)
 }
 
 /// Any C string from the kernel (symlink targets, xattr names).
-pub(crate) fn c_string(s: &OsStr) -> Result<CString, Errno> {
-    CString::new(s.as_bytes()).map_err(|_| Errno::EINVAL)
+pub(crate) fn c_string(s: &OsStr) -> Result<CName, Errno> {
+    CName::new(s.as_bytes())
+}
+
+/// Room for every name a Linux filesystem keeps (NAME_MAX, 255) and its
+/// NUL.
+const INLINE_NAME: usize = 256;
+
+/// A string from the kernel as a C string: on the stack when it fits, so
+/// that a request allocates nothing for its names; longer ones (symlink
+/// targets, say) on the heap.
+// The inline variant is large on purpose: it lives on the stack of one
+// request, and boxing it would be the allocation it exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum CName {
+    Inline { buf: [u8; INLINE_NAME], len: usize },
+    Heap(CString),
+}
+
+impl CName {
+    /// `bytes` with a NUL after; EINVAL if they hold one.
+    fn new(bytes: &[u8]) -> Result<CName, Errno> {
+        if bytes.contains(&0) {
+            return Err(Errno::EINVAL);
+        }
+        if bytes.len() < INLINE_NAME {
+            let mut buf = [0u8; INLINE_NAME];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Ok(CName::Inline {
+                buf,
+                len: bytes.len(),
+            })
+        } else {
+            CString::new(bytes)
+                .map(CName::Heap)
+                .map_err(|_| Errno::EINVAL)
+        }
+    }
+}
+
+impl std::fmt::Debug for CName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::ops::Deref for CName {
+    type Target = CStr;
+
+    fn deref(&self) -> &CStr {
+        match self {
+            // `new` put a NUL at `len` and none before it.
+            CName::Inline { buf, len } => CStr::from_bytes_with_nul(&buf[..=*len]).unwrap_or(c""),
+            CName::Heap(s) => s,
+        }
+    }
 }
 
 /// A worker thread's umask, as far as [`thread_umask`] knows it.
@@ -341,6 +395,16 @@ mod tests {
                 Errno::EINVAL,
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn names_short_and_long_keep_their_bytes() {
+        for len in [1, 255, 256, 4000] {
+            let bytes = vec![b'x'; len];
+            let name = c_string(OsStr::from_bytes(&bytes)).unwrap();
+            assert_eq!(name.to_bytes(), &bytes[..], "{len}");
+            assert_eq!(matches!(name, CName::Inline { .. }), len < INLINE_NAME);
         }
     }
 
