@@ -35,6 +35,8 @@
 //!   path is ever resolved from the source root, so neither `..` nor a
 //!   symlink can lead out of the source;
 //! - acting as the caller (`creds`): per-thread fsuid/fsgid/groups;
+//! - the source's mtime under the writeback cache (`mtime`): the kernel's,
+//!   put back after cache WRITEs at FLUSH, FSYNC and RELEASE;
 //! - the system calls (`sys`), the only `unsafe` code;
 //! - the operations themselves (`ops`).
 #![deny(unsafe_code)]
