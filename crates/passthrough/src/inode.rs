@@ -1015,4 +1015,165 @@ mod tests {
         assert_eq!(t.forgotten_len(), 0);
         assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
     }
+
+    /// The lookups `node` holds, if it is live.
+    fn lookups(t: &InodeTable, node: NodeId) -> Option<u64> {
+        let nodes = t.read(shard_of_id(node));
+        nodes
+            .by_id
+            .get(&node)
+            .map(|s| s.lookups.load(Ordering::Relaxed))
+    }
+
+    /// `count` file names.
+    fn names(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("f{i}")).collect()
+    }
+
+    fn key_of(path: &std::path::Path) -> InodeKey {
+        InodeKey::of(&open_path(&c_path(path)).1)
+    }
+
+    #[test]
+    fn ids_spread_over_shards_and_are_never_handed_out_twice() {
+        let names = names(256);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Nothing remembered: an inode forgotten and looked up again gets a
+        // new id.
+        let (dir, t) = dir_table(&refs, 0);
+        let mut seen = std::collections::HashSet::new();
+        let mut shards = std::collections::HashSet::new();
+        for name in &names {
+            let path = dir.path().join(name);
+            let id = look(&t, &path).0;
+            assert_ne!(id.0, 0);
+            assert_ne!(id, NodeId::ROOT);
+            assert_eq!(shard_of_id(id), key_of(&path).shard(), "{name}");
+            assert!(seen.insert(id), "{id:?} given to two inodes");
+            shards.insert(shard_of_id(id));
+        }
+        assert_eq!(shards.len(), SHARDS, "256 inodes reach every shard");
+        for &id in &seen.clone() {
+            t.forget(id, 1);
+        }
+        assert_eq!(t.len(), 1);
+        for name in &names {
+            let id = look(&t, &dir.path().join(name)).0;
+            assert!(seen.insert(id), "{id:?} handed out again");
+        }
+    }
+
+    #[test]
+    fn the_roots_key_is_the_root_whatever_its_hash() {
+        // A root whose key does not hash to the root's shard, so that only
+        // the table's pinning of the root key can find NodeId::ROOT.
+        let dir = (0..64)
+            .map(|_| tempfile::tempdir().unwrap())
+            .find(|d| key_of(d.path()).shard() != ROOT_SHARD)
+            .expect("some directory's key hashes elsewhere");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let (fd, st) = open_path(&c_path(dir.path()));
+        let t = InodeTable::new(fd, &st, 16);
+        let d = look(&t, &dir.path().join("d")).0;
+        assert_ne!(d, NodeId::ROOT);
+        // LOOKUP "..", as the kernel sends it reconnecting a directory.
+        assert_eq!(look(&t, &dir.path().join("d/..")).0, NodeId::ROOT);
+        assert_eq!(t.len(), 2);
+        t.forget(d, 1);
+        t.clear();
+        assert_eq!(look(&t, &dir.path().join("d/..")).0, NodeId::ROOT);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+    }
+
+    #[test]
+    fn racing_acquires_and_forgets_keep_counts_exact() {
+        let (dir, t) = dir_table(&["a", "b", "c"], 1 << 20);
+        let paths: Vec<std::ffi::CString> = ["a", "b", "c"]
+            .iter()
+            .map(|n| c_path(&dir.path().join(n)))
+            .collect();
+        let ids: Vec<NodeId> = paths
+            .iter()
+            .map(|p| {
+                let (fd, st) = open_path(p);
+                t.acquire(fd, &st).0
+            })
+            .collect();
+        // "a" stays held here throughout; "b" and "c" drop to zero and are
+        // revived by name, under their ids, over and over.
+        t.forget(ids[1], 1);
+        t.forget(ids[2], 1);
+        let t = Arc::new(t);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (t, paths, ids) = (t.clone(), paths.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..10_000 {
+                        let k = i % 3;
+                        let (fd, st) = open_path(&paths[k]);
+                        let id = t.acquire(fd, &st).0;
+                        assert_eq!(id, ids[k]);
+                        assert!(t.get(id).is_ok(), "a node held here is gone");
+                        held.push((id, 1));
+                        if held.len() == 7 {
+                            t.forget_many(&mut held.drain(..));
+                        }
+                    }
+                    t.forget_many(&mut held.drain(..));
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(lookups(&t, ids[0]), Some(1), "only this thread's lookup");
+        assert_eq!((lookups(&t, ids[1]), lookups(&t, ids[2])), (None, None));
+        assert_eq!((t.len(), t.forgotten_len()), (2, 2));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 2);
+        t.forget(ids[0], 1);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 3));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_bound_is_the_tables_and_the_oldest_of_all_shards_go() {
+        let names = names(64);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (dir, t) = dir_table(&refs, 3);
+        let mut by_shard: Vec<Vec<&std::path::Path>> = vec![Vec::new(); SHARDS];
+        let paths: Vec<std::path::PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+        for path in &paths {
+            by_shard[key_of(path).shard()].push(path);
+        }
+        let mut shards: Vec<&Vec<&std::path::Path>> =
+            by_shard.iter().filter(|s| !s.is_empty()).collect();
+        shards.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        assert!(shards.len() >= 3 && shards[0].len() >= 2, "{by_shard:?}");
+        // x1 and x2 share a shard; y and z have their own.
+        let order = [shards[0][0], shards[1][0], shards[0][1], shards[2][0]];
+        let ids: Vec<NodeId> = order.iter().map(|p| look(&t, p).0).collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        // x1 went, the oldest, though its shard was no fuller than y's
+        // after x2 came: the bound counts all shards.
+        assert_eq!(t.forgotten_len(), 3);
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 3);
+        let w = paths
+            .iter()
+            .find(|p| !order.contains(&p.as_path()))
+            .unwrap();
+        let w = look(&t, w).0;
+        t.forget(w, 1);
+        // Then y, alone in its shard, before x2 and z.
+        assert_eq!(t.forgotten_len(), 3);
+        assert_eq!(t.acquire_or_revive(ids[0]).unwrap_err(), Errno::ESTALE);
+        assert_eq!(t.acquire_or_revive(ids[1]).unwrap_err(), Errno::ESTALE);
+        for id in [ids[2], ids[3], w] {
+            assert!(t.acquire_or_revive(id).is_ok());
+        }
+        assert_eq!((t.len(), t.forgotten_len()), (4, 0));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 0);
+    }
 }
