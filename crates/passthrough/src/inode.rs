@@ -18,17 +18,34 @@
 //! remembered key is reused only when the source handles agree (an inode
 //! number the source gave to a new file has a new handle).
 //!
-//! Locking: one `RwLock` over the maps and the id counter. Operations
-//! that only resolve a node (getattr, open, every `*at` call on a parent)
-//! take it shared and clone an `Arc`; lookups, forgets and anything that
-//! changes a count take it exclusively, so that "is this inode known?" and
+//! Locking: the table is split into [`SHARDS`] shards, each one `RwLock`
+//! over the maps of the nodes that live in it. A node's shard follows from
+//! its key (a hash of (st_dev, st_ino); the root's key is pinned to the
+//! root's shard) and is written into the low bits of its node id, so every
+//! operation on one node, by key or by id, takes exactly one shard lock,
+//! and never two at once. Each shard hands out its own ids, so the rules
+//! above (an id never names another inode, a key has at most one id, a
+//! forgotten node comes back under its id) hold per shard, hence for the
+//! table.
+//!
+//! Within a shard: resolving a node (getattr, open, every `*at` call on a
+//! parent) and counting one more lookup of a live node (the common LOOKUP
+//! reply) take the lock shared; the count is an atomic, incremented
+//! `Relaxed`, which is enough because it is decremented, and the entry
+//! removed at zero, only under the exclusive lock, which orders every
+//! increment before it. Adding an entry, FORGET and reviving a forgotten
+//! node take the lock exclusively, so that "is this inode known?" and
 //! "insert it" are one step and two racing lookups of one inode cannot
-//! create two entries. Lookup counts and the next node id live inside the
-//! lock as plain integers: there are no atomics in this module, hence no
-//! memory orderings to argue.
+//! create two entries.
+//!
+//! The bound on forgotten nodes is the table's, not a shard's: a table-wide
+//! count says when it is exceeded, and the oldest forgotten node of all
+//! shards (by a table-wide sequence number) goes first.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::mtime::KeptMtime;
@@ -52,7 +69,29 @@ impl InodeKey {
             ino: st.st_ino,
         }
     }
+
+    /// The shard of this key (the root's excepted, see
+    /// [`InodeTable::shard_of_key`]): the top bits of a multiplicative
+    /// hash, which spreads the sequential inode numbers filesystems hand
+    /// out evenly over the shards.
+    fn shard(self) -> usize {
+        let mixed = (self.ino ^ self.dev.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (u64::BITS - SHARD_BITS)) as usize
+    }
 }
+
+/// How many shards the table has; a power of two, since a node id's low
+/// [`SHARD_BITS`] bits name its shard.
+const SHARDS: usize = 16;
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+
+/// The shard a node id lives in.
+const fn shard_of_id(node: NodeId) -> usize {
+    (node.0 & (SHARDS as u64 - 1)) as usize
+}
+
+/// The root's shard, fixed by its id.
+const ROOT_SHARD: usize = shard_of_id(NodeId::ROOT);
 
 /// One source inode the kernel knows by a node id.
 #[derive(Debug)]
@@ -107,16 +146,18 @@ struct Slot {
     inode: Arc<Inode>,
     key: InodeKey,
     /// Lookups the kernel holds (every reply with this node id added one;
-    /// FORGET subtracts). The root's count is not kept: it is never
-    /// forgotten.
-    lookups: u64,
+    /// FORGET subtracts). Incremented under the shard's shared lock,
+    /// decremented only under its exclusive one (see the module doc). The
+    /// root's count is not kept: it is never forgotten.
+    lookups: AtomicU64,
 }
 
 /// A node the kernel forgot, remembered so that its id can be revived.
 #[derive(Debug)]
 struct Forgotten {
     key: InodeKey,
-    /// Its place in [`Nodes::age`].
+    /// Its place in [`Nodes::age`], from the table-wide
+    /// [`InodeTable::next_seq`].
     seq: u64,
     kept: Kept,
 }
@@ -132,33 +173,84 @@ enum Kept {
     Handle(SourceHandle),
 }
 
+/// One shard: the nodes whose ids end in `shard`, and the keys that map
+/// to them.
 #[derive(Debug)]
 struct Nodes {
+    /// This shard's index, the low bits of every id it hands out.
+    shard: u64,
     by_id: HashMap<NodeId, Slot>,
     /// The node id of every live and every forgotten entry, by key.
     by_key: HashMap<InodeKey, NodeId>,
-    /// The next node id to hand out. Ids are never reused for another
-    /// inode, so a node id the kernel holds, or holds in a file handle,
-    /// can never come to mean another inode.
+    /// The next node id to hand out, without the shard bits. Ids are never
+    /// reused for another inode, so a node id the kernel holds, or holds
+    /// in a file handle, can never come to mean another inode.
     next_id: u64,
     /// Forgotten nodes (never also in `by_id`).
     forgotten: HashMap<NodeId, Forgotten>,
     /// Forgotten nodes, oldest first, for dropping the oldest beyond
     /// `max_forgotten`.
     age: BTreeMap<u64, NodeId>,
-    next_seq: u64,
+}
+
+/// The exclusive lock of one shard. It keeps
+/// [`InodeTable::forgotten_total`] in step with the shard's forgotten
+/// nodes: whatever the holder did to them is added up when it lets go,
+/// still under the lock.
+struct ShardWrite<'a> {
+    nodes: RwLockWriteGuard<'a, Nodes>,
+    forgotten_before: usize,
+    total: &'a AtomicUsize,
+}
+
+impl Deref for ShardWrite<'_> {
+    type Target = Nodes;
+
+    fn deref(&self) -> &Nodes {
+        &self.nodes
+    }
+}
+
+impl DerefMut for ShardWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Nodes {
+        &mut self.nodes
+    }
+}
+
+impl Drop for ShardWrite<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the total only decides when to drop the oldest forgotten
+        // nodes; each shard's maps, under its lock, are the truth.
+        let now = self.nodes.forgotten.len();
+        if now > self.forgotten_before {
+            self.total
+                .fetch_add(now - self.forgotten_before, Ordering::Relaxed);
+        } else if now < self.forgotten_before {
+            self.total
+                .fetch_sub(self.forgotten_before - now, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The table. Cheap to share by reference between worker threads.
 #[derive(Debug)]
 pub(crate) struct InodeTable {
-    nodes: RwLock<Nodes>,
+    shards: [RwLock<Nodes>; SHARDS],
+    /// The root's key, which lives in [`ROOT_SHARD`] whatever its hash
+    /// (LOOKUP ".." up to the root must find `NodeId::ROOT`).
+    root_key: InodeKey,
+    /// Forgotten nodes in all shards (see [`ShardWrite`]).
+    forgotten_total: AtomicUsize,
+    /// The next [`Forgotten::seq`]: table-wide, so that the oldest
+    /// forgotten node of all shards is the one to drop.
+    next_seq: AtomicU64,
     /// When the source has file handles that the daemon may open: the
     /// source root and the id of the mount it is on. Only inodes on that
     /// mount are remembered: a handle means nothing on another filesystem.
     /// `None`: forgotten nodes are not remembered.
     handles: Option<HandleMount>,
-    /// The most forgotten nodes remembered; the oldest go first.
+    /// The most forgotten nodes remembered, over all shards; the oldest go
+    /// first.
     max_forgotten: usize,
 }
 
@@ -173,45 +265,65 @@ impl InodeTable {
         } else {
             HandleMount::of(&inode)
         };
-        let mut by_id = HashMap::new();
-        by_id.insert(
-            NodeId::ROOT,
-            Slot {
-                inode: inode.clone(),
-                key,
-                lookups: 1,
-            },
-        );
-        InodeTable {
-            nodes: RwLock::new(Nodes {
-                by_id,
-                by_key: HashMap::from([(key, NodeId::ROOT)]),
-                next_id: NodeId::ROOT.0 + 1,
+        let shards = std::array::from_fn(|shard| {
+            RwLock::new(Nodes {
+                shard: shard as u64,
+                by_id: HashMap::new(),
+                by_key: HashMap::new(),
+                // From 1, so that no id is 0 nor the root's (0 << SHARD_BITS | 1).
+                next_id: 1,
                 forgotten: HashMap::new(),
                 age: BTreeMap::new(),
-                next_seq: 0,
-            }),
+            })
+        });
+        let table = InodeTable {
+            shards,
+            root_key: key,
+            forgotten_total: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(0),
             handles,
             max_forgotten,
+        };
+        table
+            .write(ROOT_SHARD)
+            .insert_live(NodeId::ROOT, key, inode);
+        table
+    }
+
+    /// The shard `key`'s node lives in.
+    fn shard_of_key(&self, key: InodeKey) -> usize {
+        if key == self.root_key {
+            ROOT_SHARD
+        } else {
+            key.shard()
         }
     }
 
-    // A panic while holding the lock cannot leave the maps half-updated
+    // A panic while holding a lock cannot leave the maps half-updated
     // (every update is a few infallible map operations), so a poisoned lock
     // is still good to use; the filesystem must keep serving.
-    fn read(&self) -> RwLockReadGuard<'_, Nodes> {
-        self.nodes.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Nodes> {
+        self.shards[shard]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Nodes> {
-        self.nodes.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self, shard: usize) -> ShardWrite<'_> {
+        let nodes = self.shards[shard]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        ShardWrite {
+            forgotten_before: nodes.forgotten.len(),
+            nodes,
+            total: &self.forgotten_total,
+        }
     }
 
     /// The inode of `node`, without changing its count. ESTALE for a node
     /// the table does not know (the kernel never sends one; a confused or
     /// malicious sender gets an error, not a panic).
     pub(crate) fn get(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
-        match self.read().by_id.get(&node) {
+        match self.read(shard_of_id(node)).by_id.get(&node) {
             Some(slot) => Ok(slot.inode.clone()),
             None => {
                 tracing::debug!(node = node.0, "request for an unknown node");
@@ -227,17 +339,25 @@ impl InodeTable {
     /// the kernel forgot gets its old node id back.
     pub(crate) fn acquire(&self, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
         let key = InodeKey::of(st);
+        let shard = self.shard_of_key(key);
+        // A live inode, the common case, needs only the shared lock.
+        let live = self.read(shard).acquire_key(key);
+        if let Some(found) = live {
+            drop(fd);
+            return found;
+        }
         // The source handle of `fd`, taken (without the lock) only when the
         // key is that of a forgotten node: `None` until then, `Some(None)`
         // when the source gave none.
         let mut handle: Option<Option<SourceHandle>> = None;
         loop {
-            let mut nodes = self.write();
+            let mut nodes = self.write(shard);
             let Some(&node) = nodes.by_key.get(&key) else {
                 return nodes.insert_new(key, fd, st);
             };
             if let Some(slot) = nodes.by_id.get_mut(&node) {
-                slot.lookups += 1;
+                // Made live by another thread since the shared look.
+                *slot.lookups.get_mut() += 1;
                 let inode = slot.inode.clone();
                 drop(nodes);
                 drop(fd);
@@ -285,10 +405,15 @@ impl InodeTable {
     /// a forgotten one, revived from its source handle under its old id.
     /// ESTALE when the node is unknown or its inode no longer exists.
     pub(crate) fn acquire_or_revive(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        let shard = shard_of_id(node);
+        let live = self.read(shard).acquire_id(node);
+        if let Some(inode) = live {
+            return Ok(inode);
+        }
         let (key, handle) = {
-            let mut nodes = self.write();
+            let mut nodes = self.write(shard);
             if let Some(slot) = nodes.by_id.get_mut(&node) {
-                slot.lookups += 1;
+                *slot.lookups.get_mut() += 1;
                 return Ok(slot.inode.clone());
             }
             let Some(forgotten) = nodes.forgotten.get(&node) else {
@@ -310,7 +435,7 @@ impl InodeTable {
         };
         let gone = || {
             tracing::debug!(node = node.0, "a forgotten node is gone from the source");
-            let dropped = self.write().drop_forgotten_if(node, &handle);
+            let dropped = self.write(shard).drop_forgotten_if(node, &handle);
             drop(dropped);
             Err(Errno::ESTALE)
         };
@@ -331,12 +456,13 @@ impl InodeTable {
         if InodeKey::of(&st) != key || st.st_nlink == 0 {
             return gone();
         }
-        let mut nodes = self.write();
+        let mut nodes = self.write(shard);
         if let Some(slot) = nodes.by_id.get_mut(&node) {
             // Revived by another thread meanwhile.
-            slot.lookups += 1;
+            *slot.lookups.get_mut() += 1;
             return Ok(slot.inode.clone());
         }
+        // The key lives in the node's shard: its id was handed out there.
         match nodes.by_key.get(&key) {
             // Still forgotten, or dropped meanwhile (the bound) with its key
             // free: the inode was verified above either way.
@@ -356,14 +482,9 @@ impl InodeTable {
     /// Counts one more lookup of a node the kernel already holds (LINK
     /// returns the linked node again). ESTALE if it is unknown.
     pub(crate) fn acquire_existing(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
-        let mut nodes = self.write();
-        match nodes.by_id.get_mut(&node) {
-            Some(slot) => {
-                slot.lookups += 1;
-                Ok(slot.inode.clone())
-            }
-            None => Err(Errno::ESTALE),
-        }
+        self.read(shard_of_id(node))
+            .acquire_id(node)
+            .ok_or(Errno::ESTALE)
     }
 
     /// Subtracts `nlookup` from `node`'s count; at zero the entry becomes a
@@ -373,14 +494,17 @@ impl InodeTable {
         self.forget_many(&mut std::iter::once((node, nlookup)));
     }
 
-    /// [`forget`](Self::forget) for many nodes under one lock.
+    /// [`forget`](Self::forget) for many nodes, under one lock of each
+    /// shard they live in.
     pub(crate) fn forget_many(&self, forgets: &mut dyn Iterator<Item = (NodeId, u64)>) {
+        let mut forgets: Vec<(NodeId, u64)> = forgets.collect();
+        forgets.sort_by_key(|&(node, _)| shard_of_id(node));
+        let remember = self.handles.is_some();
         let mut released = Vec::new();
-        {
-            let mut nodes = self.write();
-            let remember = self.handles.is_some();
-            for (node, nlookup) in forgets {
-                if let Some(inode) = nodes.forget(node, nlookup, remember) {
+        for group in forgets.chunk_by(|a, b| shard_of_id(a.0) == shard_of_id(b.0)) {
+            let mut nodes = self.write(shard_of_id(group[0].0));
+            for &(node, nlookup) in group {
+                if let Some(inode) = nodes.forget(node, nlookup, remember, &self.next_seq) {
                     released.push((node, inode));
                 }
             }
@@ -388,14 +512,15 @@ impl InodeTable {
         if let Some(mount) = &self.handles {
             self.take_handles(mount.id, released);
         }
-        // Otherwise the fds close here, outside the lock.
+        // Otherwise the fds close here, outside the locks.
     }
 
-    /// Second half of FORGET, without the lock: the source handle of each
-    /// node just forgotten, then under the lock once more, each `Taking`
-    /// entry turned into a `Handle` one, or dropped when the inode has no
-    /// handle, is on another mount or has no name left (deleted: through
-    /// the mount too). Then the oldest forgotten nodes beyond the bound go.
+    /// Second half of FORGET, without the locks: the source handle of each
+    /// node just forgotten, then under its shard's lock once more, each
+    /// `Taking` entry turned into a `Handle` one, or dropped when the inode
+    /// has no handle, is on another mount or has no name left (deleted:
+    /// through the mount too). Then the oldest forgotten nodes beyond the
+    /// bound go. `released` comes grouped by shard.
     fn take_handles(&self, mount: libc::c_int, released: Vec<(NodeId, Arc<Inode>)>) {
         if released.is_empty() {
             return;
@@ -405,10 +530,10 @@ impl InodeTable {
             .map(|(node, inode)| (*node, source_handle(inode, mount)))
             .collect();
         let mut dropped = Vec::new();
-        {
-            let mut nodes = self.write();
-            for (node, handle) in handles {
-                let Some(forgotten) = nodes.forgotten.get_mut(&node) else {
+        for group in handles.chunk_by(|a, b| shard_of_id(a.0) == shard_of_id(b.0)) {
+            let mut nodes = self.write(shard_of_id(group[0].0));
+            for (node, handle) in group {
+                let Some(forgotten) = nodes.forgotten.get_mut(node) else {
                     // Revived (or dropped) meanwhile.
                     continue;
                 };
@@ -418,50 +543,62 @@ impl InodeTable {
                     continue;
                 }
                 match handle {
-                    Some(h) => forgotten.kept = Kept::Handle(h),
-                    None => dropped.extend(nodes.drop_forgotten(node)),
+                    Some(h) => forgotten.kept = Kept::Handle(h.clone()),
+                    None => dropped.extend(nodes.drop_forgotten(*node)),
                 }
             }
-            while nodes.forgotten.len() > self.max_forgotten {
-                let Some((_, oldest)) = nodes.age.pop_first() else {
-                    break;
-                };
-                dropped.extend(nodes.drop_forgotten(oldest));
-            }
         }
-        // The fds close here, outside the lock.
+        self.drop_beyond_bound(&mut dropped);
+        // The fds close here, outside the locks.
         drop(dropped);
         drop(released);
+    }
+
+    /// Drops the oldest forgotten nodes of all shards while there are more
+    /// than `max_forgotten`, into `dropped` (for the caller to close
+    /// outside the locks). Finding the oldest looks at each shard's under
+    /// its shared lock, one after another; a node that another thread
+    /// revives or drops meanwhile merely makes the next oldest of that
+    /// shard go instead.
+    fn drop_beyond_bound(&self, dropped: &mut Vec<Forgotten>) {
+        while self.forgotten_total.load(Ordering::Relaxed) > self.max_forgotten {
+            let oldest = (0..SHARDS)
+                .filter_map(|shard| {
+                    let seq = *self.read(shard).age.first_key_value()?.0;
+                    Some((seq, shard))
+                })
+                .min();
+            let Some((_, shard)) = oldest else {
+                break;
+            };
+            let mut nodes = self.write(shard);
+            if let Some((_, &node)) = nodes.age.first_key_value() {
+                dropped.extend(nodes.drop_forgotten(node));
+            }
+        }
     }
 
     /// Entries in the table, the root included: the live ones, not the
     /// forgotten.
     pub(crate) fn len(&self) -> usize {
-        self.read().by_id.len()
+        (0..SHARDS).map(|shard| self.read(shard).by_id.len()).sum()
     }
 
     /// Forgotten nodes remembered.
     pub(crate) fn forgotten_len(&self) -> usize {
-        self.read().forgotten.len()
+        (0..SHARDS)
+            .map(|shard| self.read(shard).forgotten.len())
+            .sum()
     }
 
     /// Drops every entry but the root (the session ended: the kernel holds
-    /// no node ids any more, nor can it decode its file handles).
+    /// no node ids any more, nor can it decode its file handles). Ids are
+    /// not handed out again even so.
     pub(crate) fn clear(&self) {
-        let released: (Vec<Slot>, HashMap<NodeId, Forgotten>) = {
-            let mut nodes = self.write();
-            let root = nodes.by_id.remove(&NodeId::ROOT);
-            let rest = nodes.by_id.drain().map(|(_, s)| s).collect();
-            nodes.by_key.clear();
-            nodes.age.clear();
-            let forgotten = std::mem::take(&mut nodes.forgotten);
-            if let Some(root) = root {
-                nodes.by_key.insert(root.key, NodeId::ROOT);
-                nodes.by_id.insert(NodeId::ROOT, root);
-            }
-            (rest, forgotten)
-        };
-        drop(released);
+        for shard in 0..SHARDS {
+            let released = self.write(shard).clear_but_root();
+            drop(released);
+        }
     }
 }
 
@@ -533,9 +670,26 @@ impl HandleMount {
 }
 
 impl Nodes {
+    /// One more lookup of `key`'s node, if it is live. Under the shared
+    /// lock (see [`Slot::lookups`]).
+    fn acquire_key(&self, key: InodeKey) -> Option<(NodeId, Arc<Inode>)> {
+        let &node = self.by_key.get(&key)?;
+        Some((node, self.acquire_id(node)?))
+    }
+
+    /// One more lookup of `node`, if it is live. Under the shared lock:
+    /// `Relaxed` suffices because the count is decremented only under the
+    /// exclusive lock, which every increment made under the shared one
+    /// happens before.
+    fn acquire_id(&self, node: NodeId) -> Option<Arc<Inode>> {
+        let slot = self.by_id.get(&node)?;
+        slot.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(slot.inode.clone())
+    }
+
     /// A new node id for the inode `fd` refers to, with one lookup.
     fn insert_new(&mut self, key: InodeKey, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
-        let node = NodeId(self.next_id);
+        let node = NodeId((self.next_id << SHARD_BITS) | self.shard);
         self.next_id += 1;
         let inode = Arc::new(Inode::new(fd, st));
         self.insert_live(node, key, inode.clone());
@@ -544,12 +698,13 @@ impl Nodes {
 
     /// `node` live, with one lookup.
     fn insert_live(&mut self, node: NodeId, key: InodeKey, inode: Arc<Inode>) {
+        debug_assert_eq!(shard_of_id(node) as u64, self.shard);
         self.by_id.insert(
             node,
             Slot {
                 inode,
                 key,
-                lookups: 1,
+                lookups: AtomicU64::new(1),
             },
         );
         self.by_key.insert(key, node);
@@ -586,10 +741,16 @@ impl Nodes {
     }
 
     /// The body of FORGET. At zero lookups the entry leaves `by_id`; with
-    /// `remember` it becomes a forgotten node (still `Taking` its handle)
-    /// and its inode is returned for the caller to take the handle from;
-    /// otherwise the inode is returned to be closed.
-    fn forget(&mut self, node: NodeId, nlookup: u64, remember: bool) -> Option<Arc<Inode>> {
+    /// `remember` it becomes a forgotten node (still `Taking` its handle,
+    /// aged by `next_seq`) and its inode is returned for the caller to take
+    /// the handle from; otherwise the inode is returned to be closed.
+    fn forget(
+        &mut self,
+        node: NodeId,
+        nlookup: u64,
+        remember: bool,
+        next_seq: &AtomicU64,
+    ) -> Option<Arc<Inode>> {
         if node == NodeId::ROOT {
             // The root lives as long as the filesystem; its count is not kept.
             return None;
@@ -602,16 +763,17 @@ impl Nodes {
             );
             return None;
         };
-        if nlookup > slot.lookups {
+        let lookups = slot.lookups.get_mut();
+        if nlookup > *lookups {
             tracing::warn!(
                 node = node.0,
                 nlookup,
-                held = slot.lookups,
+                held = *lookups,
                 "FORGET of more lookups than given; dropping the node"
             );
         }
-        slot.lookups = slot.lookups.saturating_sub(nlookup);
-        if slot.lookups > 0 {
+        *lookups = lookups.saturating_sub(nlookup);
+        if *lookups > 0 {
             return None;
         }
         let slot = self.by_id.remove(&node)?;
@@ -623,8 +785,9 @@ impl Nodes {
             self.by_key.remove(&slot.key);
             return Some(slot.inode);
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        // Relaxed: only the order of the numbers matters, not what else
+        // other threads see.
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed);
         self.age.insert(seq, node);
         self.forgotten.insert(
             node,
@@ -635,6 +798,21 @@ impl Nodes {
             },
         );
         Some(slot.inode)
+    }
+
+    /// Empties the shard but for the root, returning what it held for the
+    /// caller to close outside the lock.
+    fn clear_but_root(&mut self) -> (Vec<Slot>, HashMap<NodeId, Forgotten>) {
+        let root = self.by_id.remove(&NodeId::ROOT);
+        let rest = self.by_id.drain().map(|(_, s)| s).collect();
+        self.by_key.clear();
+        self.age.clear();
+        let forgotten = std::mem::take(&mut self.forgotten);
+        if let Some(root) = root {
+            self.by_key.insert(root.key, NodeId::ROOT);
+            self.by_id.insert(NodeId::ROOT, root);
+        }
+        (rest, forgotten)
     }
 }
 
@@ -831,10 +1009,171 @@ mod tests {
         // file: same key, another handle (here: b's).
         let (b_fd, _) = open_path(&c_path(&dir.path().join("b")));
         let (other, _) = sys::name_to_handle(b_fd.as_fd()).unwrap();
-        t.write().forgotten.get_mut(&a).unwrap().kept = Kept::Handle(other);
+        t.write(shard_of_id(a)).forgotten.get_mut(&a).unwrap().kept = Kept::Handle(other);
         let again = look(&t, &dir.path().join("a")).0;
         assert!(again.0 > a.0, "a new file must not take the old node id");
         assert_eq!(t.forgotten_len(), 0);
         assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+    }
+
+    /// The lookups `node` holds, if it is live.
+    fn lookups(t: &InodeTable, node: NodeId) -> Option<u64> {
+        let nodes = t.read(shard_of_id(node));
+        nodes
+            .by_id
+            .get(&node)
+            .map(|s| s.lookups.load(Ordering::Relaxed))
+    }
+
+    /// `count` file names.
+    fn names(count: usize) -> Vec<String> {
+        (0..count).map(|i| format!("f{i}")).collect()
+    }
+
+    fn key_of(path: &std::path::Path) -> InodeKey {
+        InodeKey::of(&open_path(&c_path(path)).1)
+    }
+
+    #[test]
+    fn ids_spread_over_shards_and_are_never_handed_out_twice() {
+        let names = names(256);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Nothing remembered: an inode forgotten and looked up again gets a
+        // new id.
+        let (dir, t) = dir_table(&refs, 0);
+        let mut seen = std::collections::HashSet::new();
+        let mut shards = std::collections::HashSet::new();
+        for name in &names {
+            let path = dir.path().join(name);
+            let id = look(&t, &path).0;
+            assert_ne!(id.0, 0);
+            assert_ne!(id, NodeId::ROOT);
+            assert_eq!(shard_of_id(id), key_of(&path).shard(), "{name}");
+            assert!(seen.insert(id), "{id:?} given to two inodes");
+            shards.insert(shard_of_id(id));
+        }
+        assert_eq!(shards.len(), SHARDS, "256 inodes reach every shard");
+        for &id in &seen.clone() {
+            t.forget(id, 1);
+        }
+        assert_eq!(t.len(), 1);
+        for name in &names {
+            let id = look(&t, &dir.path().join(name)).0;
+            assert!(seen.insert(id), "{id:?} handed out again");
+        }
+    }
+
+    #[test]
+    fn the_roots_key_is_the_root_whatever_its_hash() {
+        // A root whose key does not hash to the root's shard, so that only
+        // the table's pinning of the root key can find NodeId::ROOT.
+        let dir = (0..64)
+            .map(|_| tempfile::tempdir().unwrap())
+            .find(|d| key_of(d.path()).shard() != ROOT_SHARD)
+            .expect("some directory's key hashes elsewhere");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let (fd, st) = open_path(&c_path(dir.path()));
+        let t = InodeTable::new(fd, &st, 16);
+        let d = look(&t, &dir.path().join("d")).0;
+        assert_ne!(d, NodeId::ROOT);
+        // LOOKUP "..", as the kernel sends it reconnecting a directory.
+        assert_eq!(look(&t, &dir.path().join("d/..")).0, NodeId::ROOT);
+        assert_eq!(t.len(), 2);
+        t.forget(d, 1);
+        t.clear();
+        assert_eq!(look(&t, &dir.path().join("d/..")).0, NodeId::ROOT);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+    }
+
+    #[test]
+    fn racing_acquires_and_forgets_keep_counts_exact() {
+        let (dir, t) = dir_table(&["a", "b", "c"], 1 << 20);
+        let paths: Vec<std::ffi::CString> = ["a", "b", "c"]
+            .iter()
+            .map(|n| c_path(&dir.path().join(n)))
+            .collect();
+        let ids: Vec<NodeId> = paths
+            .iter()
+            .map(|p| {
+                let (fd, st) = open_path(p);
+                t.acquire(fd, &st).0
+            })
+            .collect();
+        // "a" stays held here throughout; "b" and "c" drop to zero and are
+        // revived by name, under their ids, over and over.
+        t.forget(ids[1], 1);
+        t.forget(ids[2], 1);
+        let t = Arc::new(t);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (t, paths, ids) = (t.clone(), paths.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..10_000 {
+                        let k = i % 3;
+                        let (fd, st) = open_path(&paths[k]);
+                        let id = t.acquire(fd, &st).0;
+                        assert_eq!(id, ids[k]);
+                        assert!(t.get(id).is_ok(), "a node held here is gone");
+                        held.push((id, 1));
+                        if held.len() == 7 {
+                            t.forget_many(&mut held.drain(..));
+                        }
+                    }
+                    t.forget_many(&mut held.drain(..));
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(lookups(&t, ids[0]), Some(1), "only this thread's lookup");
+        assert_eq!((lookups(&t, ids[1]), lookups(&t, ids[2])), (None, None));
+        assert_eq!((t.len(), t.forgotten_len()), (2, 2));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 2);
+        t.forget(ids[0], 1);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 3));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_bound_is_the_tables_and_the_oldest_of_all_shards_go() {
+        let names = names(64);
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (dir, t) = dir_table(&refs, 3);
+        let mut by_shard: Vec<Vec<&std::path::Path>> = vec![Vec::new(); SHARDS];
+        let paths: Vec<std::path::PathBuf> = names.iter().map(|n| dir.path().join(n)).collect();
+        for path in &paths {
+            by_shard[key_of(path).shard()].push(path);
+        }
+        let mut shards: Vec<&Vec<&std::path::Path>> =
+            by_shard.iter().filter(|s| !s.is_empty()).collect();
+        shards.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        assert!(shards.len() >= 3 && shards[0].len() >= 2, "{by_shard:?}");
+        // x1 and x2 share a shard; y and z have their own.
+        let order = [shards[0][0], shards[1][0], shards[0][1], shards[2][0]];
+        let ids: Vec<NodeId> = order.iter().map(|p| look(&t, p).0).collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        // x1 went, the oldest, though its shard was no fuller than y's
+        // after x2 came: the bound counts all shards.
+        assert_eq!(t.forgotten_len(), 3);
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 3);
+        let w = paths
+            .iter()
+            .find(|p| !order.contains(&p.as_path()))
+            .unwrap();
+        let w = look(&t, w).0;
+        t.forget(w, 1);
+        // Then y, alone in its shard, before x2 and z.
+        assert_eq!(t.forgotten_len(), 3);
+        assert_eq!(t.acquire_or_revive(ids[0]).unwrap_err(), Errno::ESTALE);
+        assert_eq!(t.acquire_or_revive(ids[1]).unwrap_err(), Errno::ESTALE);
+        for id in [ids[2], ids[3], w] {
+            assert!(t.acquire_or_revive(id).is_ok());
+        }
+        assert_eq!((t.len(), t.forgotten_len()), (4, 0));
+        assert_eq!(t.forgotten_total.load(Ordering::Relaxed), 0);
     }
 }
