@@ -24,7 +24,8 @@
 //! How it works, one module each:
 //! - the inode table (`inode`): one entry per source inode, keyed by
 //!   (st_dev, st_ino), holding an `O_PATH` fd and the kernel's lookup
-//!   count; node ids are never reused for another inode, and a node the
+//!   count, in 16 shards (a LOOKUP of a known inode takes one shard's
+//!   shared lock and counts atomically); node ids are never reused for another inode, and a node the
 //!   kernel forgot is remembered by the source's file handle so that
 //!   the kernel's file handles (NFS export) of it still resolve;
 //! - open files and directories (`handle`, `dir`): an fh indexes a
