@@ -276,7 +276,18 @@ pub fn markdown(run: &BenchRun) -> String {
         run.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
         run.kernel
     );
-    let _ = writeln!(
+    if let Some(seed) = &run.seed_method {
+        let _ = writeln!(
+            s,
+            "- source: {}; --seed-method: fio with the seed's own command lines (--ramp_time={}, --size={}, not time based); {} run(s) a cell, each on a fresh mount{}",
+            run.source,
+            crate::fio::ramp_arg(std::time::Duration::from_secs_f64(seed.ramp_secs)),
+            short_size(seed.size_per_job),
+            run.options.reps,
+            if run.interrupted { "; **INTERRUPTED, partial**" } else { "" },
+        );
+    } else {
+        let _ = writeln!(
         s,
         "- source: {}; engine: {}{}; {} repetition(s); {} per job, {} s per data workload; tree of {} entries{}",
         run.source,
@@ -288,7 +299,12 @@ pub fn markdown(run: &BenchRun) -> String {
         run.options.tree_entries,
         if run.interrupted { "; **INTERRUPTED, partial**" } else { "" },
     );
-    s.push_str(&headline(run));
+    }
+    if run.seed_method.is_some() {
+        s.push_str(&crate::seed::markdown(run));
+    } else {
+        s.push_str(&headline(run));
+    }
     let _ = writeln!(
         s,
         "\nEach cell: median [min–max over the repetitions]{} · CPU of the server / of the whole machine, in s per GiB moved (MiB/s rows) or ms per 1000 files (files/s rows); {}. n/a: not applicable to the mode.\n",
@@ -735,6 +751,7 @@ pub(crate) mod tests {
                     }),
                     write_sizes: None,
                     profile: None,
+                    requests: None,
                 });
             }
         }
@@ -768,6 +785,7 @@ pub(crate) mod tests {
             results,
             warnings: vec![],
             interrupted: false,
+            seed_method: None,
         }
     }
 

@@ -265,6 +265,121 @@ fn quick_run_covers_every_configuration_and_workload() {
     assert!(svg.starts_with("<svg"));
 }
 
+/// `--seed-method` with its test knobs (a 200 ms ramp, 8M per job): the
+/// seed's four rows, fio as the seed ran it, two runs a cell; the JSON records the method and its rows, and
+/// report.md has the headline table with the LKML column, the outlier
+/// rule and what the ramp did.
+#[test]
+fn seed_method_runs_the_seeds_fio_command_lines() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !installed("fio") {
+        eprintln!("skipped: fio is not installed");
+        return;
+    }
+    let (result, stdout, dir) = run_ok(
+        &[
+            "--seed-method",
+            "--seed-ramp",
+            "200ms",
+            "--seed-size",
+            "8M",
+            "--reps",
+            "2",
+            "--configs",
+            "fastfuse-seed",
+        ],
+        Duration::from_secs(120),
+    );
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(raw["schema"], "fastfuse-bench/1");
+    let method = &raw["seed_method"];
+    assert_eq!(method["ramp_secs"], 0.2);
+    assert_eq!(method["size_per_job"], 8 << 20);
+    assert!(method["outliers"].as_str().unwrap().contains("Tukey"));
+    let rows: Vec<(String, u64, u64, u64)> = method["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap().to_string(),
+                r["bs"].as_u64().unwrap(),
+                r["jobs"].as_u64().unwrap(),
+                r["size_per_job"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mib = 1u64 << 20;
+    assert_eq!(
+        rows,
+        [
+            ("seq-write-1k".to_string(), 1024, 2, 8 * mib),
+            ("seq-write-4k".to_string(), 4096, 2, 8 * mib),
+            ("seq-write-1M".to_string(), mib, 2, 8 * mib),
+            ("seq-write-1M-32jobs".to_string(), mib, 32, 8 * mib),
+        ]
+    );
+    assert_eq!(result.engine, "fio");
+    assert_eq!(result.options.reps, 2);
+    let names: Vec<&str> = result.configs.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["fastfuse-seed"]);
+    assert_eq!(
+        result.workloads[0].description,
+        "fio --name=writeback --ioengine=sync --rw=write --bs=1k --size=8M --numjobs=2 \
+         --ramp_time=200ms --group_reporting=1 --directory=MNT"
+    );
+    for (name, _, jobs, size) in &rows {
+        let samples: Vec<_> = result
+            .results
+            .iter()
+            .filter(|s| &s.workload == name)
+            .collect();
+        assert_eq!(samples.len(), 2, "{name}");
+        for s in samples {
+            assert_eq!((s.status, s.engine.as_str()), (Status::Ok, "fio"), "{s:?}");
+            assert!(s.value.unwrap() > 0.0, "{s:?}");
+            // Not time based: fio wrote each job's size once, and every
+            // byte of it (the ramp is counted; see fastfuse_bench::fio).
+            assert!(s.bytes.unwrap() <= jobs * size, "{s:?}");
+            assert!(s.write_sizes.as_ref().unwrap().writes > 0, "{s:?}");
+        }
+    }
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert_eq!(report, stdout);
+    assert!(
+        report.contains("## Seed method: the LKML table's fio runs"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| row | fastfuse-seed MiB/s | LKML table, seed's machine (patched kernel) |"
+        ),
+        "{report}"
+    );
+    for (label, lkml) in [
+        ("| 1k (2 jobs × 8M) |", "| 341 |"),
+        ("| 4k (2 jobs × 8M) |", "| 2246 |"),
+        ("| 1M (2 jobs × 8M) |", "| 2685 |"),
+        ("| 1M (32 jobs × 8M) |", "| — |"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}: {report}"));
+        assert!(line.ends_with(lkml), "{line}");
+        assert!(line.contains(" dropped) "), "{line}");
+    }
+    assert!(report.contains("Q1 − 1.5·IQR, Q3 + 1.5·IQR"), "{report}");
+    assert!(report.contains("the ramp discards nothing"), "{report}");
+    assert!(report.contains("not a measurement of this run"), "{report}");
+    assert!(
+        report.contains("| fastfuse-seed | seq-write-1M-32jobs | 2 |"),
+        "{report}"
+    );
+}
+
 /// Ctrl-C in the middle of a workload: the bench stops, unmounts the FUSE
 /// mount and the tmpfs, removes its directories, and keeps what it had.
 #[test]
