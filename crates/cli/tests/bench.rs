@@ -241,6 +241,24 @@ fn quick_run_covers_every_configuration_and_workload() {
                 let sizes = s.write_sizes.as_ref().expect("fastfuse WRITE sizes");
                 assert!(sizes.writes > 0);
             }
+            // Every fastfuse sample counts its requests; the others have
+            // no server to ask.
+            let requests = s.requests.as_ref();
+            assert_eq!(
+                requests.is_some(),
+                c.family.starts_with("fastfuse"),
+                "{s:?}"
+            );
+            if let Some(r) = requests {
+                let expect = match w.name.as_str() {
+                    "untar" => "CREATE",
+                    "stat" => "LOOKUP",
+                    "rm" => "UNLINK",
+                    n if n.starts_with("seq-write") => "WRITE",
+                    _ => "READ",
+                };
+                assert!(r.get(expect).is_some_and(|&n| n > 0), "{expect}: {s:?}");
+            }
         }
     }
     // The table, the chart.
@@ -261,6 +279,22 @@ fn quick_run_covers_every_configuration_and_workload() {
         stdout.contains("## WRITE sizes seen by fastfuse"),
         "{stdout}"
     );
+    assert!(stdout.contains("## Requests per file"), "{stdout}");
+    for w in ["untar", "stat", "rm"] {
+        let table = stdout
+            .split(&format!("\n### {w}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no requests table for {w}: {stdout}"));
+        let header = table.lines().nth(1).unwrap();
+        assert!(
+            header.starts_with("| config |") && header.ends_with("| total | server µs/file |"),
+            "{header}"
+        );
+        assert!(
+            table.contains("\n| fastfuse-seed | "),
+            "{w}: no fastfuse-seed row: {table}"
+        );
+    }
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
 }
