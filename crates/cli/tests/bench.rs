@@ -641,6 +641,8 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1M", 2685.0),
                 ("fastfuse-seed", "seq-write-1M", 2600.0),
                 ("fastfuse-seed", "seq-write-1M", 2700.0),
+                ("fastfuse-seed", "seq-write-1M", 2650.0),
+                ("fastfuse-seed", "seq-write-1M", 2690.0),
                 ("bindfs", "seq-write-1k", 21.0),
                 ("bindfs", "seq-write-1k", 23.0),
                 ("bindfs", "seq-write-1k", 19.0),
@@ -658,6 +660,8 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1M", 5370.0),
                 ("fastfuse-seed", "seq-write-1M", 5300.0),
                 ("fastfuse-seed", "seq-write-1M", 5400.0),
+                ("fastfuse-seed", "seq-write-1M", 5350.0),
+                ("fastfuse-seed", "seq-write-1M", 5380.0),
                 ("bindfs", "seq-write-1k", 22.0),
                 ("bindfs", "seq-write-1k", 20.0),
                 ("bindfs", "seq-write-1k", 21.0),
@@ -683,6 +687,7 @@ fn compare_prints_before_after_and_percent() {
         "{text}"
     );
     assert!(text.contains("Mann–Whitney U"), "{text}");
+    assert!(text.contains("Holm"), "{text}");
     // One repetition a side: a difference, but no verdict.
     assert!(
         text.contains("| seq-write-1k | MiB/s | 341 | 360 | +5.6% | too few reps |"),
@@ -692,20 +697,21 @@ fn compare_prints_before_after_and_percent() {
         text.contains("| seq-write-4k | MiB/s | 2246 | 2200 | -2.0% | too few reps |"),
         "{text}"
     );
-    // Three a side, every After above every Before: p = 0.1, the least
-    // 3 against 3 allows.
+    // Five a side, every After above every Before: p = 2/252, the only
+    // row of Holm's family.
     assert!(
         text.contains(
-            "| seq-write-1M | MiB/s | 2685 [2600–2700] | 5370 [5300–5400] | +100.0% | changed (p=0.100) |"
+            "| seq-write-1M | MiB/s | 2685 [2600–2700] | 5370 [5300–5400] | +100.0% | changed (p=7.94e-3, Holm 0.008) |"
         ),
         "{text}"
     );
     assert!(text.contains("### bindfs"), "{text}");
-    // Interleaved: within the noise.
+    // Three a side: at best p = 0.1, which cannot show a change.
     assert!(
-        text.contains("| seq-write-1k | MiB/s | 21.0 [19.0–23.0] | 21.0 [20.0–22.0] | +0.0% | within noise (p=1.00) |"),
+        text.contains("| seq-write-1k | MiB/s | 21.0 [19.0–23.0] | 21.0 [20.0–22.0] | +0.0% | within noise (p=1.00; 3 vs 3 reps cannot show a change) |"),
         "{text}"
     );
+    assert!(text.contains("1 of 2 rows changed"), "{text}");
     assert!(
         text.contains("| seq-write-4k | MiB/s | - | - | - | - |"),
         "{text}"
