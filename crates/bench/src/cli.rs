@@ -11,7 +11,7 @@ use crate::runner::{self, Engine, Plan, Progress};
 use crate::schema::Status;
 use crate::units::{parse_duration, parse_size};
 use crate::workload::{self, Sizes};
-use crate::{check, compare, loadgen, report};
+use crate::{check, compare, loadgen, report, seed};
 
 /// `fastfuse bench`: the seed's fio table over tmpfs, fastfuse's modes and
 /// other FUSE servers.
@@ -76,8 +76,9 @@ pub struct RunArgs {
     pub configs: Vec<String>,
     /// Workloads to run, comma-separated (default: all). Known:
     /// seq-write-1k, seq-write-4k, seq-write-1M, seq-write-1M-32jobs,
-    /// seq-read-1M-cold, rand-rw-4k, untar, stat, rm.
-    #[arg(long, value_delimiter = ',', value_name = "X,Y")]
+    /// seq-read-1M-cold, rand-rw-4k, untar, stat, rm. With --seed-method,
+    /// the rows (`--rows` too): the first four.
+    #[arg(long, alias = "rows", value_delimiter = ',', value_name = "X,Y")]
     pub workloads: Vec<String>,
     /// Load generator of the data workloads; `both` runs fio too and
     /// checks that the two agree.
@@ -87,7 +88,10 @@ pub struct RunArgs {
     /// (run with sh; may repeat).
     #[arg(long = "peer", value_name = "NAME='CMD {src} {mnt}'")]
     pub peers: Vec<String>,
-    /// Repetitions (default 3; 1 with --quick).
+    /// Repetitions (default 3; 1 with --quick; 10 with --seed-method).
+    /// `bench compare` can mark a change only with enough of them: 4 a
+    /// run for a single row, 6 among ten rows, 8 among the ~100 rows of a
+    /// full run (see `fastfuse_bench::signif`).
     #[arg(long, value_name = "N")]
     pub reps: Option<u32>,
     /// Where results go (default target/bench/TIMESTAMP).
@@ -118,6 +122,23 @@ pub struct RunArgs {
     /// linux-perf) the run goes on without them.
     #[arg(long)]
     pub profile: bool,
+    /// Measure as the LKML thread of the FUSE writeback patch did: fio's
+    /// own command line (`fio --name=writeback --ioengine=sync --rw=write
+    /// --bs=1k|4k|1M --size=2G --numjobs=2 --ramp_time=30
+    /// --group_reporting=1 --directory=MNT`, and 32 jobs of 1M with the
+    /// largest size per job that fits in memory), ten runs a cell, each on
+    /// a fresh mount, the cell the mean after dropping outliers (Tukey's
+    /// fences); configurations fastfuse-seed and libfuse-ll unless
+    /// --configs says otherwise. Takes 40 minutes and more.
+    #[arg(long, conflicts_with_all = ["quick", "size", "runtime", "files", "thread", "engine"])]
+    pub seed_method: bool,
+    /// Internal (tests): fio's --ramp_time for --seed-method (default 30).
+    #[arg(long, hide = true, requires = "seed_method", value_parser = parse_duration)]
+    pub seed_ramp: Option<Duration>,
+    /// Internal (tests): fio's --size per job for --seed-method (default
+    /// 2G; the 32-job row at most what fits).
+    #[arg(long, hide = true, requires = "seed_method", value_parser = parse_size)]
+    pub seed_size: Option<u64>,
     /// List the configurations and workloads, and exit.
     #[arg(long)]
     pub list: bool,
@@ -156,19 +177,39 @@ pub fn plan(
         Sizes::FULL
     };
     let sizes = Sizes {
-        file_size: args.size.unwrap_or(base.file_size),
-        runtime: args.runtime.unwrap_or(base.runtime),
+        file_size: if args.seed_method {
+            args.seed_size.unwrap_or(seed::SIZE)
+        } else {
+            args.size.unwrap_or(base.file_size)
+        },
+        // The seed's runs are not time based.
+        runtime: if args.seed_method {
+            Duration::ZERO
+        } else {
+            args.runtime.unwrap_or(base.runtime)
+        },
         tree_files: args.files.unwrap_or(base.tree_files),
     };
-    let workloads = workload::select(&sizes, &args.workloads).map_err(anyhow::Error::msg)?;
+    let seed_size = args.seed_size.unwrap_or(seed::SIZE);
+    let workloads = if args.seed_method {
+        seed::workloads(
+            seed_size,
+            runner::machine().mem_total_bytes,
+            &args.workloads,
+        )
+    } else {
+        workload::select(&sizes, &args.workloads)
+    }
+    .map_err(anyhow::Error::msg)?;
+    let (size, flag) = if args.seed_method {
+        (seed_size, "--seed-size")
+    } else {
+        (sizes.file_size, "--size")
+    };
     for w in &workloads {
         if let Some(d) = w.data() {
-            if sizes.file_size < d.bs {
-                bail!(
-                    "--size {} is smaller than {}'s block size",
-                    sizes.file_size,
-                    w.name
-                );
+            if size < d.bs {
+                bail!("{flag} {size} is smaller than {}'s block size", w.name);
             }
         }
     }
@@ -205,7 +246,12 @@ pub fn plan(
             loadgen::Jobs::Threads
         }
     };
-    let configs: Vec<ConfigSpec> = if args.configs.is_empty() {
+    let wanted: Vec<String> = if args.seed_method && args.configs.is_empty() {
+        seed::CONFIGS.map(String::from).to_vec()
+    } else {
+        args.configs.clone()
+    };
+    let configs: Vec<ConfigSpec> = if wanted.is_empty() {
         for (name, why) in &missing {
             if !crate::config::OPT_IN.contains(&name.as_str()) {
                 // The report's headline is fastfuse against it.
@@ -221,7 +267,7 @@ pub fn plan(
             .collect()
     } else {
         let mut picked = Vec::new();
-        for name in &args.configs {
+        for name in &wanted {
             if let Some((_, why)) = missing.iter().find(|(n, _)| n == name) {
                 bail!("configuration {name} is not available: {why}");
             }
@@ -238,7 +284,7 @@ pub fn plan(
         }
         // Table order, not command-line order.
         for c in usable {
-            if args.configs.contains(&c.name) {
+            if wanted.contains(&c.name) {
                 picked.push(c);
             }
         }
@@ -255,8 +301,21 @@ pub fn plan(
         configs,
         workloads,
         sizes,
-        reps: args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
-        engine: args.engine,
+        reps: args
+            .reps
+            .unwrap_or(if args.seed_method {
+                seed::REPS
+            } else if args.quick {
+                1
+            } else {
+                3
+            })
+            .max(1),
+        engine: if args.seed_method {
+            Engine::Fio
+        } else {
+            args.engine
+        },
         fastfuse_bin: bin,
         out_dir: args.out.clone().unwrap_or_else(timestamp_dir),
         quick: args.quick,
@@ -265,6 +324,9 @@ pub fn plan(
         jobs,
         fio_threads: args.thread,
         profile,
+        seed_ramp: args
+            .seed_method
+            .then(|| args.seed_ramp.unwrap_or(seed::RAMP)),
     })
 }
 
@@ -410,6 +472,54 @@ mod tests {
         let p = plan(&a.run, None, None, vec![]).unwrap();
         let names: Vec<_> = p.configs.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["tmpfs", "mine"]);
+    }
+
+    #[test]
+    fn seed_method_plans_the_seeds_runs() {
+        let a = parse(&["--seed-method", "--configs", "tmpfs"]);
+        let p = plan(&a.run, None, None, vec![]).unwrap();
+        assert_eq!(p.reps, 10);
+        assert_eq!(p.engine, Engine::Fio);
+        assert_eq!(p.seed_ramp, Some(Duration::from_secs(30)));
+        let names: Vec<_> = p.workloads.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, seed::ROWS.map(|r| r.0));
+        assert_eq!(p.workloads[0].data().unwrap().file_size, 2 << 30);
+        let a = parse(&[
+            "--seed-method",
+            "--rows",
+            "seq-write-1M",
+            "--reps",
+            "3",
+            "--seed-ramp",
+            "100ms",
+            "--seed-size",
+            "4M",
+            "--configs",
+            "tmpfs",
+        ]);
+        let p = plan(&a.run, None, None, vec![]).unwrap();
+        assert_eq!((p.reps, p.workloads.len()), (3, 1));
+        assert_eq!(p.workloads[0].data().unwrap().file_size, 4 << 20);
+        assert_eq!(p.seed_ramp, Some(Duration::from_millis(100)));
+        // Its default configurations need the fastfuse binary.
+        let e = plan(&parse(&["--seed-method"]).run, None, None, vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fastfuse-seed is not available"), "{e}");
+        let bad = |args: &[&str]| {
+            Top::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).is_err()
+        };
+        assert!(bad(&["--seed-method", "--quick"]));
+        assert!(bad(&["--seed-method", "--engine", "builtin"]));
+        assert!(bad(&["--seed-ramp", "1"]));
+        let a = parse(&[
+            "--seed-method",
+            "--workloads",
+            "untar",
+            "--configs",
+            "tmpfs",
+        ]);
+        assert!(plan(&a.run, None, None, vec![]).is_err());
     }
 
     #[test]

@@ -164,6 +164,84 @@ pub fn parse(text: &str) -> Result<FioOutcome, FioError> {
     Ok(out)
 }
 
+/// The seed's own fio command line, as the LKML measurements of the FUSE
+/// writeback patch ran it, for the block size, jobs and size of `spec`
+/// in `dir`: not time based, each job writes `--size` once.
+///
+/// What `--ramp_time` means here (fio 3.33, measured with `--size=8M
+/// --ramp_time=2` and with `--size=1G --ramp_time=1` at 1k): fio leaves
+/// the ramp only while jobs are still running. A job that has written its
+/// whole size before the ramp ends never leaves it, and fio then reports
+/// *everything* — io_bytes is the full size, runtime the whole run — so
+/// the ramp discards nothing. Only a job still writing when the ramp ends
+/// has the ramp's I/O and time taken out (1.43 of 2 GiB counted in that
+/// 1k run). With the seed's 2G per job and 30 s that takes a rate below
+/// 2 × 2 GiB / 30 s = 137 MiB/s (the 32-job row: 32 × its size / 30 s):
+/// at the LKML table's rates (341 MiB/s and up) the ramp never ended, and
+/// each figure is the whole 4 GiB over the whole run, file creation and
+/// the first writes included.
+///
+/// ```
+/// use std::path::Path;
+/// use std::time::Duration;
+/// let seed = &fastfuse_bench::workload::all(&fastfuse_bench::workload::Sizes::FULL)[0];
+/// let mut spec = seed.data().unwrap().clone();
+/// spec.file_size = 2 << 30;
+/// let args = fastfuse_bench::fio::seed_args(Path::new("MNT"), &spec, Duration::from_secs(30));
+/// assert_eq!(
+///     args.join(" "),
+///     "--name=writeback --ioengine=sync --rw=write --bs=1k --size=2G --numjobs=2 \
+///      --ramp_time=30 --group_reporting=1 --directory=MNT"
+/// );
+/// ```
+pub fn seed_args(dir: &Path, spec: &DataSpec, ramp: Duration) -> Vec<String> {
+    let ramp = ramp_arg(ramp);
+    vec![
+        format!("--name={SEED_JOB}"),
+        "--ioengine=sync".into(),
+        format!("--rw={}", spec.pattern.fio_rw()),
+        format!("--bs={}", short_size(spec.bs)),
+        format!("--size={}", short_size(spec.file_size)),
+        format!("--numjobs={}", spec.jobs),
+        format!("--ramp_time={ramp}"),
+        "--group_reporting=1".into(),
+        format!("--directory={}", dir.display()),
+    ]
+}
+
+/// A ramp time as fio's `--ramp_time` takes it: whole seconds as the seed
+/// wrote them (`30`), else milliseconds (`200ms`).
+pub fn ramp_arg(ramp: Duration) -> String {
+    let ms = ramp.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// The job name of the seed's command line (fio names its files
+/// `writeback.JOB.0`).
+pub const SEED_JOB: &str = "writeback";
+
+/// Runs the seed's command line ([`seed_args`]) in `dir`, JSON output to
+/// `scratch`; otherwise as [`run`].
+pub fn run_seed(
+    dir: &Path,
+    spec: &DataSpec,
+    ramp: Duration,
+    scratch: &Path,
+    stop: &AtomicBool,
+) -> Result<FioOutcome, FioError> {
+    let output = scratch.join("fio-seed.json");
+    let mut c = Command::new("fio");
+    c.args(seed_args(dir, spec, ramp))
+        // Where the result goes changes nothing in what is measured.
+        .arg("--output-format=json")
+        .arg(format!("--output={}", output.display()));
+    run_command(c, &output, stop)
+}
+
 /// Runs fio for a workload in `dir` and reads its result. `scratch` is a
 /// directory outside the mount for the JSON file. When `stop` is set, fio
 /// gets SIGINT (it then ends its jobs and reports) and the result is
@@ -177,8 +255,17 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<FioOutcome, FioError> {
     let output = scratch.join(format!("fio-{name}.json"));
-    let _ = std::fs::remove_file(&output);
-    let mut child = command(dir, name, spec, threads, &output)
+    run_command(command(dir, name, spec, threads, &output), &output, stop)
+}
+
+/// Runs a fio command that writes its JSON to `output`, and reads it.
+fn run_command(
+    mut command: Command,
+    output: &Path,
+    stop: &AtomicBool,
+) -> Result<FioOutcome, FioError> {
+    let _ = std::fs::remove_file(output);
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -224,8 +311,8 @@ pub fn run(
             stderr: tail,
         });
     }
-    let text = std::fs::read_to_string(&output).map_err(|e| FioError::Json(e.to_string()))?;
-    let _ = std::fs::remove_file(&output);
+    let text = std::fs::read_to_string(output).map_err(|e| FioError::Json(e.to_string()))?;
+    let _ = std::fs::remove_file(output);
     parse(&text)
 }
 

@@ -42,6 +42,7 @@ pub mod profile;
 pub mod report;
 pub mod runner;
 pub mod schema;
+pub mod seed;
 pub mod signif;
 pub mod stats;
 pub mod units;

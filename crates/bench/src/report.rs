@@ -276,7 +276,18 @@ pub fn markdown(run: &BenchRun) -> String {
         run.machine.mem_total_bytes as f64 / (1u64 << 30) as f64,
         run.kernel
     );
-    let _ = writeln!(
+    if let Some(seed) = &run.seed_method {
+        let _ = writeln!(
+            s,
+            "- source: {}; --seed-method: fio with the seed's own command lines (--ramp_time={}, --size={}, not time based); {} run(s) a cell, each on a fresh mount{}",
+            run.source,
+            crate::fio::ramp_arg(std::time::Duration::from_secs_f64(seed.ramp_secs)),
+            short_size(seed.size_per_job),
+            run.options.reps,
+            if run.interrupted { "; **INTERRUPTED, partial**" } else { "" },
+        );
+    } else {
+        let _ = writeln!(
         s,
         "- source: {}; engine: {}{}; {} repetition(s); {} per job, {} s per data workload; tree of {} entries{}",
         run.source,
@@ -288,7 +299,12 @@ pub fn markdown(run: &BenchRun) -> String {
         run.options.tree_entries,
         if run.interrupted { "; **INTERRUPTED, partial**" } else { "" },
     );
-    s.push_str(&headline(run));
+    }
+    if run.seed_method.is_some() {
+        s.push_str(&crate::seed::markdown(run));
+    } else {
+        s.push_str(&headline(run));
+    }
     let _ = writeln!(
         s,
         "\nEach cell: median [min–max over the repetitions]{} · CPU of the server / of the whole machine, in s per GiB moved (MiB/s rows) or ms per 1000 files (files/s rows); {}. n/a: not applicable to the mode.\n",
@@ -364,6 +380,8 @@ pub fn markdown(run: &BenchRun) -> String {
             "\n## WRITE sizes seen by fastfuse\n\nShare of WRITE bytes that came in 1 MiB requests (the (512k, 1M] bucket), median over repetitions; WRITEs summed.\n\n| config | workload | WRITEs | bytes in 1 MiB WRITEs | largest bucket |\n|---|---|---:|---:|---:|\n{rows}"
         );
     }
+
+    s.push_str(&requests_per_file(run));
 
     // The transports side by side: the same writeback mode and thread
     // count over io_uring and over /dev/fuse.
@@ -468,6 +486,121 @@ pub fn markdown(run: &BenchRun) -> String {
         let _ = writeln!(s, "\n## Warnings\n");
         for w in checks.iter().chain(&run.warnings) {
             let _ = writeln!(s, "- warning: {w}");
+        }
+    }
+    s
+}
+
+/// Requests per file of one configuration on a metadata workload, over
+/// its repetitions: every opcode's count summed over the repetitions,
+/// over the files summed the same way; and the median server CPU per file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerFile {
+    /// Requests per file, by opcode.
+    pub requests: std::collections::BTreeMap<String, f64>,
+    /// Server µs per file (the CPU columns' ms per 1000 files).
+    pub server_us: Option<f64>,
+}
+
+/// The requests per file of a configuration on a workload; `None` when no
+/// repetition has both counts and files (not fastfuse, an older run).
+pub fn per_file(run: &BenchRun, config: &str, workload: &str) -> Option<PerFile> {
+    let ok: Vec<&Sample> = samples(run, config, workload, &run.engine)
+        .into_iter()
+        .filter(|s| s.status == Status::Ok && s.requests.is_some() && s.files.is_some())
+        .collect();
+    let files: u64 = ok.iter().filter_map(|s| s.files).sum();
+    if files == 0 {
+        return None;
+    }
+    let mut requests = std::collections::BTreeMap::new();
+    for s in &ok {
+        for (op, n) in s.requests.iter().flatten() {
+            *requests.entry(op.clone()).or_insert(0.0) += *n as f64;
+        }
+    }
+    for v in requests.values_mut() {
+        *v /= files as f64;
+    }
+    let cpu: Vec<f64> = ok
+        .iter()
+        .filter_map(|s| s.cpu.as_ref()?.server_per_unit)
+        .collect();
+    Some(PerFile {
+        requests,
+        server_us: median(&cpu),
+    })
+}
+
+/// Requests per file: two decimals, three under 0.1 (one OPENDIR per
+/// directory of ~50 files is 0.02), and `<0.001` rather than a zero for a
+/// request that did occur.
+fn per_file_text(v: f64) -> String {
+    if v >= 0.095 {
+        format!("{v:.2}")
+    } else if v >= 0.0005 {
+        format!("{v:.3}")
+    } else {
+        "<0.001".into()
+    }
+}
+
+/// Per files/s workload, a table of the fastfuse configurations' requests
+/// per file by opcode (those that occur, most frequent first), their
+/// total, and the server's µs per file: where each file's round trips
+/// went and what they cost.
+fn requests_per_file(run: &BenchRun) -> String {
+    let mut s = String::new();
+    for w in run.workloads.iter().filter(|w| w.unit == "files/s") {
+        let cells: Vec<(&str, PerFile)> = run
+            .configs
+            .iter()
+            .filter(|c| c.family.starts_with("fastfuse"))
+            .filter_map(|c| Some((c.name.as_str(), per_file(run, &c.name, &w.name)?)))
+            .collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let mut ops: Vec<(String, f64)> = Vec::new();
+        for (_, c) in &cells {
+            for (op, v) in &c.requests {
+                match ops.iter_mut().find(|(o, _)| o == op) {
+                    Some((_, total)) => *total += v,
+                    None => ops.push((op.clone(), *v)),
+                }
+            }
+        }
+        ops.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if s.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n## Requests per file\n\nThe fastfuse server's requests during each metadata workload, by opcode, per entry of the tree (stat: per entry and walk), summed over the repetitions; server CPU per file is the median of the CPU column (µs per file = ms per 1000 files)."
+            );
+        }
+        let _ = write!(s, "\n### {}\n\n| config |", w.name);
+        for (op, _) in &ops {
+            let _ = write!(s, " {op} |");
+        }
+        let _ = writeln!(
+            s,
+            " total | server µs/file |\n|---|{}---:|---:|",
+            "---:|".repeat(ops.len())
+        );
+        for (name, c) in &cells {
+            let _ = write!(s, "| {name} |");
+            for (op, _) in &ops {
+                let _ = write!(
+                    s,
+                    " {} |",
+                    c.requests.get(op).map_or("-".into(), |&v| per_file_text(v))
+                );
+            }
+            let _ = writeln!(
+                s,
+                " {:.2} | {} |",
+                c.requests.values().sum::<f64>(),
+                c.server_us.map_or("-".into(), figure)
+            );
         }
     }
     s
@@ -735,6 +868,7 @@ pub(crate) mod tests {
                     }),
                     write_sizes: None,
                     profile: None,
+                    requests: None,
                 });
             }
         }
@@ -768,6 +902,7 @@ pub(crate) mod tests {
             results,
             warnings: vec![],
             interrupted: false,
+            seed_method: None,
         }
     }
 
@@ -828,6 +963,64 @@ pub(crate) mod tests {
         assert!(markdown(&alone).contains(
             "libfuse-ll (libfuse's passthrough_ll, the seed's server) is not in this run"
         ));
+    }
+
+    #[test]
+    fn requests_per_file_by_opcode_with_the_server_cpu() {
+        let mut run = fake_run(
+            &[
+                ("tmpfs", "limit"),
+                ("fastfuse-seed", "fastfuse"),
+                ("fastfuse", "fastfuse"),
+            ],
+            &["untar"],
+            &[&[50000.0], &[3000.0], &[2800.0]],
+        );
+        run.workloads[0].unit = "files/s".into();
+        let ops = |pairs: &[(&str, u64)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|&(o, n)| (o.to_string(), n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+        };
+        for s in &mut run.results {
+            s.unit = "files/s".into();
+            s.files = Some(1000);
+            if let Some(c) = &mut s.cpu {
+                c.per = "ms/kfile".into();
+                c.server_per_unit = Some(if s.config == "fastfuse" { 40.0 } else { 30.0 });
+            }
+        }
+        run.results[1].requests = ops(&[("LOOKUP", 1000), ("CREATE", 800), ("WRITE", 800)]);
+        run.results[2].requests = ops(&[("LOOKUP", 1000), ("CREATE", 800), ("SETATTR", 500)]);
+        // A second repetition of fastfuse-seed: counts and files summed.
+        let mut again = run.results[1].clone();
+        again.rep = 2;
+        again.requests = ops(&[("LOOKUP", 3000), ("CREATE", 800), ("WRITE", 800)]);
+        again.cpu.as_mut().unwrap().server_per_unit = Some(50.0);
+        run.results.push(again);
+        let md = markdown(&run);
+        assert!(md.contains("## Requests per file"), "{md}");
+        assert!(
+            md.contains("| config | LOOKUP | CREATE | WRITE | SETATTR | total | server µs/file |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fastfuse-seed | 2.00 | 0.80 | 0.80 | - | 3.60 | 40.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fastfuse | 1.00 | 0.80 | - | 0.50 | 2.30 | 40.0 |"),
+            "{md}"
+        );
+        assert_eq!(
+            [0.5, 0.02, 0.0004].map(per_file_text),
+            ["0.50", "0.020", "<0.001"]
+        );
+        // The raw source has no server to count.
+        assert!(!md.contains("| tmpfs | 1"), "{md}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! mounted is taken down by guards, also when a step fails or the run is
 //! interrupted.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +18,8 @@ use crate::meta::{self, Tree};
 use crate::mounts::{self, Scratch};
 use crate::profile::Recording;
 use crate::schema::{
-    BenchRun, ConfigInfo, CpuUse, Machine, RunOptions, Sample, Status, WorkloadInfo, WriteSizes,
-    SCHEMA,
+    BenchRun, ConfigInfo, CpuUse, Machine, RunOptions, Sample, SeedMethodInfo, Status,
+    WorkloadInfo, WriteSizes, SCHEMA,
 };
 use crate::units::{figure, GIB, MIB};
 use crate::workload::{DataSpec, Kind, MetaOp, Sizes, Workload};
@@ -85,6 +86,9 @@ pub struct Plan {
     /// Record a flame graph of the first repetition of each configuration
     /// and workload (`--profile`; see [`crate::profile`]).
     pub profile: bool,
+    /// `--seed-method`: fio runs the seed's own command line with this
+    /// `--ramp_time` ([`crate::seed`]), each row on a mount of its own.
+    pub seed_ramp: Option<std::time::Duration>,
 }
 
 /// Progress on a terminal (a bar) or as plain lines.
@@ -224,6 +228,10 @@ struct Measured {
     bytes: Option<u64>,
     files: Option<u64>,
     cpu: CpuSpent,
+    /// The fastfuse server's WRITE sizes and requests over the measured
+    /// part (not the preparation: laying out files, extracting the tree
+    /// before `stat`).
+    stats: Option<(WriteSizes, BTreeMap<String, u64>)>,
 }
 
 fn cpu_use(spent: CpuSpent, bytes: Option<u64>, files: Option<u64>) -> CpuUse {
@@ -263,6 +271,7 @@ impl Step<'_> {
             cpu: None,
             write_sizes: None,
             profile: None,
+            requests: None,
         }
     }
 
@@ -302,6 +311,19 @@ impl Step<'_> {
         }
     }
 
+    /// What the server counted since `before` (taken right before the
+    /// measured part).
+    fn stats_delta(
+        &self,
+        before: Option<stats::Snapshot>,
+    ) -> Option<(WriteSizes, BTreeMap<String, u64>)> {
+        let (before, after) = (before?, self.stats_snapshot()?);
+        Some((
+            stats::delta(&before, &after),
+            stats::requests(&before, &after),
+        ))
+    }
+
     /// Runs one workload with one engine and records it.
     fn run(&self, workload: &Workload, engine: &str) -> Sample {
         let mut sample = self.sample(workload, engine);
@@ -313,7 +335,6 @@ impl Step<'_> {
                 return sample;
             }
         }
-        let before = self.stats_snapshot();
         let recording = self.start_profile(workload, engine);
         let measured = match &workload.kind {
             Kind::Data(spec) => self.data(&workload.name, spec, engine),
@@ -334,11 +355,11 @@ impl Step<'_> {
                 sample.bytes = m.bytes;
                 sample.files = m.files;
                 sample.cpu = Some(cpu_use(m.cpu, m.bytes, m.files));
-                if let (Some(before), Some(after)) = (before, self.stats_snapshot()) {
-                    let d: WriteSizes = stats::delta(&before, &after);
-                    if d.writes > 0 {
-                        sample.write_sizes = Some(d);
+                if let Some((sizes, requests)) = m.stats {
+                    if sizes.writes > 0 {
+                        sample.write_sizes = Some(sizes);
                     }
+                    sample.requests = Some(requests);
                 }
             }
             Err(e) => {
@@ -353,7 +374,12 @@ impl Step<'_> {
         let dir = self.mounted.dir();
         let result = self.data_in(dir, name, spec, engine);
         // Free the source's memory for the next workload, whatever happened.
-        let removed = loadgen::remove_files(dir, name, spec.jobs);
+        let files = if self.plan.seed_ramp.is_some() {
+            fio::SEED_JOB
+        } else {
+            name
+        };
+        let removed = loadgen::remove_files(dir, files, spec.jobs);
         let m = result?;
         removed.context("removing the job files")?;
         Ok(m)
@@ -374,16 +400,20 @@ impl Step<'_> {
         if spec.cold {
             drop_caches(meta::Drop::All)?;
         }
+        let stats_before = self.stats_snapshot();
         let mark = CpuMark::now(self.mounted.server_pid());
         let (bytes, bytes_per_sec, secs, close_secs) = if engine == "fio" {
-            let o = fio::run(
-                dir,
-                name,
-                spec,
-                self.plan.fio_threads,
-                self.scratch,
-                self.stop,
-            )?;
+            let o = match self.plan.seed_ramp {
+                Some(ramp) => fio::run_seed(dir, spec, ramp, self.scratch, self.stop)?,
+                None => fio::run(
+                    dir,
+                    name,
+                    spec,
+                    self.plan.fio_threads,
+                    self.scratch,
+                    self.stop,
+                )?,
+            };
             (
                 o.read_bytes + o.write_bytes,
                 o.bytes_per_sec(),
@@ -400,6 +430,7 @@ impl Step<'_> {
             )
         };
         let cpu = mark.spent();
+        let stats = self.stats_delta(stats_before);
         if self.stop.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
@@ -413,6 +444,7 @@ impl Step<'_> {
             bytes: Some(bytes),
             files: None,
             cpu,
+            stats,
         })
     }
 
@@ -431,6 +463,7 @@ impl Step<'_> {
                 }
             }
         }
+        let stats_before = self.stats_snapshot();
         let mark = CpuMark::now(self.mounted.server_pid());
         let (files, secs) = match op {
             MetaOp::Untar => (tree.entries(), tree.untar(dir).context("tar")?),
@@ -452,6 +485,7 @@ impl Step<'_> {
             MetaOp::Rm => (tree.entries(), meta::remove_tree(dir).context("rm -rf")?),
         };
         let cpu = mark.spent();
+        let stats = self.stats_delta(stats_before);
         if Tree::present_in(dir) && op == MetaOp::Rm {
             bail!("rm -rf left the tree in place");
         }
@@ -462,6 +496,7 @@ impl Step<'_> {
             bytes: None,
             files: Some(files),
             cpu,
+            stats,
         })
     }
 }
@@ -565,14 +600,26 @@ pub fn run(plan: &Plan, progress: &mut Progress, stop: &AtomicBool) -> anyhow::R
     let mut results = Vec::new();
     let mut interrupted = false;
     let n = plan.configs.len();
+    // The seed method mounts afresh for every row, as each of the seed's
+    // fio runs had a mount of its own; the normal bench runs the workloads
+    // of a repetition on one mount.
+    let groups: Vec<&[Workload]> = if plan.seed_ramp.is_some() {
+        plan.workloads.chunks(1).collect()
+    } else {
+        vec![&plan.workloads[..]]
+    };
     'reps: for rep in 1..=plan.reps {
-        for i in 0..n {
+        for (i, group) in (0..n).flat_map(|i| groups.iter().map(move |g| (i, *g))) {
             let config = &plan.configs[(i + rep as usize - 1) % n];
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
                 break 'reps;
             }
-            let tag = format!("rep{rep}-{}", config.name);
+            let tag = if groups.len() > 1 {
+                format!("rep{rep}-{}-{}", config.name, group[0].name)
+            } else {
+                format!("rep{rep}-{}", config.name)
+            };
             progress.begin(&format!("rep {rep} {}: mounting", config.name));
             let mut mounted = match Mounted::start(config, &ctx, &tag) {
                 Ok(m) => m,
@@ -580,7 +627,7 @@ pub fn run(plan: &Plan, progress: &mut Progress, stop: &AtomicBool) -> anyhow::R
                     let msg = format!("rep {rep}: {} did not mount: {e}", config.name);
                     progress.line(&format!("warning: {msg}"));
                     warnings.push(msg);
-                    for w in &plan.workloads {
+                    for w in group {
                         for engine in engines_for(plan, w, rep) {
                             let mut s = failed_sample(rep, config, w, engine);
                             s.note = Some(format!("mount failed: {e}"));
@@ -600,7 +647,7 @@ pub fn run(plan: &Plan, progress: &mut Progress, stop: &AtomicBool) -> anyhow::R
                 stop,
                 rep,
             };
-            for w in &plan.workloads {
+            for w in group {
                 for engine in engines_for(plan, w, rep) {
                     if stop.load(Ordering::Relaxed) {
                         interrupted = true;
@@ -674,12 +721,21 @@ pub fn run(plan: &Plan, progress: &mut Progress, stop: &AtomicBool) -> anyhow::R
             .map(|w| WorkloadInfo {
                 name: w.name.clone(),
                 unit: w.unit().to_string(),
-                description: w.describe(tree.as_ref().map_or(0, Tree::entries)),
+                description: match (plan.seed_ramp, w.data()) {
+                    (Some(ramp), Some(d)) => crate::seed::describe(d, ramp),
+                    _ => w.describe(tree.as_ref().map_or(0, Tree::entries)),
+                },
             })
             .collect(),
         results,
         warnings,
         interrupted,
+        seed_method: plan.seed_ramp.map(|ramp| SeedMethodInfo {
+            ramp_secs: ramp.as_secs_f64(),
+            size_per_job: plan.sizes.file_size,
+            rows: crate::seed::rows(&plan.workloads),
+            outliers: crate::seed::OUTLIER_RULE.to_string(),
+        }),
     })
 }
 
@@ -715,6 +771,7 @@ fn failed_sample(rep: u32, config: &ConfigSpec, w: &Workload, engine: &str) -> S
         cpu: None,
         write_sizes: None,
         profile: None,
+        requests: None,
     }
 }
 

@@ -4,7 +4,11 @@
 //! workload as a [`Sample`]; medians and ratios are computed from them by
 //! [`crate::report`] and [`crate::compare`], never stored as the only copy.
 //! Readers accept any `fastfuse-bench/1` document; a change that breaks
-//! readers bumps the number.
+//! readers bumps the number. Fields added since are optional
+//! (`seed_method`, a sample's `requests`), so runs written before them
+//! still load.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +49,37 @@ pub struct BenchRun {
     pub warnings: Vec<String>,
     /// Whether the run was cut short (Ctrl-C).
     pub interrupted: bool,
+    /// Set when the run was `--seed-method`: the seed's own fio command
+    /// lines, ten runs a cell, outliers dropped (see [`crate::seed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_method: Option<SeedMethodInfo>,
+}
+
+/// How a `--seed-method` run measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeedMethodInfo {
+    /// fio's `--ramp_time`, seconds (the seed's: 30).
+    pub ramp_secs: f64,
+    /// The size per job asked for (the seed's: 2G); a row whose jobs'
+    /// files would not fit in memory writes less (its `size_per_job`).
+    pub size_per_job: u64,
+    /// The rows, with the size per job each used.
+    pub rows: Vec<SeedRow>,
+    /// The outlier rule the cells' means follow, in words.
+    pub outliers: String,
+}
+
+/// One row of a `--seed-method` run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeedRow {
+    /// The workload name (`seq-write-1k`, ..., `seq-write-1M-32jobs`).
+    pub workload: String,
+    /// fio's `--bs`, bytes.
+    pub bs: u64,
+    /// fio's `--numjobs`.
+    pub jobs: u32,
+    /// fio's `--size` (per job), bytes.
+    pub size_per_job: u64,
 }
 
 /// The machine.
@@ -153,6 +188,11 @@ pub struct Sample {
     /// the run's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The fastfuse server's requests during the measurement, by opcode
+    /// (the kernel's names: `LOOKUP`, `CREATE`, ...), only those that
+    /// occurred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, u64>>,
 }
 
 /// CPU time spent during a measurement (from the start of the load to the

@@ -1,11 +1,13 @@
-//! A fastfuse mount's WRITE-size histogram, read with
+//! A fastfuse mount's WRITE-size histogram and request counts, read with
 //! `fastfuse stats --json MNT` before and after a workload, so the report
-//! can say whether the kernel sent 1 MiB WRITEs.
+//! can say whether the kernel sent 1 MiB WRITEs and where each file's
+//! round trips went.
 //!
 //! The bench reads it through the binary it mounts with rather than the
 //! engine library, so that it measures any fastfuse build (an older one,
 //! for a before/after comparison) and needs only that build's output.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -19,6 +21,41 @@ pub struct Snapshot {
     /// Non-empty buckets: WRITEs of `(up_to_bytes / 2, up_to_bytes]`.
     #[serde(default)]
     pub write_sizes: Vec<SizeBucket>,
+    /// Requests by opcode name (an older build without them reads as
+    /// none).
+    #[serde(default)]
+    pub ops: BTreeMap<String, OpCount>,
+}
+
+/// The part of an opcode's counters the bench reads.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct OpCount {
+    /// Requests of the opcode served so far.
+    pub count: u64,
+}
+
+/// The requests between two snapshots, by opcode, only those that
+/// occurred.
+///
+/// ```
+/// use fastfuse_bench::stats::{requests, OpCount, Snapshot};
+/// let snap = |pairs: &[(&str, u64)]| Snapshot {
+///     ops: pairs.iter().map(|&(n, count)| (n.to_string(), OpCount { count })).collect(),
+///     ..Snapshot::default()
+/// };
+/// let d = requests(&snap(&[("LOOKUP", 5), ("GETATTR", 2)]), &snap(&[("LOOKUP", 9), ("GETATTR", 2), ("CREATE", 1)]));
+/// assert_eq!(d.into_iter().collect::<Vec<_>>(), [("CREATE".to_string(), 1), ("LOOKUP".to_string(), 4)]);
+/// ```
+pub fn requests(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, u64> {
+    after
+        .ops
+        .iter()
+        .map(|(name, op)| {
+            let was = before.ops.get(name).map_or(0, |b| b.count);
+            (name.clone(), op.count.saturating_sub(was))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Reads a mount's statistics with `BIN stats --json MNT`.
@@ -46,8 +83,8 @@ pub fn query(bin: &Path, mountpoint: &Path) -> Result<Snapshot, String> {
 /// use fastfuse_bench::stats::{delta, Snapshot};
 /// use fastfuse_bench::schema::SizeBucket;
 /// let b = |up_to_bytes, count| SizeBucket { up_to_bytes, count };
-/// let before = Snapshot { write_sizes: vec![b(4096, 10)] };
-/// let after = Snapshot { write_sizes: vec![b(4096, 10), b(1 << 20, 3)] };
+/// let before = Snapshot { write_sizes: vec![b(4096, 10)], ..Snapshot::default() };
+/// let after = Snapshot { write_sizes: vec![b(4096, 10), b(1 << 20, 3)], ..Snapshot::default() };
 /// let d = delta(&before, &after);
 /// assert_eq!(d.writes, 3);
 /// assert_eq!(d.share_1m_bytes, 1.0);
@@ -97,6 +134,7 @@ mod tests {
         let before = Snapshot::default();
         let after = Snapshot {
             write_sizes: vec![b(4096, 256), b(1 << 20, 1)],
+            ..Snapshot::default()
         };
         let d = delta(&before, &after);
         assert_eq!(d.writes, 257);
@@ -113,5 +151,6 @@ mod tests {
             "write_sizes":[{"up_to_bytes":1048576,"count":3}]}"#;
         let s: Snapshot = serde_json::from_str(json).unwrap();
         assert_eq!(s.write_sizes[0].count, 3);
+        assert_eq!(s.ops["WRITE"].count, 3);
     }
 }

@@ -241,6 +241,24 @@ fn quick_run_covers_every_configuration_and_workload() {
                 let sizes = s.write_sizes.as_ref().expect("fastfuse WRITE sizes");
                 assert!(sizes.writes > 0);
             }
+            // Every fastfuse sample counts its requests; the others have
+            // no server to ask.
+            let requests = s.requests.as_ref();
+            assert_eq!(
+                requests.is_some(),
+                c.family.starts_with("fastfuse"),
+                "{s:?}"
+            );
+            if let Some(r) = requests {
+                let expect = match w.name.as_str() {
+                    "untar" => "CREATE",
+                    "stat" => "LOOKUP",
+                    "rm" => "UNLINK",
+                    n if n.starts_with("seq-write") => "WRITE",
+                    _ => "READ",
+                };
+                assert!(r.get(expect).is_some_and(|&n| n > 0), "{expect}: {s:?}");
+            }
         }
     }
     // The table, the chart.
@@ -261,8 +279,139 @@ fn quick_run_covers_every_configuration_and_workload() {
         stdout.contains("## WRITE sizes seen by fastfuse"),
         "{stdout}"
     );
+    assert!(stdout.contains("## Requests per file"), "{stdout}");
+    for w in ["untar", "stat", "rm"] {
+        let table = stdout
+            .split(&format!("\n### {w}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no requests table for {w}: {stdout}"));
+        let header = table.lines().nth(1).unwrap();
+        assert!(
+            header.starts_with("| config |") && header.ends_with("| total | server µs/file |"),
+            "{header}"
+        );
+        assert!(
+            table.contains("\n| fastfuse-seed | "),
+            "{w}: no fastfuse-seed row: {table}"
+        );
+    }
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+}
+
+/// `--seed-method` with its test knobs (a 200 ms ramp, 8M per job): the
+/// seed's four rows, fio as the seed ran it, two runs a cell; the JSON records the method and its rows, and
+/// report.md has the headline table with the LKML column, the outlier
+/// rule and what the ramp did.
+#[test]
+fn seed_method_runs_the_seeds_fio_command_lines() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !installed("fio") {
+        eprintln!("skipped: fio is not installed");
+        return;
+    }
+    let (result, stdout, dir) = run_ok(
+        &[
+            "--seed-method",
+            "--seed-ramp",
+            "200ms",
+            "--seed-size",
+            "8M",
+            "--reps",
+            "2",
+            "--configs",
+            "fastfuse-seed",
+        ],
+        Duration::from_secs(120),
+    );
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(raw["schema"], "fastfuse-bench/1");
+    let method = &raw["seed_method"];
+    assert_eq!(method["ramp_secs"], 0.2);
+    assert_eq!(method["size_per_job"], 8 << 20);
+    assert!(method["outliers"].as_str().unwrap().contains("Tukey"));
+    let rows: Vec<(String, u64, u64, u64)> = method["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap().to_string(),
+                r["bs"].as_u64().unwrap(),
+                r["jobs"].as_u64().unwrap(),
+                r["size_per_job"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mib = 1u64 << 20;
+    assert_eq!(
+        rows,
+        [
+            ("seq-write-1k".to_string(), 1024, 2, 8 * mib),
+            ("seq-write-4k".to_string(), 4096, 2, 8 * mib),
+            ("seq-write-1M".to_string(), mib, 2, 8 * mib),
+            ("seq-write-1M-32jobs".to_string(), mib, 32, 8 * mib),
+        ]
+    );
+    assert_eq!(result.engine, "fio");
+    assert_eq!(result.options.reps, 2);
+    let names: Vec<&str> = result.configs.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["fastfuse-seed"]);
+    assert_eq!(
+        result.workloads[0].description,
+        "fio --name=writeback --ioengine=sync --rw=write --bs=1k --size=8M --numjobs=2 \
+         --ramp_time=200ms --group_reporting=1 --directory=MNT"
+    );
+    for (name, _, jobs, size) in &rows {
+        let samples: Vec<_> = result
+            .results
+            .iter()
+            .filter(|s| &s.workload == name)
+            .collect();
+        assert_eq!(samples.len(), 2, "{name}");
+        for s in samples {
+            assert_eq!((s.status, s.engine.as_str()), (Status::Ok, "fio"), "{s:?}");
+            assert!(s.value.unwrap() > 0.0, "{s:?}");
+            // Not time based: fio wrote each job's size once, and every
+            // byte of it (the ramp is counted; see fastfuse_bench::fio).
+            assert!(s.bytes.unwrap() <= jobs * size, "{s:?}");
+            assert!(s.write_sizes.as_ref().unwrap().writes > 0, "{s:?}");
+        }
+    }
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert_eq!(report, stdout);
+    assert!(
+        report.contains("## Seed method: the LKML table's fio runs"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "| row | fastfuse-seed MiB/s | LKML table, seed's machine (patched kernel) |"
+        ),
+        "{report}"
+    );
+    for (label, lkml) in [
+        ("| 1k (2 jobs × 8M) |", "| 341 |"),
+        ("| 4k (2 jobs × 8M) |", "| 2246 |"),
+        ("| 1M (2 jobs × 8M) |", "| 2685 |"),
+        ("| 1M (32 jobs × 8M) |", "| — |"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no row {label}: {report}"));
+        assert!(line.ends_with(lkml), "{line}");
+        assert!(line.contains(" dropped) "), "{line}");
+    }
+    assert!(report.contains("Q1 − 1.5·IQR, Q3 + 1.5·IQR"), "{report}");
+    assert!(report.contains("the ramp discards nothing"), "{report}");
+    assert!(report.contains("not a measurement of this run"), "{report}");
+    assert!(
+        report.contains("| fastfuse-seed | seq-write-1M-32jobs | 2 |"),
+        "{report}"
+    );
 }
 
 /// Ctrl-C in the middle of a workload: the bench stops, unmounts the FUSE
@@ -492,6 +641,8 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1M", 2685.0),
                 ("fastfuse-seed", "seq-write-1M", 2600.0),
                 ("fastfuse-seed", "seq-write-1M", 2700.0),
+                ("fastfuse-seed", "seq-write-1M", 2650.0),
+                ("fastfuse-seed", "seq-write-1M", 2690.0),
                 ("bindfs", "seq-write-1k", 21.0),
                 ("bindfs", "seq-write-1k", 23.0),
                 ("bindfs", "seq-write-1k", 19.0),
@@ -509,6 +660,8 @@ fn compare_prints_before_after_and_percent() {
                 ("fastfuse-seed", "seq-write-1M", 5370.0),
                 ("fastfuse-seed", "seq-write-1M", 5300.0),
                 ("fastfuse-seed", "seq-write-1M", 5400.0),
+                ("fastfuse-seed", "seq-write-1M", 5350.0),
+                ("fastfuse-seed", "seq-write-1M", 5380.0),
                 ("bindfs", "seq-write-1k", 22.0),
                 ("bindfs", "seq-write-1k", 20.0),
                 ("bindfs", "seq-write-1k", 21.0),
@@ -534,6 +687,7 @@ fn compare_prints_before_after_and_percent() {
         "{text}"
     );
     assert!(text.contains("Mann–Whitney U"), "{text}");
+    assert!(text.contains("Holm"), "{text}");
     // One repetition a side: a difference, but no verdict.
     assert!(
         text.contains("| seq-write-1k | MiB/s | 341 | 360 | +5.6% | too few reps |"),
@@ -543,20 +697,21 @@ fn compare_prints_before_after_and_percent() {
         text.contains("| seq-write-4k | MiB/s | 2246 | 2200 | -2.0% | too few reps |"),
         "{text}"
     );
-    // Three a side, every After above every Before: p = 0.1, the least
-    // 3 against 3 allows.
+    // Five a side, every After above every Before: p = 2/252, the only
+    // row of Holm's family.
     assert!(
         text.contains(
-            "| seq-write-1M | MiB/s | 2685 [2600–2700] | 5370 [5300–5400] | +100.0% | changed (p=0.100) |"
+            "| seq-write-1M | MiB/s | 2685 [2600–2700] | 5370 [5300–5400] | +100.0% | changed (p=7.94e-3, Holm 0.008) |"
         ),
         "{text}"
     );
     assert!(text.contains("### bindfs"), "{text}");
-    // Interleaved: within the noise.
+    // Three a side: at best p = 0.1, which cannot show a change.
     assert!(
-        text.contains("| seq-write-1k | MiB/s | 21.0 [19.0–23.0] | 21.0 [20.0–22.0] | +0.0% | within noise (p=1.00) |"),
+        text.contains("| seq-write-1k | MiB/s | 21.0 [19.0–23.0] | 21.0 [20.0–22.0] | +0.0% | within noise (p=1.00; 3 vs 3 reps cannot show a change) |"),
         "{text}"
     );
+    assert!(text.contains("1 of 2 rows changed"), "{text}");
     assert!(
         text.contains("| seq-write-4k | MiB/s | - | - | - | - |"),
         "{text}"
