@@ -34,7 +34,16 @@ examples=/usr/share/doc/libfuse3-dev/examples
 peers="$repo/target/peers"
 ll_src="$examples/passthrough_ll.c"
 [ -e "$ll_src" ] || ll_src="$ll_src.gz"
-if [ ! -x "$peers/passthrough_ll" ] || [ "$ll_src" -nt "$peers/passthrough_ll" ]; then
+# libfuse's own build (meson) compiles its examples with its private
+# config.h, which on Linux turns on fallocate and copy_file_range
+# (HAVE_FALLOCATE, HAVE_POSIX_FALLOCATE, HAVE_COPY_FILE_RANGE); built
+# alone, as Debian's example Makefile does, passthrough_ll answers
+# EOPNOTSUPP to both, and fio, finding no fallocate, never preallocates:
+# not the server of the seed's measurements. The stamp rebuilds it when
+# these flags change.
+ll_flags="-DHAVE_FALLOCATE -DHAVE_POSIX_FALLOCATE -DHAVE_COPY_FILE_RANGE"
+if [ ! -x "$peers/passthrough_ll" ] || [ "$ll_src" -nt "$peers/passthrough_ll" ] \
+    || [ "$(cat "$peers/passthrough_ll.flags" 2>/dev/null)" != "$ll_flags" ]; then
     echo "setup: building $peers/passthrough_ll from $examples"
     mkdir -p "$peers/src"
     for f in passthrough_ll.c passthrough_helpers.h; do
@@ -44,10 +53,11 @@ if [ ! -x "$peers/passthrough_ll" ] || [ "$ll_src" -nt "$peers/passthrough_ll" ]
             zcat "$examples/$f.gz" >"$peers/src/$f"
         fi
     done
-    # shellcheck disable=SC2046 # pkg-config prints several words
-    gcc -Wall -O2 $(pkg-config fuse3 --cflags) "$peers/src/passthrough_ll.c" \
+    # shellcheck disable=SC2046,SC2086 # pkg-config and $ll_flags print several words
+    gcc -Wall -O2 $ll_flags $(pkg-config fuse3 --cflags) "$peers/src/passthrough_ll.c" \
         -o "$peers/passthrough_ll.tmp" $(pkg-config fuse3 --libs)
     mv "$peers/passthrough_ll.tmp" "$peers/passthrough_ll"
+    echo "$ll_flags" >"$peers/passthrough_ll.flags"
 fi
 # The POSIX suite and the data-integrity exerciser, pinned to the versions
 # the README's results were taken with.
