@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use fastfuse_abi as abi;
 use thiserror::Error;
@@ -69,6 +70,9 @@ pub struct Handover {
     pub mount_id: u64,
     /// What INIT agreed.
     pub negotiated: Negotiated,
+    /// How long the connection had been up when it was handed over: the
+    /// new session's uptime (`fastfuse stats`) goes on from there.
+    pub uptime: Duration,
 }
 
 /// A mounted filesystem that has agreed INIT and is ready to serve.
@@ -332,6 +336,7 @@ impl<F: Filesystem> Session<F> {
             mountpoint,
             mount_id,
             negotiated,
+            uptime,
         } = handover;
         let dev = Arc::new(dev);
         let mount = mount::adopt(&mountpoint, dev.clone(), Some(mount_id))?;
@@ -342,7 +347,7 @@ impl<F: Filesystem> Session<F> {
             transport: TransportKind::Dev,
             ..config
         };
-        Ok(Session::assemble(
+        let session = Session::assemble(
             fs,
             Arc::new(mount),
             dev,
@@ -353,7 +358,9 @@ impl<F: Filesystem> Session<F> {
                 queues: Vec::new(),
                 splice_pipe: None,
             },
-        ))
+        );
+        session.server.stats.count_from(uptime);
+        Ok(session)
     }
 
     /// Stops being this connection's server without unmounting, before it
@@ -381,6 +388,7 @@ impl<F: Filesystem> Session<F> {
             }
         };
         let negotiated = *self.connection.negotiated();
+        let uptime = self.server.stats.uptime();
         let Ok(mount) = Arc::try_unwrap(self.mount) else {
             unreachable!("the only reference, checked above");
         };
@@ -390,6 +398,7 @@ impl<F: Filesystem> Session<F> {
             mountpoint,
             mount_id,
             negotiated,
+            uptime,
         })
     }
 

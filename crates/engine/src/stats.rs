@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fastfuse_abi::Opcode;
@@ -90,20 +90,36 @@ impl Shard {
 
 /// The statistics of one session.
 pub struct Stats {
-    started: Instant,
+    started: Mutex<Instant>,
     shards: Mutex<Vec<Arc<Shard>>>,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            started: Instant::now(),
+            started: Mutex::new(Instant::now()),
             shards: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl Stats {
+    /// How long the session (and the sessions it took over from) has been up.
+    pub fn uptime(&self) -> Duration {
+        self.started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    /// Counts the uptime from `earlier` ago: a resumed session's, which
+    /// goes on from the one that handed the connection over.
+    pub fn count_from(&self, earlier: Duration) {
+        let now = Instant::now();
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner) =
+            now.checked_sub(earlier).unwrap_or(now);
+    }
+
     /// A new shard for a worker serving through `transport`.
     pub fn shard(&self, transport: &'static str) -> Arc<Shard> {
         let shard = Arc::new(Shard {
@@ -154,7 +170,7 @@ impl Stats {
             }
         }
         StatsSnapshot {
-            uptime_secs: self.started.elapsed().as_secs_f64(),
+            uptime_secs: self.uptime().as_secs_f64(),
             requests_by_transport: transports,
             ops,
             write_sizes: write_sizes

@@ -659,15 +659,19 @@ fn a_handed_over_connection_is_served_by_the_next_session() {
     };
     let first = Session::mount(memfs::MemFs::default(), dir.path(), &opts, two_threads()).unwrap();
     let agreed = *first.connection().negotiated();
-    let Ok(handover) = first.hand_over() else {
+    let Ok(mut handover) = first.hand_over() else {
         panic!("hand_over refused");
     };
     assert!(is_mounted(dir.path()), "handing over unmounted");
     assert_eq!(handover.negotiated, agreed);
+    // As if the first session had served for an hour: the next one's
+    // uptime goes on from there.
+    handover.uptime += std::time::Duration::from_secs(3600);
     let next = Session::resume(memfs::MemFs::default(), handover, two_threads())
         .unwrap()
         .spawn()
         .unwrap();
+    assert!(next.stats().uptime() >= std::time::Duration::from_secs(3600));
     let file = dir.path().join("after");
     std::fs::write(&file, b"served by the next session").unwrap();
     assert_eq!(std::fs::read(&file).unwrap(), b"served by the next session");
