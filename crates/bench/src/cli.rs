@@ -41,6 +41,13 @@ pub enum BenchCommand {
         old: PathBuf,
         /// The later run's results.json.
         new: PathBuf,
+        /// Test every row relative to this configuration's median in each
+        /// run, which cancels the machine's drift between the runs (its own
+        /// rows are then not tested). Default: libfuse-ll when both runs
+        /// have it, else the limit (tmpfs), else raw values; `limit` for
+        /// the limit, `none` for raw values.
+        #[arg(long, value_name = "CONFIG")]
+        reference: Option<String>,
     },
     /// Make report.md and chart.svg again from a run's results.json (in
     /// its directory) and print the report.
@@ -342,9 +349,19 @@ pub fn run(
         return loadgen::serve_job(request).context("job process");
     }
     match &args.command {
-        Some(BenchCommand::Compare { old, new }) => {
+        Some(BenchCommand::Compare {
+            old,
+            new,
+            reference,
+        }) => {
             let (old, new) = (compare::load(old)?, compare::load(new)?);
-            print!("{}", compare::compare(&old, &new));
+            let reference = match reference.as_deref() {
+                None => compare::Reference::Default,
+                Some("limit") => compare::Reference::Limit,
+                Some("none") => compare::Reference::None,
+                Some(name) => compare::Reference::Config(name.to_string()),
+            };
+            print!("{}", compare::compare_with(&old, &new, &reference)?);
             return Ok(());
         }
         Some(BenchCommand::Check { results }) => {

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::report::cell;
-use crate::schema::BenchRun;
+use crate::report::{cell, samples};
+use crate::schema::{BenchRun, Sample, Status};
 use crate::signif;
 
 /// Reads a run's JSON, checking its schema.
@@ -40,13 +40,96 @@ struct Row {
     unit: String,
     before: crate::report::Cell,
     after: crate::report::Cell,
+    /// Each run's repetitions divided by the limit's of the same
+    /// repetition (see [`to_limit`]), when both runs have the limit.
+    to_limit: Option<(Vec<f64>, Vec<f64>)>,
+    /// This row is the limit's own.
+    is_limit: bool,
+}
+
+/// A configuration's repetitions of `workload` in `run`, each divided by
+/// the median of the limit's (tmpfs, no FUSE server) in the same run: the
+/// machine's speed during that run cancels out. On this shared VM that
+/// speed drifts: two runs of one binary half an hour apart had every row of
+/// tmpfs 13-32% faster in the second, and every FUSE server with it. The
+/// limit's median, not its repetition of the same index, because its
+/// metadata rows are short and noisy (stat: ±30% between repetitions);
+/// the median of eight steadies the factor without importing that noise
+/// into every repetition. Empty when the run has no limit sample there.
+fn to_limit(run: &BenchRun, limit: &str, config: &str, workload: &str) -> Vec<f64> {
+    let ok = |s: &&Sample| s.status == Status::Ok && s.value.is_some_and(|v| v > 0.0);
+    let limits: Vec<f64> = samples(run, limit, workload, &run.engine)
+        .into_iter()
+        .filter(ok)
+        .filter_map(|s| s.value)
+        .collect();
+    let Some(factor) = crate::report::median(&limits) else {
+        return Vec::new();
+    };
+    samples(run, config, workload, &run.engine)
+        .into_iter()
+        .filter(ok)
+        .filter_map(|s| Some(s.value? / factor))
+        .collect()
+}
+
+/// The seed's own server's configuration name (see `config`).
+const SEED_SERVER: &str = "libfuse-ll";
+
+/// What [`compare_with`] tests rows relative to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// The seed's own server (libfuse-ll) when both runs have it, else the
+    /// limit (tmpfs) when both have that, else raw values. A FUSE server
+    /// drifts with the machine as the others do; the limit less so (two
+    /// runs of one binary: tmpfs's 1M writes 23% faster in the second, the
+    /// FUSE servers' 10%, so relative to tmpfs those rows moved -10%).
+    Default,
+    /// The limit (tmpfs) when both runs have it; raw values otherwise.
+    Limit,
+    /// This configuration, which both runs must have.
+    Config(String),
+    /// Raw values.
+    None,
+}
+
+/// [`compare_with`] relative to [`Reference::Default`], as `bench
+/// compare` does.
+pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
+    compare_with(old, new, &Reference::Default).unwrap_or_else(|e| e.to_string())
 }
 
 /// The comparison as text: one markdown table per configuration in both
 /// runs, rows the workloads of both (medians of each run's table engine),
 /// each row's verdict from [`signif::verdicts`] over all the rows of the
-/// comparison.
-pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
+/// comparison, tested relative to `reference`. Fails when a named
+/// reference is not in both runs.
+pub fn compare_with(
+    old: &BenchRun,
+    new: &BenchRun,
+    reference: &Reference,
+) -> anyhow::Result<String> {
+    let in_both = |name: &str| {
+        old.configs.iter().any(|c| c.name == name) && new.configs.iter().any(|c| c.name == name)
+    };
+    let limit_of = || {
+        old.configs
+            .iter()
+            .find(|c| c.family == "limit" && in_both(&c.name))
+            .map(|c| c.name.clone())
+    };
+    let limit = match reference {
+        Reference::Default if in_both(SEED_SERVER) => Some(SEED_SERVER.to_string()),
+        Reference::Default => limit_of(),
+        Reference::Limit => old
+            .configs
+            .iter()
+            .find(|c| c.family == "limit" && in_both(&c.name))
+            .map(|c| c.name.clone()),
+        Reference::Config(name) if in_both(name) => Some(name.clone()),
+        Reference::Config(name) => bail!("the reference {name:?} is not in both runs"),
+        Reference::None => None,
+    };
     let mut rows = Vec::new();
     for c in old
         .configs
@@ -64,12 +147,32 @@ pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
                 unit: w.unit.clone(),
                 before: cell(old, &c.name, &w.name, &old.engine),
                 after: cell(new, &c.name, &w.name, &new.engine),
+                to_limit: limit
+                    .as_deref()
+                    .filter(|l| *l != c.name)
+                    .map(|l| {
+                        (
+                            to_limit(old, l, &c.name, &w.name),
+                            to_limit(new, l, &c.name, &w.name),
+                        )
+                    })
+                    .filter(|(b, a)| !b.is_empty() && !a.is_empty()),
+                is_limit: limit.as_deref() == Some(c.name.as_str()),
             });
         }
     }
+    // With the limit in both runs, rows are tested on their ratios to it
+    // and the limit's own rows, which say how far the machine moved, are
+    // left out of the family; without it, on the raw values.
+    let normalized = limit.is_some();
+    let empty: &[f64] = &[];
     let pairs: Vec<(&[f64], &[f64])> = rows
         .iter()
-        .map(|r| (r.before.values.as_slice(), r.after.values.as_slice()))
+        .map(|r| match (&r.to_limit, normalized && r.is_limit) {
+            (_, true) => (empty, empty),
+            (Some((b, a)), false) => (b.as_slice(), a.as_slice()),
+            (None, false) => (r.before.values.as_slice(), r.after.values.as_slice()),
+        })
         .collect();
     let verdicts = signif::verdicts(&pairs);
     let tested = verdicts
@@ -107,6 +210,16 @@ pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
         signif::ALPHA,
         signif::ALPHA,
     );
+    if let Some(l) = &limit {
+        let _ = writeln!(
+            s,
+            "\nTested relative to {l}: each repetition of a row is divided by the median of {l}'s \
+             repetitions of the same workload in the same run, so that the machine's own drift \
+             between the two runs cancels out (on a shared VM it moves every row together, {l} \
+             too); \"to {l}\" is the change of the median ratio. {l}'s rows show that drift and \
+             are not tested (`--reference none`: raw values)."
+        );
+    }
     if old.kernel != new.kernel || old.machine.cpu_model != new.machine.cpu_model {
         let _ = writeln!(
             s,
@@ -129,11 +242,12 @@ pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
     }
     let mut current: Option<&str> = None;
     let mut table = String::new();
+    let to = limit.as_deref().unwrap_or("reference");
     let flush = |s: &mut String, config: Option<&str>, table: &mut String| {
         if let Some(c) = config {
             let _ = writeln!(
                 s,
-                "\n### {c}\n\n| workload | unit | Before | After | % diff | vs noise |\n|---|---|---:|---:|---:|---|\n{table}"
+                "\n### {c}\n\n| workload | unit | Before | After | % diff | to {to} | vs noise |\n|---|---|---:|---:|---:|---:|---|\n{table}"
             );
         }
         table.clear();
@@ -149,12 +263,21 @@ pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
         };
         let noise = if r.before.values.is_empty() || r.after.values.is_empty() {
             "-".to_string()
+        } else if normalized && r.is_limit {
+            "the reference (not tested)".to_string()
         } else {
             v.text()
         };
+        let to_limit = match &r.to_limit {
+            Some((b, a)) => match (crate::report::median(b), crate::report::median(a)) {
+                (Some(b), Some(a)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
+                _ => "-".to_string(),
+            },
+            None => "-".to_string(),
+        };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {diff} | {noise} |",
+            "| {} | {} | {} | {} | {diff} | {to_limit} | {noise} |",
             r.workload,
             r.unit,
             r.before.spread_text(),
@@ -165,7 +288,7 @@ pub fn compare(old: &BenchRun, new: &BenchRun) -> String {
     if rows.is_empty() {
         let _ = writeln!(s, "\nNo configuration and workload in common.");
     }
-    s
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -189,15 +312,15 @@ mod tests {
         assert!(out.contains("### fastfuse-seed"), "{out}");
         assert!(!out.contains("### bindfs"), "{out}");
         assert!(
-            out.contains("| seq-write-1k | MiB/s | 341 | 355 | +4.1% | too few reps |"),
+            out.contains("| seq-write-1k | MiB/s | 341 | 355 | +4.1% | - | too few reps |"),
             "{out}"
         );
         assert!(
-            out.contains("| seq-write-4k | MiB/s | 2246 | 2246 | +0.0% | too few reps |"),
+            out.contains("| seq-write-4k | MiB/s | 2246 | 2246 | +0.0% | - | too few reps |"),
             "{out}"
         );
         assert!(
-            out.contains("| seq-write-1M | MiB/s | 2685 | 2000 | -25.5% | too few reps |"),
+            out.contains("| seq-write-1M | MiB/s | 2685 | 2000 | -25.5% | - | too few reps |"),
             "{out}"
         );
     }
@@ -249,17 +372,17 @@ mod tests {
         // 5 against 5, separated: p = 2/252; Holm over 3 rows: 3p.
         assert!(
             out.contains(
-                "| seq-write-1k | MiB/s | 345 [340–350] | 405 [400–410] | +17.4% | changed (p=7.94e-3, Holm 0.024) |"
+                "| seq-write-1k | MiB/s | 345 [340–350] | 405 [400–410] | +17.4% | - | changed (p=7.94e-3, Holm 0.024) |"
             ),
             "{out}"
         );
         assert!(
             out.contains(
-                "| seq-write-4k | MiB/s | 2250 [2200–2300] | 2260 [2210–2290] | +0.4% | within noise (p=0.841, Holm 0.84) |"
+                "| seq-write-4k | MiB/s | 2250 [2200–2300] | 2260 [2210–2290] | +0.4% | - | within noise (p=0.841, Holm 0.84) |"
             ),
             "{out}"
         );
-        assert!(out.contains("| untar | MiB/s | 2650 [2600–2700] | 2450 [2400–2500] | -7.5% | changed (p=7.94e-3, Holm 0.024) |"), "{out}");
+        assert!(out.contains("| untar | MiB/s | 2650 [2600–2700] | 2450 [2400–2500] | -7.5% | - | changed (p=7.94e-3, Holm 0.024) |"), "{out}");
         assert!(out.contains("Mann–Whitney"), "{out}");
         assert!(out.contains("Holm"), "{out}");
         assert!(out.contains("2 of 3 rows changed"), "{out}");
@@ -272,11 +395,51 @@ mod tests {
         };
         let out = compare(&first3(old), &first3(new));
         assert!(
-            out.contains("| +17.4% | within noise (p=0.10; 3 vs 3 reps cannot show a change) |"),
+            out.contains(
+                "| +17.4% | - | within noise (p=0.10; 3 vs 3 reps cannot show a change) |"
+            ),
             "{out}"
         );
         assert!(out.contains("0 of 3 rows changed"), "{out}");
         assert!(out.contains("at least 5 repetitions (`--reps 5`"), "{out}");
+    }
+
+    /// A run of tmpfs (the limit) and fastfuse-seed on one workload,
+    /// repetition i of each taking `limit[i]` and `server[i]`.
+    fn limit_run(limit: &[f64], server: &[f64]) -> crate::schema::BenchRun {
+        let mut run = fake_run(
+            &[("tmpfs", "limit"), ("fastfuse-seed", "fastfuse")],
+            &["seq-write-1k"],
+            &[&[limit[0]], &[server[0]]],
+        );
+        let firsts = run.results.clone();
+        for i in 1..limit.len() {
+            for (s, v) in firsts.iter().zip([limit[i], server[i]]) {
+                let mut s = s.clone();
+                s.rep = i as u32 + 1;
+                s.value = Some(v);
+                run.results.push(s);
+            }
+        }
+        run
+    }
+
+    #[test]
+    fn the_machine_moving_every_row_is_not_a_change() {
+        let limit = [1000.0, 1010.0, 990.0, 1005.0, 995.0];
+        let server = [500.0, 508.0, 493.0, 505.0, 497.0];
+        let old = limit_run(&limit, &server);
+        // The machine 20% faster for everyone: raw, every rep of the new
+        // run is above every one of the old.
+        let faster = limit_run(&limit.map(|v| v * 1.2), &server.map(|v| v * 1.2));
+        let out = compare(&old, &faster);
+        assert!(out.contains("Tested relative to tmpfs"), "{out}");
+        assert!(out.contains("| +20.0% | +0.0% | within noise"), "{out}");
+        assert!(out.contains("the reference (not tested)"), "{out}");
+        // The server 30% faster on an unchanged machine is a change.
+        let better = limit_run(&limit, &server.map(|v| v * 1.3));
+        let out = compare(&old, &better);
+        assert!(out.contains("| +30.0% | +30.0% | changed"), "{out}");
     }
 
     #[test]

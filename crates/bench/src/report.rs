@@ -57,7 +57,12 @@ pub struct Cell {
 
 /// The samples of `engine` for a configuration and workload; when there
 /// are none (metadata workloads always run built in), those of any engine.
-fn samples<'a>(run: &'a BenchRun, config: &str, workload: &str, engine: &str) -> Vec<&'a Sample> {
+pub(crate) fn samples<'a>(
+    run: &'a BenchRun,
+    config: &str,
+    workload: &str,
+    engine: &str,
+) -> Vec<&'a Sample> {
     let of = |e: Option<&str>| -> Vec<&Sample> {
         run.results
             .iter()
