@@ -242,12 +242,16 @@ pub fn compare_with(
     }
     let mut current: Option<&str> = None;
     let mut table = String::new();
-    let to = limit.as_deref().unwrap_or("reference");
+    // The "to REFERENCE" column only when there is a reference.
+    let (to_head, to_rule) = match &limit {
+        Some(l) => (format!(" to {l} |"), "---:|"),
+        None => (String::new(), ""),
+    };
     let flush = |s: &mut String, config: Option<&str>, table: &mut String| {
         if let Some(c) = config {
             let _ = writeln!(
                 s,
-                "\n### {c}\n\n| workload | unit | Before | After | % diff | to {to} | vs noise |\n|---|---|---:|---:|---:|---:|---|\n{table}"
+                "\n### {c}\n\n| workload | unit | Before | After | % diff |{to_head} vs noise |\n|---|---|---:|---:|---:|{to_rule}---|\n{table}"
             );
         }
         table.clear();
@@ -268,16 +272,17 @@ pub fn compare_with(
         } else {
             v.text()
         };
-        let to_limit = match &r.to_limit {
-            Some((b, a)) => match (crate::report::median(b), crate::report::median(a)) {
-                (Some(b), Some(a)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
-                _ => "-".to_string(),
+        let to_limit = match (&r.to_limit, &limit) {
+            (_, None) => String::new(),
+            (Some((b, a)), Some(_)) => match (crate::report::median(b), crate::report::median(a)) {
+                (Some(b), Some(a)) if b > 0.0 => format!(" {:+.1}% |", (a / b - 1.0) * 100.0),
+                _ => " - |".to_string(),
             },
-            None => "-".to_string(),
+            (None, Some(_)) => " - |".to_string(),
         };
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {diff} | {to_limit} | {noise} |",
+            "| {} | {} | {} | {} | {diff} |{to_limit} {noise} |",
             r.workload,
             r.unit,
             r.before.spread_text(),
@@ -312,15 +317,15 @@ mod tests {
         assert!(out.contains("### fastfuse-seed"), "{out}");
         assert!(!out.contains("### bindfs"), "{out}");
         assert!(
-            out.contains("| seq-write-1k | MiB/s | 341 | 355 | +4.1% | - | too few reps |"),
+            out.contains("| seq-write-1k | MiB/s | 341 | 355 | +4.1% | too few reps |"),
             "{out}"
         );
         assert!(
-            out.contains("| seq-write-4k | MiB/s | 2246 | 2246 | +0.0% | - | too few reps |"),
+            out.contains("| seq-write-4k | MiB/s | 2246 | 2246 | +0.0% | too few reps |"),
             "{out}"
         );
         assert!(
-            out.contains("| seq-write-1M | MiB/s | 2685 | 2000 | -25.5% | - | too few reps |"),
+            out.contains("| seq-write-1M | MiB/s | 2685 | 2000 | -25.5% | too few reps |"),
             "{out}"
         );
     }
@@ -372,17 +377,17 @@ mod tests {
         // 5 against 5, separated: p = 2/252; Holm over 3 rows: 3p.
         assert!(
             out.contains(
-                "| seq-write-1k | MiB/s | 345 [340–350] | 405 [400–410] | +17.4% | - | changed (p=7.94e-3, Holm 0.024) |"
+                "| seq-write-1k | MiB/s | 345 [340–350] | 405 [400–410] | +17.4% | changed (p=7.94e-3, Holm 0.024) |"
             ),
             "{out}"
         );
         assert!(
             out.contains(
-                "| seq-write-4k | MiB/s | 2250 [2200–2300] | 2260 [2210–2290] | +0.4% | - | within noise (p=0.841, Holm 0.84) |"
+                "| seq-write-4k | MiB/s | 2250 [2200–2300] | 2260 [2210–2290] | +0.4% | within noise (p=0.841, Holm 0.84) |"
             ),
             "{out}"
         );
-        assert!(out.contains("| untar | MiB/s | 2650 [2600–2700] | 2450 [2400–2500] | -7.5% | - | changed (p=7.94e-3, Holm 0.024) |"), "{out}");
+        assert!(out.contains("| untar | MiB/s | 2650 [2600–2700] | 2450 [2400–2500] | -7.5% | changed (p=7.94e-3, Holm 0.024) |"), "{out}");
         assert!(out.contains("Mann–Whitney"), "{out}");
         assert!(out.contains("Holm"), "{out}");
         assert!(out.contains("2 of 3 rows changed"), "{out}");
@@ -395,9 +400,7 @@ mod tests {
         };
         let out = compare(&first3(old), &first3(new));
         assert!(
-            out.contains(
-                "| +17.4% | - | within noise (p=0.10; 3 vs 3 reps cannot show a change) |"
-            ),
+            out.contains("| +17.4% | within noise (p=0.10; 3 vs 3 reps cannot show a change) |"),
             "{out}"
         );
         assert!(out.contains("0 of 3 rows changed"), "{out}");

@@ -1121,8 +1121,14 @@ mod tests {
             placement(Opcode::Write as u32, &write(0), 1 << 20),
             Placement::Helper
         );
+        // A short WRITE of the writeback cache is most often waited for
+        // by its caller on this CPU; a long one is the flusher's.
         assert_eq!(
             placement(Opcode::Write as u32, &cached, 4096),
+            Placement::Pinned
+        );
+        assert_eq!(
+            placement(Opcode::Write as u32, &cached, 1 << 20),
             Placement::Helper
         );
         assert_eq!(
