@@ -255,8 +255,11 @@ impl PassthroughFs {
             Ok(root) => root,
             Err(_) => return false,
         };
-        let path = crate::procfd::FdName::path(root.fd.as_fd());
-        match sys::getxattr(path.as_cstr(), c"system.posix_acl_access", &mut []) {
+        match self
+            .proc
+            .xattrs(root.fd.as_fd())
+            .get(c"system.posix_acl_access", &mut [])
+        {
             Ok(_) => true,
             Err(e) => e.raw_os_error() == Some(libc::ENODATA),
         }

@@ -10,6 +10,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys;
 
@@ -38,6 +39,79 @@ impl ProcFd {
     /// The directory, for `*at` calls together with [`FdName`].
     pub(crate) fn dir(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()
+    }
+
+    /// The extended attributes of the inode `fd` refers to.
+    pub(crate) fn xattrs<'a>(&'a self, fd: BorrowedFd<'a>) -> XattrLink<'a> {
+        XattrLink { proc: self, fd }
+    }
+}
+
+/// Whether the kernel has the `*xattrat` calls (Linux 6.13); cleared at the
+/// first ENOSYS.
+static XATTRAT: AtomicBool = AtomicBool::new(true);
+
+/// An inode's magic link, for the xattr calls: relative to the open
+/// /proc/self/fd where the kernel has the `*xattrat` calls, which leaves
+/// one name to resolve, else by the whole /proc/self/fd/N path, whose
+/// walk through /proc and /proc/self cost a GETXATTR (the kernel sends two
+/// per file written, see `ops::xattr`) about half its time.
+pub(crate) struct XattrLink<'a> {
+    proc: &'a ProcFd,
+    fd: BorrowedFd<'a>,
+}
+
+impl XattrLink<'_> {
+    /// `at` (the `*xattrat` form, given the directory and the name in it)
+    /// or, on kernels without it, `path` (given the whole path); each gets
+    /// `buf`, the value or list buffer of the calls that fill one.
+    fn call<T>(
+        &self,
+        buf: &mut [u8],
+        at: impl FnOnce(BorrowedFd<'_>, &CStr, &mut [u8]) -> io::Result<T>,
+        path: impl FnOnce(&CStr, &mut [u8]) -> io::Result<T>,
+    ) -> io::Result<T> {
+        if XATTRAT.load(Ordering::Relaxed) {
+            match at(self.proc.dir(), FdName::of(self.fd).as_cstr(), buf) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    XATTRAT.store(false, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        path(FdName::path(self.fd).as_cstr(), buf)
+    }
+
+    /// getxattr(2) of `name`; an empty `buf` asks for the size.
+    pub(crate) fn get(&self, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+        self.call(
+            buf,
+            |dir, n, buf| sys::getxattrat(dir, n, name, buf),
+            |p, buf| sys::getxattr(p, name, buf),
+        )
+    }
+
+    /// listxattr(2); an empty `buf` asks for the size.
+    pub(crate) fn list(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.call(buf, sys::listxattrat, sys::listxattr)
+    }
+
+    /// setxattr(2) with its flags.
+    pub(crate) fn set(&self, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
+        self.call(
+            &mut [],
+            |dir, n, _| sys::setxattrat(dir, n, name, value, flags),
+            |p, _| sys::setxattr(p, name, value, flags),
+        )
+    }
+
+    /// removexattr(2).
+    pub(crate) fn remove(&self, name: &CStr) -> io::Result<()> {
+        self.call(
+            &mut [],
+            |dir, n, _| sys::removexattrat(dir, n, name),
+            |p, _| sys::removexattr(p, name),
+        )
     }
 }
 
