@@ -40,11 +40,19 @@ struct Row {
     unit: String,
     before: crate::report::Cell,
     after: crate::report::Cell,
-    /// Each run's repetitions divided by the limit's of the same
-    /// repetition (see [`to_limit`]), when both runs have the limit.
+    /// Each run's repetitions divided by the reference's median in that
+    /// run (see [`to_limit`]), when there is a reference.
     to_limit: Option<(Vec<f64>, Vec<f64>)>,
-    /// This row is the limit's own.
+    /// This row is the reference's own.
     is_limit: bool,
+}
+
+/// The change from `before` to `after` as "+1.2%", or "-" without both.
+fn change(before: Option<f64>, after: Option<f64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
+        _ => "-".to_string(),
+    }
 }
 
 /// A configuration's repetitions of `workload` in `run`, each divided by
@@ -161,14 +169,13 @@ pub fn compare_with(
             });
         }
     }
-    // With the limit in both runs, rows are tested on their ratios to it
-    // and the limit's own rows, which say how far the machine moved, are
-    // left out of the family; without it, on the raw values.
-    let normalized = limit.is_some();
+    // With a reference, rows are tested on their ratios to it and the
+    // reference's own rows, which say how far the machine moved, are left
+    // out of the family; without one, on the raw values.
     let empty: &[f64] = &[];
     let pairs: Vec<(&[f64], &[f64])> = rows
         .iter()
-        .map(|r| match (&r.to_limit, normalized && r.is_limit) {
+        .map(|r| match (&r.to_limit, r.is_limit) {
             (_, true) => (empty, empty),
             (Some((b, a)), false) => (b.as_slice(), a.as_slice()),
             (None, false) => (r.before.values.as_slice(), r.after.values.as_slice()),
@@ -261,23 +268,20 @@ pub fn compare_with(
             flush(&mut s, current, &mut table);
             current = Some(r.config.as_str());
         }
-        let diff = match (r.before.median, r.after.median) {
-            (Some(b), Some(a)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
-            _ => "-".to_string(),
-        };
+        let diff = change(r.before.median, r.after.median);
         let noise = if r.before.values.is_empty() || r.after.values.is_empty() {
             "-".to_string()
-        } else if normalized && r.is_limit {
+        } else if r.is_limit {
             "the reference (not tested)".to_string()
         } else {
             v.text()
         };
         let to_limit = match (&r.to_limit, &limit) {
             (_, None) => String::new(),
-            (Some((b, a)), Some(_)) => match (crate::report::median(b), crate::report::median(a)) {
-                (Some(b), Some(a)) if b > 0.0 => format!(" {:+.1}% |", (a / b - 1.0) * 100.0),
-                _ => " - |".to_string(),
-            },
+            (Some((b, a)), Some(_)) => {
+                let (b, a) = (crate::report::median(b), crate::report::median(a));
+                format!(" {} |", change(b, a))
+            }
             (None, Some(_)) => " - |".to_string(),
         };
         let _ = writeln!(
