@@ -70,6 +70,7 @@ impl Deferred {
             ReplyTo::Dev(fd) => Sink::Dev(fd.clone()),
             ReplyTo::Uring(parking, idx) => Sink::Uring(parking.clone(), idx),
         };
+        interrupts.start_deferred();
         Some(Deferred {
             unique,
             opcode,

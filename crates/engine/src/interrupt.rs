@@ -26,6 +26,10 @@ pub struct Interrupts {
     wakers: Mutex<HashMap<u64, Waker>>,
     /// Set when the connection ended: every request counts as interrupted.
     ended: AtomicBool,
+    /// Deferred requests not answered yet. A session must not hand its
+    /// connection over while one is out: its answer belongs to this
+    /// process's fd.
+    deferred: AtomicUsize,
 }
 
 impl std::fmt::Debug for Interrupts {
@@ -95,10 +99,23 @@ impl Interrupts {
         self.pending.store(set.len(), Ordering::Relaxed);
     }
 
+    /// A request was deferred: counted until [`finish_deferred`].
+    ///
+    /// [`finish_deferred`]: Interrupts::finish_deferred
+    pub(crate) fn start_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Deferred requests not answered yet.
+    pub(crate) fn deferred_outstanding(&self) -> usize {
+        self.deferred.load(Ordering::SeqCst)
+    }
+
     /// [`finish`](Interrupts::finish) for a deferred request, which may
     /// have a waker: only those take the wakers' lock, never a request
     /// answered by the worker that read it.
     pub(crate) fn finish_deferred(&self, unique: u64) {
+        self.deferred.fetch_sub(1, Ordering::SeqCst);
         self.finish(unique);
         let waker = lock(&self.wakers).remove(&unique);
         drop(waker);
@@ -145,6 +162,9 @@ mod tests {
     #[test]
     fn wakers_run_once_on_interrupt_or_end_and_never_after_finish() {
         let i = Interrupts::default();
+        for _ in 1..=3 {
+            i.start_deferred();
+        }
         let woken = Arc::new(AtomicUsize::new(0));
         let count = |w: &Arc<AtomicUsize>| {
             let w = w.clone();
@@ -160,6 +180,7 @@ mod tests {
         i.insert(1);
         assert_eq!(woken.load(Ordering::SeqCst), 1, "a waker runs once");
         i.finish_deferred(2);
+        assert_eq!(i.deferred_outstanding(), 2, "1 and 3 are still out");
         // Already interrupted: the waker runs at once.
         i.on_interrupt(1, count(&woken));
         assert_eq!(woken.load(Ordering::SeqCst), 2);

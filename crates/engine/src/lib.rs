@@ -73,6 +73,7 @@
 
 #[cfg(feature = "async")]
 mod async_fs;
+mod background;
 mod config;
 mod connection;
 mod deferred;
@@ -95,6 +96,7 @@ mod types;
 
 #[cfg(feature = "async")]
 pub use async_fs::{Async, AsyncCaller, AsyncFilesystem, DirEntry, Spawn, Task, ThreadPoolSpawner};
+pub use background::{BackgroundSession, PauseError};
 pub use config::{Config, TransportKind};
 pub use connection::Connection;
 pub use deferred::Deferred;
@@ -107,7 +109,7 @@ pub use init::{
 };
 pub use mount::{mount_device, mount_id, MountError, MountOptions};
 pub use request::Caller;
-pub use session::{BackgroundSession, Handover, Session, SessionError};
+pub use session::{Handover, Session, SessionError};
 pub use splice::PipeData;
 pub use sys::adopt_inherited_socket;
 pub use types::{

@@ -282,7 +282,7 @@ pub struct Mount {
     auto_unmount: AutoUnmount,
     /// Handed over to another server ([`Mount::release`]): dropping it
     /// leaves the mount in place.
-    released: bool,
+    released: std::sync::atomic::AtomicBool,
 }
 
 fn check_mountpoint(mountpoint: &Path) -> Result<std::fs::Metadata, MountError> {
@@ -357,7 +357,7 @@ pub fn mount(mountpoint: &Path, opts: &MountOptions) -> Result<(Mount, Arc<Owned
             conn: conn.clone(),
             via_fusermount,
             auto_unmount: auto,
-            released: false,
+            released: std::sync::atomic::AtomicBool::new(false),
         },
         conn,
     ))
@@ -397,7 +397,7 @@ pub(crate) fn adopt(
         conn,
         via_fusermount: sys::effective_uid() != 0,
         auto_unmount: None,
-        released: false,
+        released: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -473,9 +473,14 @@ impl Mount {
     /// Gives the mount up without unmounting it, for another server to
     /// adopt: its path and unique id. Not for a mount
     /// [watched by fusermount3](Mount::watched_by_fusermount).
-    pub(crate) fn release(mut self) -> (PathBuf, u64) {
-        self.released = true;
-        (std::mem::take(&mut self.mountpoint), self.id)
+    pub(crate) fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The kernel's unique, never-reused id of this mount.
+    pub(crate) fn unique_id(&self) -> u64 {
+        self.id
     }
 
     /// Whether the kernel has ended the connection (an unmount or an abort
@@ -592,7 +597,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if self.released {
+        if *self.released.get_mut() {
             return;
         }
         // By the time a Mount is dropped nothing serves it any more, so only

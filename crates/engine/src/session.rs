@@ -3,6 +3,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use fastfuse_abi as abi;
 use thiserror::Error;
 use zerocopy::IntoBytes;
 
+use crate::background::{BackgroundSession, Serving, WorkerSet};
 use crate::config::{Config, TransportKind};
 use crate::connection::Connection;
 use crate::dispatch::Dispatcher;
@@ -23,7 +25,7 @@ use crate::request::{self, Body, Layout, Operation};
 use crate::splice::{Pipe, MIN_SPLICED_WRITE};
 #[cfg(feature = "stats")]
 use crate::stats;
-use crate::stats::Stats;
+use crate::stats::{Stats, StatsSnapshot};
 use crate::stoppable::StoppableThread;
 use crate::sys;
 use crate::transport::dev::DevWorker;
@@ -73,6 +75,8 @@ pub struct Handover {
     /// How long the connection had been up when it was handed over: the
     /// new session's uptime (`fastfuse stats`) goes on from there.
     pub uptime: Duration,
+    /// The statistics so far: the new session's counts go on from them.
+    pub stats: StatsSnapshot,
 }
 
 /// A mounted filesystem that has agreed INIT and is ready to serve.
@@ -337,6 +341,7 @@ impl<F: Filesystem> Session<F> {
             mount_id,
             negotiated,
             uptime,
+            stats,
         } = handover;
         let dev = Arc::new(dev);
         let mount = mount::adopt(&mountpoint, dev.clone(), Some(mount_id))?;
@@ -359,7 +364,7 @@ impl<F: Filesystem> Session<F> {
                 splice_pipe: None,
             },
         );
-        session.server.stats.count_from(uptime);
+        session.server.stats.carry_on(uptime, stats);
         Ok(session)
     }
 
@@ -388,17 +393,14 @@ impl<F: Filesystem> Session<F> {
             }
         };
         let negotiated = *self.connection.negotiated();
-        let uptime = self.server.stats.uptime();
-        let Ok(mount) = Arc::try_unwrap(self.mount) else {
-            unreachable!("the only reference, checked above");
-        };
-        let (mountpoint, mount_id) = mount.release();
+        self.mount.release();
         Ok(Handover {
             dev,
-            mountpoint,
-            mount_id,
+            mountpoint: self.mount.mountpoint().to_path_buf(),
+            mount_id: self.mount.unique_id(),
             negotiated,
-            uptime,
+            uptime: self.server.stats.uptime(),
+            stats: self.server.stats.snapshot(),
         })
     }
 
@@ -437,6 +439,7 @@ impl<F: Filesystem> Session<F> {
             stats: Arc::new(Stats::default()),
             request_buffer_size,
             reply_buffer_size: negotiated.max_pages as usize * init::PAGE_SIZE + init::PAGE_SIZE,
+            stopping: Arc::default(),
         };
         Session {
             mount,
@@ -464,76 +467,6 @@ impl<F: Filesystem> Session<F> {
         self.server.stats.clone()
     }
 
-    fn start_workers(&mut self) -> Result<Vec<JoinHandle<()>>, SessionError> {
-        // With io_uring, one /dev/fuse worker remains for FORGET, INTERRUPT
-        // and whatever arrives before every queue has registered.
-        let count = if self.queues.is_empty() {
-            self.config.worker_count()
-        } else {
-            1
-        };
-        if self.config.io_flusher {
-            if let Err(e) = sys::set_io_flusher() {
-                tracing::info!("PR_SET_IO_FLUSHER not set ({e}); needs CAP_SYS_RESOURCE");
-            }
-        }
-        let mut workers = Vec::with_capacity(count);
-        for i in 0..count {
-            let fd = if i == 0 || !self.config.clone_fd {
-                self.dev.clone()
-            } else {
-                match sys::clone_dev_fd(self.dev.as_fd()) {
-                    Ok(fd) => Arc::new(fd),
-                    Err(e) => {
-                        tracing::warn!("FUSE_DEV_IOC_CLONE failed ({e}); sharing one fd");
-                        self.dev.clone()
-                    }
-                }
-            };
-            let worker = DevWorker::new(
-                fd,
-                self.server.request_buffer_size,
-                self.server.reply_buffer_size,
-                self.config.mlock_buffers,
-                self.splice_pipe,
-            );
-            let server = self.server.clone();
-            let io_flusher = self.config.io_flusher;
-            let handle = std::thread::Builder::new()
-                .name(format!("fastfuse-{i}"))
-                .spawn(move || {
-                    if io_flusher {
-                        let _ = sys::set_io_flusher();
-                    }
-                    if let Err(e) = worker.serve(&server) {
-                        tracing::error!("worker {i} stopped: {e}");
-                    }
-                })
-                .map_err(|e| SessionError::Io("spawning a worker", e))?;
-            workers.push(handle);
-        }
-        for mut queue in std::mem::take(&mut self.queues) {
-            queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
-            let server = self.server.clone();
-            let handle = std::thread::Builder::new()
-                .name(queue.thread_name())
-                .spawn(move || {
-                    if let Err(e) = queue.serve(&server) {
-                        tracing::error!("io_uring queue stopped: {e}");
-                    }
-                })
-                .map_err(|e| SessionError::Io("spawning a queue thread", e))?;
-            workers.push(handle);
-        }
-        tracing::info!(
-            workers = count,
-            cloned_fds = self.config.clone_fd,
-            mountpoint = %self.mount.mountpoint().display(),
-            "serving"
-        );
-        Ok(workers)
-    }
-
     /// Serves until the filesystem is unmounted (and, with
     /// [`Config::handle_signals`], until SIGINT/SIGTERM/SIGHUP, which
     /// unmount it after flushing dirty pages). Returns after every worker
@@ -558,29 +491,164 @@ impl<F: Filesystem> Session<F> {
             None
         };
         #[cfg(feature = "stats")]
-        let stats_server = match stats::serve(self.server.stats.clone(), self.mount.id()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("statistics socket unavailable: {e}");
-                None
-            }
+        let make_stats_server: Box<dyn Fn() -> Option<StoppableThread> + Send> = {
+            let stats = self.server.stats.clone();
+            let id = self.mount.id();
+            Box::new(move || match stats::serve(stats.clone(), id) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("statistics socket unavailable: {e}");
+                    None
+                }
+            })
         };
         #[cfg(not(feature = "stats"))]
-        let stats_server = None;
-        let workers = self.start_workers()?;
-        let server = self.server.clone();
-        let destroy: Box<dyn FnOnce() + Send> = Box::new(move || {
-            server.dispatcher.connection_ended();
-            server.dispatcher.destroy_once()
-        });
-        Ok(BackgroundSession {
-            mount: self.mount,
-            stats: self.server.stats.clone(),
+        let make_stats_server: Box<dyn Fn() -> Option<StoppableThread> + Send> = Box::new(|| None);
+        if self.config.io_flusher {
+            if let Err(e) = sys::set_io_flusher() {
+                tracing::info!("PR_SET_IO_FLUSHER not set ({e}); needs CAP_SYS_RESOURCE");
+            }
+        }
+        let set = WorkerSet::new().map_err(|e| SessionError::Io("creating an eventfd", e))?;
+        let serving = DevWorkers {
+            server: self.server.clone(),
+            dev: self.dev.clone(),
+            config: self.config.clone(),
+            splice_pipe: self.splice_pipe,
+            negotiated: *self.connection.negotiated(),
+            uring: !self.queues.is_empty(),
+        };
+        let mut workers = serving.start(&set)?;
+        for mut queue in std::mem::take(&mut self.queues) {
+            queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
+            let server = self.server.clone();
+            let theirs = set.clone();
+            set.enter();
+            let handle = std::thread::Builder::new()
+                .name(queue.thread_name())
+                .spawn(move || {
+                    if let Err(e) = queue.serve(&server) {
+                        tracing::error!("io_uring queue stopped: {e}");
+                    }
+                    theirs.exit();
+                })
+                .map_err(|e| {
+                    set.exit();
+                    SessionError::Io("spawning a queue thread", e)
+                })?;
+            workers.push(handle);
+        }
+        tracing::info!(
+            workers = workers.len(),
+            cloned_fds = self.config.clone_fd,
+            mountpoint = %self.mount.mountpoint().display(),
+            "serving"
+        );
+        Ok(BackgroundSession::new(
+            self.mount,
+            self.server.stats.clone(),
             workers,
-            destroy: Some(destroy),
+            set,
+            Box::new(serving),
             signals,
-            _stats_server: stats_server,
-        })
+            make_stats_server,
+        ))
+    }
+}
+
+/// What starts a session's /dev/fuse workers, kept to start them again
+/// after a pause.
+struct DevWorkers<F> {
+    server: Arc<Server<F>>,
+    dev: Arc<OwnedFd>,
+    config: Config,
+    splice_pipe: Option<usize>,
+    negotiated: Negotiated,
+    uring: bool,
+}
+
+impl<F: Filesystem> DevWorkers<F> {
+    fn start(&self, set: &Arc<WorkerSet>) -> Result<Vec<JoinHandle<()>>, SessionError> {
+        // With io_uring, one /dev/fuse worker remains for FORGET, INTERRUPT
+        // and whatever arrives before every queue has registered.
+        let count = if self.uring {
+            1
+        } else {
+            self.config.worker_count()
+        };
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let fd = if i == 0 || !self.config.clone_fd {
+                self.dev.clone()
+            } else {
+                match sys::clone_dev_fd(self.dev.as_fd()) {
+                    Ok(fd) => Arc::new(fd),
+                    Err(e) => {
+                        tracing::warn!("FUSE_DEV_IOC_CLONE failed ({e}); sharing one fd");
+                        self.dev.clone()
+                    }
+                }
+            };
+            let worker = DevWorker::new(
+                fd,
+                self.server.request_buffer_size,
+                self.server.reply_buffer_size,
+                self.config.mlock_buffers,
+                self.splice_pipe,
+            );
+            let server = self.server.clone();
+            let io_flusher = self.config.io_flusher;
+            let theirs = set.clone();
+            set.enter();
+            let handle = std::thread::Builder::new()
+                .name(format!("fastfuse-{i}"))
+                .spawn(move || {
+                    if io_flusher {
+                        let _ = sys::set_io_flusher();
+                    }
+                    if let Err(e) = worker.serve(&server) {
+                        tracing::error!("worker {i} stopped: {e}");
+                    }
+                    theirs.exit();
+                })
+                .map_err(|e| {
+                    set.exit();
+                    SessionError::Io("spawning a worker", e)
+                })?;
+            workers.push(handle);
+        }
+        Ok(workers)
+    }
+}
+
+impl<F: Filesystem> Serving for DevWorkers<F> {
+    fn start_dev_workers(&self, set: Arc<WorkerSet>) -> Result<Vec<JoinHandle<()>>, SessionError> {
+        self.start(&set)
+    }
+
+    fn deferred_outstanding(&self) -> usize {
+        self.server.dispatcher.interrupts.deferred_outstanding()
+    }
+
+    fn negotiated(&self) -> Negotiated {
+        self.negotiated
+    }
+
+    fn dev(&self) -> &Arc<OwnedFd> {
+        &self.dev
+    }
+
+    fn uring(&self) -> bool {
+        self.uring
+    }
+
+    fn stopping(&self) -> &AtomicBool {
+        &self.server.stopping
+    }
+
+    fn destroy(&self) {
+        self.server.dispatcher.connection_ended();
+        self.server.dispatcher.destroy_once();
     }
 }
 
@@ -616,69 +684,4 @@ fn watch_signals(mount: Arc<Mount>) -> io::Result<StoppableThread> {
         }
     })?;
     Ok(thread)
-}
-
-/// A session serving on background threads.
-///
-/// Dropping it (or calling [`unmount`](BackgroundSession::unmount)) flushes
-/// dirty pages, unmounts and joins the workers. When files on the mount are
-/// still open the unmount is lazy and the workers keep serving those files
-/// until they are closed, so the drop waits for that: close every file of
-/// the mount (in this process too) before dropping the session.
-pub struct BackgroundSession {
-    mount: Arc<Mount>,
-    stats: Arc<Stats>,
-    workers: Vec<JoinHandle<()>>,
-    destroy: Option<Box<dyn FnOnce() + Send>>,
-    signals: Option<StoppableThread>,
-    _stats_server: Option<StoppableThread>,
-}
-
-impl BackgroundSession {
-    /// Where the filesystem is mounted.
-    pub fn mountpoint(&self) -> &Path {
-        self.mount.mountpoint()
-    }
-
-    /// The session's statistics.
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.stats
-    }
-
-    /// Flushes dirty pages, unmounts, and waits for the workers to stop.
-    pub fn unmount(mut self) -> io::Result<()> {
-        let r = self.mount.unmount(true);
-        self.finish();
-        r
-    }
-
-    /// Waits until the filesystem is unmounted by someone else (umount,
-    /// fusermount3 -u, a signal with `handle_signals`).
-    pub fn join(mut self) {
-        self.finish();
-    }
-
-    fn finish(&mut self) {
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
-        if let Some(destroy) = self.destroy.take() {
-            destroy();
-        }
-        self.signals.take();
-    }
-}
-
-impl Drop for BackgroundSession {
-    fn drop(&mut self) {
-        if !self.workers.is_empty() {
-            if let Err(e) = self.mount.unmount(true) {
-                tracing::error!(
-                    "unmounting {} failed: {e}",
-                    self.mount.mountpoint().display()
-                );
-            }
-            self.finish();
-        }
-    }
 }

@@ -92,11 +92,15 @@ impl Shard {
 pub struct Stats {
     started: Mutex<Instant>,
     shards: Mutex<Vec<Arc<Shard>>>,
+    /// What the servers this session took over from had counted
+    /// ([`Stats::carry_on`]), and the hand-overs since.
+    earlier: Mutex<StatsSnapshot>,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            earlier: Mutex::new(StatsSnapshot::default()),
             started: Mutex::new(Instant::now()),
             shards: Mutex::new(Vec::new()),
         }
@@ -118,6 +122,28 @@ impl Stats {
         let now = Instant::now();
         *self.started.lock().unwrap_or_else(PoisonError::into_inner) =
             now.checked_sub(earlier).unwrap_or(now);
+    }
+
+    /// Goes on from a server this session took over from: its uptime and
+    /// its counts are added to this session's.
+    pub fn carry_on(&self, uptime: Duration, earlier: StatsSnapshot) {
+        self.count_from(uptime);
+        *self.earlier.lock().unwrap_or_else(PoisonError::into_inner) = earlier;
+    }
+
+    /// Records a hand-over to this session (`kind`: "upgrade" or
+    /// "restart") and how long the mount went unserved.
+    pub fn record_handover(&self, kind: &str, pause: Duration) {
+        let uptime = self.uptime().as_secs_f64();
+        self.earlier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handovers
+            .push(HandoverRecord {
+                kind: kind.to_string(),
+                at_uptime_secs: uptime,
+                pause_ms: pause.as_secs_f64() * 1e3,
+            });
     }
 
     /// A new shard for a worker serving through `transport`.
@@ -164,6 +190,32 @@ impl Stats {
                 *dst += src.load(Ordering::Relaxed);
             }
         }
+        let earlier = self
+            .earlier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        spliced_writes += earlier.spliced_writes;
+        for (transport, n) in earlier.requests_by_transport {
+            *transports.entry(transport).or_default() += n;
+        }
+        for (name, old) in earlier.ops {
+            let e = ops.entry(name).or_default();
+            e.count += old.count;
+            e.errors += old.errors;
+            e.total_ns += old.total_ns;
+            if e.latency_log2_ns.len() < old.latency_log2_ns.len() {
+                e.latency_log2_ns.resize(old.latency_log2_ns.len(), 0);
+            }
+            for (dst, src) in e.latency_log2_ns.iter_mut().zip(&old.latency_log2_ns) {
+                *dst += src;
+            }
+        }
+        for old in &earlier.write_sizes {
+            if let Some(i) = (0..SIZE_BUCKETS).find(|&i| 1u64 << i == old.up_to_bytes) {
+                write_sizes[i] += old.count;
+            }
+        }
         for op in ops.values_mut() {
             while op.latency_log2_ns.last() == Some(&0) {
                 op.latency_log2_ns.pop();
@@ -183,6 +235,7 @@ impl Stats {
                 })
                 .collect(),
             spliced_writes,
+            handovers: earlier.handovers,
         }
     }
 }
@@ -227,6 +280,23 @@ pub struct StatsSnapshot {
     /// (`Config::splice_write`).
     #[cfg_attr(feature = "serde", serde(default))]
     pub spliced_writes: u64,
+    /// The hand-overs this mount has seen (live upgrades, restarts after a
+    /// crash), oldest first.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub handovers: Vec<HandoverRecord>,
+}
+
+/// One hand-over of a mount to a new server.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct HandoverRecord {
+    /// "upgrade" (`fastfuse upgrade`) or "restart" (after a crash).
+    pub kind: String,
+    /// The mount's uptime when the new server began serving.
+    pub at_uptime_secs: f64,
+    /// How long no server took requests: from the old server's pause to
+    /// the new one's first worker.
+    pub pause_ms: f64,
 }
 
 impl StatsSnapshot {

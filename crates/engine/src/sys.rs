@@ -480,6 +480,63 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Takes what an eventfd's counter holds, so that it polls unreadable
+/// again; nothing to take is not an error.
+pub fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        if poll_readable(&[fd], Some(std::time::Duration::ZERO))?[0] == 0 {
+            return Ok(());
+        }
+        let mut value = [0u8; 8];
+        // SAFETY: the buffer is 8 writable bytes, as an eventfd read needs.
+        let n = unsafe { libc::read(fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The signal that stops a /dev/fuse worker blocked in read(2) for a
+/// pause: SIGURG, ignored by default (a stray one harms no thread), with
+/// a handler that does nothing and no `SA_RESTART`, so that the read
+/// returns EINTR without taking a request.
+const PAUSE_SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn on_pause_signal(_: libc::c_int) {}
+
+/// Installs the pause signal's handler (see [`PAUSE_SIGNAL`]). A handler
+/// of another part of the program for the same signal that also does
+/// nothing (the passthrough's lock waits use SIGURG so) is equivalent.
+pub fn install_pause_handler() -> io::Result<()> {
+    // SAFETY: `struct sigaction` is plain data, valid zeroed; the handler
+    // is an `extern "C"` function that does nothing, which is
+    // async-signal-safe.
+    check(unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_pause_signal as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(PAUSE_SIGNAL, &sa, std::ptr::null_mut())
+    })
+    .map(drop)
+}
+
+/// Sends `thread` the pause signal. The caller holds the thread's
+/// `JoinHandle` and has not joined it, so the id is still valid (POSIX
+/// keeps it so until the join, also once the thread has returned).
+pub fn signal_pause(thread: &std::thread::JoinHandle<()>) -> io::Result<()> {
+    use std::os::unix::thread::JoinHandleExt;
+    // SAFETY: the id comes from an unjoined JoinHandle (see above).
+    let r = unsafe { libc::pthread_kill(thread.as_pthread_t(), PAUSE_SIGNAL) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
 #[cfg(feature = "io-uring")]
 /// `statx(path, AT_STATX_FORCE_SYNC)`: on a FUSE mount, one GETATTR
 /// whatever the attribute cache holds.

@@ -678,3 +678,73 @@ fn a_handed_over_connection_is_served_by_the_next_session() {
     next.unmount().unwrap();
     assert!(!is_mounted(dir.path()));
 }
+
+/// A running session pauses (its workers finish and stop; a request made
+/// meanwhile waits in the kernel), resumes, pauses again and hands its
+/// connection to a new session in the same process, which answers the
+/// request that waited and goes on with the counts of the first.
+#[test]
+fn a_running_session_pauses_resumes_and_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let _detach = DetachOnDrop(dir.path().to_path_buf());
+    let opts = MountOptions {
+        fsname: "fastfuse-test".into(),
+        ..Default::default()
+    };
+    let mut first = Session::mount(memfs::MemFs::default(), dir.path(), &opts, two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("one");
+    std::fs::write(&file, b"1").unwrap();
+    first.pause().unwrap();
+    assert!(first.is_paused());
+    // Made while nobody serves: answered after resume.
+    let waiting = {
+        let path = dir.path().join("made-while-paused");
+        std::thread::spawn(move || std::fs::write(path, b"2"))
+    };
+    // The request reaches the kernel's queue (the connection counts it as
+    // waiting) and no worker: nothing answers it while paused.
+    let waiting_file = {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir.path()).unwrap().dev();
+        format!("/sys/fs/fuse/connections/{}/waiting", libc::minor(dev))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&waiting_file).unwrap().trim() == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never came"
+        );
+        std::thread::yield_now();
+    }
+    assert!(!waiting.is_finished(), "a request was served while paused");
+    first.resume().unwrap();
+    waiting.join().unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("made-while-paused")).unwrap(),
+        b"2"
+    );
+
+    first.pause().unwrap();
+    let waiting = {
+        let path = dir.path().join("across");
+        std::thread::spawn(move || std::fs::write(path, b"3"))
+    };
+    let handover = first.handover().unwrap();
+    let writes_before = handover.stats.ops["WRITE"].count;
+    // MemFs keeps its files in memory: the next one starts empty, but the
+    // kernel's queue and node ids carry over.
+    first.leave();
+    assert!(is_mounted(dir.path()), "leaving unmounted");
+    let next = Session::resume(memfs::MemFs::default(), handover, two_threads())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    waiting.join().unwrap().unwrap();
+    let writes_after = next.stats().snapshot().ops["WRITE"].count;
+    assert!(writes_after > writes_before, "counts carry on");
+    next.unmount().unwrap();
+    assert!(!is_mounted(dir.path()));
+}

@@ -32,6 +32,11 @@ pub(crate) struct Server<F> {
     /// Bytes a reply payload may need (largest READ plus the largest
     /// reply struct).
     pub(crate) reply_buffer_size: usize,
+    /// Set by [`BackgroundSession::pause`](crate::BackgroundSession::pause):
+    /// /dev/fuse workers stop before reading another request. Release
+    /// store, acquire load: a worker that sees it also sees everything the
+    /// pausing thread did before.
+    pub(crate) stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A way of receiving requests and sending replies. Workers of one session
@@ -203,6 +208,7 @@ mod tests {
             stats,
             request_buffer_size: 8192,
             reply_buffer_size: 8192,
+            stopping: Arc::default(),
         };
         (server, shard)
     }
@@ -574,6 +580,7 @@ mod fuzz {
                 stats: std::sync::Arc::new(Stats::default()),
                 request_buffer_size: 8192,
                 reply_buffer_size: 8192,
+            stopping: std::sync::Arc::default(),
             };
             let (opcode, mut body) = valid_bodies().swap_remove(which);
             for (at, byte) in flips {
@@ -638,6 +645,7 @@ mod fuzz {
                 stats: std::sync::Arc::new(Stats::default()),
                 request_buffer_size: 8192,
                 reply_buffer_size: 8192,
+            stopping: std::sync::Arc::default(),
             };
             let header = abi::InHeader {
                 len: (40 + body.len()) as u32,
