@@ -130,5 +130,6 @@ mod tests {
         assert!(o.xattr && !o.direct_io && !o.kernel_passthrough && !o.switch_credentials);
         assert_eq!(o.bypass_rw, BypassRw::Off);
         assert_eq!(o.remembered_handles, 1 << 18);
+        assert!(o.posix_acl && !o.kernel_checks_permissions);
     }
 }
