@@ -27,7 +27,8 @@ pub struct MountArgs {
     /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
     /// io_uring, transport=dev|uring|auto, xattr, no_xattr, acl (the
-    /// default where the source keeps POSIX ACLs: the kernel enforces them),
+    /// default where the source keeps POSIX ACLs: new files get a parent's
+    /// default ACL, and with default_permissions the kernel enforces ACLs),
     /// noacl, readdirplus,
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
     /// /dev/fuse into the source file, one copy fewer), no_splice_write,
@@ -224,12 +225,11 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     // With allow_other, let the kernel check permissions unless told not to:
     // otherwise any user could reach any file the daemon can.
     mount.default_permissions = default_permissions.unwrap_or(mount.allow_other);
-    // ACLs live in xattrs, and the kernel enforces them only with
-    // default_permissions, which FUSE_POSIX_ACL turns on: a mount told to
-    // leave permissions to the daemon gets no ACL enforcement either.
-    if default_permissions == Some(false) {
-        fs.posix_acl = false;
-    }
+    // The kernel checks ACLs only where it checks permissions at all, and
+    // only then needs FUSE_POSIX_ACL (which would turn default_permissions
+    // on). Elsewhere the source checks them, as the daemon's user (or, as
+    // root with allow_other, as the caller).
+    fs.kernel_checks_permissions = mount.default_permissions;
     if mount.fsname == "fastfuse" {
         mount.fsname = source.display().to_string();
     }
@@ -375,10 +375,18 @@ mod tests {
         assert!(!p.config.writeback_cache);
         let p = parse(&["--passthrough", "/s", "/m"]).unwrap();
         assert!(p.config.passthrough && !p.config.writeback_cache && p.fs.kernel_passthrough);
+        let p = parse(&["/s", "/m"]).unwrap();
+        assert!(!p.mount.default_permissions && !p.fs.kernel_checks_permissions);
+        assert!(p.fs.posix_acl);
         let p = parse(&["-o", "allow_other", "/s", "/m"]).unwrap();
         assert!(p.mount.allow_other && p.mount.default_permissions);
+        assert!(p.fs.kernel_checks_permissions && p.fs.posix_acl);
+        let p = parse(&["-o", "default_permissions", "/s", "/m"]).unwrap();
+        assert!(!p.mount.allow_other && p.fs.kernel_checks_permissions);
         let p = parse(&["-o", "allow_other,no_default_permissions", "/s", "/m"]).unwrap();
-        assert!(!p.mount.default_permissions);
+        assert!(!p.mount.default_permissions && !p.fs.kernel_checks_permissions);
+        assert!(p.fs.posix_acl);
+        assert!(!parse(&["-o", "noacl", "/s", "/m"]).unwrap().fs.posix_acl);
         assert!(parse(&["-o", "bogus", "/s", "/m"]).is_err());
         assert!(parse(&["-o", "timeout=0", "/s", "/m"]).is_err());
         assert!(parse(&["/m"]).is_err());

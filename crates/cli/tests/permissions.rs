@@ -5,6 +5,8 @@
 //! `-o allow_other` the binary implies `default_permissions`, so the
 //! kernel checks every access against the modes and owners the daemon
 //! reports, and the daemon creates files as the caller (per-thread fsuid).
+//! Without it the kernel checks nothing, and does not ask for the parent
+//! directory's attributes again after every creation and removal.
 
 mod common;
 mod support;
@@ -388,4 +390,56 @@ fn suid_and_sgid_are_cleared_when_another_user_writes_with_writeback() {
 #[test]
 fn suid_and_sgid_are_cleared_when_another_user_writes_without_writeback() {
     suid_and_sgid_are_cleared(&["-o", "allow_other,no_writeback"]);
+}
+
+/// GETATTRs the daemon served while `n` files were created in a fresh
+/// directory of the mount, and while they were removed again.
+fn getattrs_creating_and_removing(served: &Served, n: usize) -> (u64, u64) {
+    let m = served.mnt();
+    let getattrs = || {
+        let snap = fastfuse::stats::query(m).unwrap();
+        snap.ops.get("GETATTR").map_or(0, |o| o.count)
+    };
+    let dir = m.join("fresh");
+    std::fs::create_dir(&dir).unwrap();
+    let names: Vec<_> = (0..n).map(|i| c(dir.join(format!("f{i}")))).collect();
+    let before = getattrs();
+    for name in &names {
+        open(name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL).unwrap();
+    }
+    let created = getattrs();
+    for name in &names {
+        rustix::fs::unlink(name).unwrap();
+    }
+    let removed = getattrs();
+    (created - before, removed - created)
+}
+
+/// Without allow_other (and so without default_permissions) the kernel
+/// checks no permissions and FUSE_POSIX_ACL, which would turn
+/// default_permissions on, is not asked although the source (tmpfs) keeps
+/// ACLs: a creation or removal, which drops the parent's cached
+/// attributes, is not followed by a GETATTR of the parent for the next
+/// path walk's permission check.
+#[test]
+fn without_allow_other_no_getattr_of_the_parent_per_file() {
+    let served = Served::start(&[]);
+    let (create, remove) = getattrs_creating_and_removing(&served, 200);
+    assert!(
+        create < 50 && remove < 50,
+        "GETATTRs while creating 200 files: {create}, removing them: {remove}"
+    );
+}
+
+/// The other side of the test above: with allow_other the kernel checks
+/// permissions (default_permissions, FUSE_POSIX_ACL), and needs the
+/// parent's mode again after each creation and removal.
+#[test]
+fn with_allow_other_the_parent_is_asked_again_per_file() {
+    let served = Served::start(&["-o", "allow_other"]);
+    let (create, remove) = getattrs_creating_and_removing(&served, 200);
+    assert!(
+        create >= 190 && remove >= 190,
+        "GETATTRs while creating 200 files: {create}, removing them: {remove}"
+    );
 }

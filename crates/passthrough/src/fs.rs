@@ -60,6 +60,9 @@ pub(crate) struct SessionInfo {
     /// caller's umask, which the source applies (see
     /// [`PassthroughFs::as_creator`]).
     pub(crate) dont_mask: bool,
+    /// FUSE_POSIX_ACL was agreed: the kernel caches and enforces ACLs, and
+    /// drops a file's cached attributes itself when its ACL changes.
+    pub(crate) posix_acl: bool,
     /// FUSE_CREATE_SUPP_GROUP was agreed (see [`PassthroughFs::create_as`]).
     pub(crate) create_supp_group: bool,
 }
@@ -248,8 +251,8 @@ impl PassthroughFs {
 
     /// Whether the source keeps POSIX ACLs: a read of the root's access
     /// ACL is answered (with the ACL or ENODATA) rather than refused with
-    /// EOPNOTSUPP. Decides whether to ask the kernel for FUSE_POSIX_ACL
-    /// (see the `init` of `ops`).
+    /// EOPNOTSUPP. Decides whether to ask the kernel for FUSE_DONT_MASK and
+    /// FUSE_POSIX_ACL (see the `init` of `ops`).
     pub(crate) fn source_has_posix_acls(&self) -> bool {
         let root = match self.inodes.get(NodeId::ROOT) {
             Ok(root) => root,

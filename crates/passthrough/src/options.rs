@@ -30,11 +30,26 @@ pub struct Options {
     /// Serve extended attributes (default). `false` answers ENOSYS, after
     /// which the kernel answers EOPNOTSUPP itself without asking again.
     pub xattr: bool,
-    /// Ask the kernel to enforce POSIX ACLs (FUSE_POSIX_ACL, which turns
-    /// `default_permissions` on) where the source keeps them and xattrs
-    /// are served (default). New files then get the caller's umask or the
-    /// parent's default ACL from the source, as for a local process.
+    /// Serve POSIX ACLs where the source keeps them and xattrs are served
+    /// (default): new files get the caller's umask or the parent's default
+    /// ACL from the source, as for a local process (FUSE_DONT_MASK), and,
+    /// with [`Options::kernel_checks_permissions`], the kernel enforces
+    /// the ACLs (FUSE_POSIX_ACL). `false`: the ACL xattrs are plain
+    /// xattrs and the kernel applies the umask.
     pub posix_acl: bool,
+    /// The mount has `default_permissions`: the kernel checks every access
+    /// against the modes the daemon reports, so it must know the ACLs too
+    /// and FUSE_POSIX_ACL is asked (see [`Options::posix_acl`]). Set it
+    /// whenever the mount options have `default_permissions` (which
+    /// `allow_other` needs, or any user reaches any file the daemon can).
+    /// Without it (default, as [`MountOptions`]) the kernel checks nothing
+    /// beyond letting only the mounting user in, and the source checks
+    /// that user's access, ACLs included; FUSE_POSIX_ACL would turn
+    /// `default_permissions` on and cost a GETATTR of the parent directory
+    /// per file created or removed.
+    ///
+    /// [`MountOptions`]: fastfuse::MountOptions
+    pub kernel_checks_permissions: bool,
     /// How many nodes the kernel has forgotten are remembered by the
     /// source's own file handle, so that the kernel's file handles of them
     /// (NFS export, `open_by_handle_at(2)`) still resolve: LOOKUP "." of a
@@ -56,6 +71,7 @@ impl Default for Options {
             switch_credentials: false,
             xattr: true,
             posix_acl: true,
+            kernel_checks_permissions: false,
             remembered_handles: 1 << 18,
         }
     }
@@ -114,5 +130,6 @@ mod tests {
         assert!(o.xattr && !o.direct_io && !o.kernel_passthrough && !o.switch_credentials);
         assert_eq!(o.bypass_rw, BypassRw::Off);
         assert_eq!(o.remembered_handles, 1 << 18);
+        assert!(o.posix_acl && !o.kernel_checks_permissions);
     }
 }

@@ -11,7 +11,9 @@ use crate::fs::{PassthroughFs, SessionInfo};
 
 /// INIT: the flags only this filesystem can promise. Locks are the
 /// source's (`ops::lock` takes them there); POSIX ACLs where the source
-/// keeps them and the options allow.
+/// keeps them and the options allow: FUSE_DONT_MASK, so that the source
+/// applies a parent's default ACL in place of the umask, and
+/// FUSE_POSIX_ACL only where the kernel checks permissions anyway.
 pub(super) fn init(
     fs: &PassthroughFs,
     kernel: &Capabilities,
@@ -24,17 +26,26 @@ pub(super) fn init(
         ask.ask(FUSE_CREATE_SUPP_GROUP);
     }
     if fs.options.posix_acl && fs.options.xattr {
-        if !kernel.offers(FUSE_POSIX_ACL) {
-            tracing::info!(
-                "the kernel does not offer FUSE_POSIX_ACL; ACLs are stored, not enforced"
-            );
-        } else if fs.source_has_posix_acls() {
-            // The kernel checks them and stops applying the umask;
-            // the source applies it, or a default ACL (see
-            // `PassthroughFs::as_creator`).
-            ask.ask(FUSE_POSIX_ACL | FUSE_DONT_MASK);
-        } else {
+        if !fs.source_has_posix_acls() {
             tracing::info!("the source keeps no POSIX ACLs; serving without them");
+            return Ok(());
+        }
+        // The kernel stops applying the umask; the source applies it, or
+        // a default ACL (see `PassthroughFs::as_creator`).
+        ask.ask(FUSE_DONT_MASK);
+        if !fs.options.kernel_checks_permissions {
+            // FUSE_POSIX_ACL would turn `default_permissions` on, and
+            // with it a GETATTR of the parent after every creation and
+            // removal. Without it only the mounting user gets in, and
+            // the source checks that user's access, ACLs included; the
+            // ACL xattrs pass through as any xattr (`ops::xattr`).
+            tracing::debug!("POSIX ACLs are checked by the source, not the kernel");
+        } else if kernel.offers(FUSE_POSIX_ACL) {
+            ask.ask(FUSE_POSIX_ACL);
+        } else {
+            tracing::info!(
+                "the kernel does not offer FUSE_POSIX_ACL; it checks the modes without the ACLs"
+            );
         }
     }
     Ok(())
@@ -49,6 +60,7 @@ pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> 
         passthrough: fs.options.kernel_passthrough && n.passthrough(),
         max_write: n.max_write as usize,
         dont_mask: n.dont_mask(),
+        posix_acl: n.posix_acl(),
         create_supp_group: n.has(FUSE_CREATE_SUPP_GROUP),
     };
     if info.writeback && fs.options.timeout.is_zero() {

@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 
 use fastfuse::{Caller, Errno, NodeId, Xattr};
 
@@ -71,9 +72,31 @@ pub(super) fn listxattr(
     Ok(Xattr::Data(buf))
 }
 
+/// The xattr a file's access ACL is kept in; setting or removing it
+/// changes the file's mode too.
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+
+/// After a change of `node`'s access ACL, whose group bits the source set
+/// from the ACL's mask: without FUSE_POSIX_ACL the kernel marks only the
+/// ctime stale (`fuse_update_ctime`; `fuse_set_acl` drops the attributes
+/// only with FUSE_POSIX_ACL), and a writeback-cache mount keeps a regular
+/// file's ctime itself, so stat would show the old mode until the
+/// attribute timeout. Tell the kernel to drop them.
+fn access_acl_changed(fs: &PassthroughFs, node: NodeId, name: &OsStr) {
+    if name.as_bytes() != ACL_ACCESS {
+        return;
+    }
+    if let Some(session) = fs.session.get().filter(|s| !s.posix_acl) {
+        if let Err(e) = session.conn.inval_inode(node, -1, 0) {
+            tracing::debug!(node = node.0, "attribute invalidation failed: {e}");
+        }
+    }
+}
+
 /// SETXATTR with setxattr(2)'s flags (XATTR_CREATE, XATTR_REPLACE). POSIX
 /// ACLs are stored as any xattr: the source checks them and updates the
-/// mode from the access ACL itself. With `acl_kill_sgid` the kernel says
+/// mode from the access ACL itself (see [`access_acl_changed`] for the
+/// kernel's copy of the mode). With `acl_kill_sgid` the kernel says
 /// the caller would have lost the set-group-ID bit by setting the ACL
 /// (the source keeps it for the daemon, which may keep it): clear it.
 pub(super) fn setxattr(
@@ -90,6 +113,7 @@ pub(super) fn setxattr(
     let link = fs.proc.xattrs(inode.fd.as_fd());
     let flags = libc::c_int::try_from(flags).map_err(|_| Errno::EINVAL)?;
     link.set(&c_string(name)?, value, flags)?;
+    access_acl_changed(fs, node, name);
     if acl_kill_sgid {
         let target = Target::Path(&inode);
         let mode = target.stat()?.st_mode & 0o7777;
@@ -100,7 +124,9 @@ pub(super) fn setxattr(
     Ok(())
 }
 
-/// REMOVEXATTR.
+/// REMOVEXATTR. A removed access ACL drops the kernel's attributes as a
+/// set one does ([`access_acl_changed`]): Linux filesystems leave the
+/// mode as the ACL made it, but its ctime moved, and a source may differ.
 pub(super) fn removexattr(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
@@ -111,5 +137,6 @@ pub(super) fn removexattr(
     let inode = fs.inode(node)?;
     let link = fs.proc.xattrs(inode.fd.as_fd());
     link.remove(&c_string(name)?)?;
+    access_acl_changed(fs, node, name);
     Ok(())
 }
