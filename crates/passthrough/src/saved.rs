@@ -1,0 +1,531 @@
+//! The state a successor process needs to go on serving a connection
+//! without unmounting (`fastfuse upgrade`): [`SavedState`], taken by
+//! [`PassthroughFs::save`] and put back by [`PassthroughFs::restore`].
+//!
+//! It holds every node id the kernel knows (live, with its lookup count,
+//! and forgotten but remembered by the source's file handle), each inode
+//! table shard's next id, every open file and directory under its fh, the
+//! fh counter, the POSIX lock owners' descriptions, the kernel passthrough
+//! backing ids and the mtimes kept under the writeback cache. It holds no
+//! descriptor: those travel beside it (SCM_RIGHTS) as a `Vec<OwnedFd>`,
+//! and the state names them by index into it.
+//!
+//! What carries over by itself, because it belongs to an open file
+//! description or to the FUSE connection rather than to the process:
+//! - POSIX locks (taken as OFD locks on a per-owner description) and
+//!   flock(2) locks (on the handle's description): the successor's
+//!   duplicates hold them; they go only when the last descriptor of the
+//!   description closes.
+//! - Directory positions: a duplicate shares the description's offset, and
+//!   the entries read but not yet sent travel in the state.
+//! - Kernel passthrough backing ids: registered on the connection, which
+//!   the successor serves, so they keep their numbers.
+//!
+//! Saving is non-destructive: descriptors are duplicated and the tables
+//! left as they are, so that the filesystem goes on serving if the
+//! successor refuses.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::dir::DirStream;
+use crate::error::PassthroughError;
+use crate::fs::PassthroughFs;
+use crate::handle::{self, OpenDir, OpenFile};
+use crate::inode::{Backing, Inode, InodeKey, InodeTable};
+use crate::mtime::KeptMtime;
+use crate::options::Options;
+use crate::sys;
+
+/// The version of the [`SavedState`] format this build writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything a successor needs to go on serving the kernel's node ids and
+/// file handles (see [`PassthroughFs::save`]).
+///
+/// Descriptors are not in it: its fields refer to them by index into the
+/// `Vec<OwnedFd>` that [`PassthroughFs::save`] returns beside it, which
+/// must reach [`PassthroughFs::restore`] in the same order. With the
+/// `serde` feature it can be serialised (any format serde has); the
+/// fields other than the version are private to this crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SavedState {
+    /// The format's version, [`STATE_VERSION`] of the build that saved
+    /// it; [`PassthroughFs::restore`] refuses any other.
+    pub version: u32,
+    pub(crate) table: SavedTable,
+    /// Every inode an entry below refers to, each once.
+    pub(crate) inodes: Vec<SavedInode>,
+    /// The fh the next open of either table gets.
+    pub(crate) next_fh: u64,
+    pub(crate) files: Vec<SavedFile>,
+    pub(crate) dirs: Vec<SavedDir>,
+}
+
+/// The inode table (see `inode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedTable {
+    /// The source root's (st_dev, st_ino).
+    pub(crate) root: SavedKey,
+    /// The next forgotten node's sequence number.
+    pub(crate) next_seq: u64,
+    /// One per shard, in order.
+    pub(crate) shards: Vec<SavedShard>,
+}
+
+/// (st_dev, st_ino) of a source inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedKey {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+/// One shard of the inode table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedShard {
+    /// The next id it hands out, without the shard bits.
+    pub(crate) next_id: u64,
+    pub(crate) live: Vec<SavedNode>,
+    pub(crate) forgotten: Vec<SavedForgotten>,
+    /// Its key map: which node id each known key has.
+    pub(crate) keys: Vec<(SavedKey, u64)>,
+}
+
+/// A node the kernel holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedNode {
+    pub(crate) id: u64,
+    pub(crate) key: SavedKey,
+    pub(crate) lookups: u64,
+    /// Index into [`SavedState::inodes`].
+    pub(crate) inode: usize,
+}
+
+/// A node the kernel forgot, remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedForgotten {
+    pub(crate) id: u64,
+    pub(crate) key: SavedKey,
+    pub(crate) seq: u64,
+    pub(crate) kept: SavedKept,
+}
+
+/// What a forgotten node keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) enum SavedKept {
+    /// The source's file handle.
+    Handle { handle_type: i32, bytes: Vec<u8> },
+    /// Still its inode (a FORGET was taking the handle): index into
+    /// [`SavedState::inodes`]; the successor takes the handle.
+    Open { inode: usize },
+}
+
+/// One inode: its `O_PATH` fd and what hangs on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedInode {
+    /// Index of its `O_PATH` fd.
+    pub(crate) fd: usize,
+    /// `st_mode & S_IFMT`.
+    pub(crate) kind: u32,
+    /// The kernel passthrough backing id (on the connection) and its users.
+    pub(crate) backing: Option<SavedBacking>,
+    /// POSIX lock owners, by owner.
+    pub(crate) posix_locks: Vec<SavedOwner>,
+    pub(crate) mtime: SavedMtime,
+}
+
+/// A kernel passthrough backing id and the handles using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedBacking {
+    pub(crate) id: i32,
+    pub(crate) users: u32,
+}
+
+/// A POSIX lock owner's description of an inode (its OFD locks stay on
+/// it) and the pid that last took one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedOwner {
+    pub(crate) owner: u64,
+    /// Index of the description's fd.
+    pub(crate) fd: usize,
+    pub(crate) pid: u32,
+}
+
+/// The mtime kept under the writeback cache (see `mtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedMtime {
+    pub(crate) writes: u32,
+    pub(crate) owed: Option<(i64, i64)>,
+    pub(crate) disturbed: bool,
+}
+
+/// An open file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedFile {
+    pub(crate) fh: u64,
+    /// Index into [`SavedState::inodes`].
+    pub(crate) inode: usize,
+    /// Index of the open file's fd (flock locks stay on it).
+    pub(crate) fd: usize,
+    /// Whether it holds a use of its inode's backing id.
+    pub(crate) passthrough: bool,
+    pub(crate) lock_owners: Vec<u64>,
+}
+
+/// An open directory stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub(crate) struct SavedDir {
+    pub(crate) fh: u64,
+    /// Index of the directory's fd, whose position goes on after `unsent`.
+    pub(crate) fd: usize,
+    /// The cookie right before the first unsent entry.
+    pub(crate) position: u64,
+    /// getdents64 records read but not yet sent.
+    pub(crate) unsent: Vec<u8>,
+}
+
+/// A saved state that does not fit this filesystem.
+pub(crate) fn invalid(what: String) -> PassthroughError {
+    PassthroughError::InvalidState(what)
+}
+
+/// Collects descriptors (duplicated) and inodes (each once, however many
+/// entries share it) while a state is saved.
+#[derive(Default)]
+pub(crate) struct Saver {
+    fds: Vec<OwnedFd>,
+    inodes: Vec<SavedInode>,
+    /// Inode (by address) → its index in `inodes`; `keep` holds each alive
+    /// so that no address is reused meanwhile.
+    seen: HashMap<*const Inode, usize>,
+    keep: Vec<Arc<Inode>>,
+}
+
+impl Saver {
+    /// A duplicate of `fd` (close-on-exec), and its index.
+    fn fd(&mut self, fd: BorrowedFd<'_>) -> Result<usize, PassthroughError> {
+        let dup = sys::dup(fd).map_err(PassthroughError::SaveDescriptor)?;
+        self.fds.push(dup);
+        Ok(self.fds.len() - 1)
+    }
+
+    /// The index of `inode`, saved on first sight: its fd, kind, backing
+    /// id, lock owners' descriptions and kept mtime.
+    pub(crate) fn inode(&mut self, inode: &Arc<Inode>) -> Result<usize, PassthroughError> {
+        if let Some(&index) = self.seen.get(&Arc::as_ptr(inode)) {
+            return Ok(index);
+        }
+        let fd = self.fd(inode.fd.as_fd())?;
+        let backing = inode
+            .backing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|b| SavedBacking {
+                id: b.id,
+                users: b.users,
+            });
+        let mut posix_locks = Vec::new();
+        {
+            let locks = inode
+                .posix_locks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (&owner, (fd, pid)) in locks.iter() {
+                posix_locks.push(SavedOwner {
+                    owner,
+                    fd: self.fd(fd.as_fd())?,
+                    pid: *pid,
+                });
+            }
+        }
+        posix_locks.sort_unstable_by_key(|o| o.owner);
+        self.inodes.push(SavedInode {
+            fd,
+            kind: inode.kind,
+            backing,
+            posix_locks,
+            mtime: inode.kept_mtime.save(),
+        });
+        let index = self.inodes.len() - 1;
+        self.seen.insert(Arc::as_ptr(inode), index);
+        self.keep.push(inode.clone());
+        Ok(index)
+    }
+}
+
+/// The descriptors that came with a state, each taken once by index.
+struct Fds(Vec<Option<OwnedFd>>);
+
+impl Fds {
+    fn take(&mut self, index: usize, what: &str) -> Result<OwnedFd, PassthroughError> {
+        let count = self.0.len();
+        match self.0.get_mut(index) {
+            Some(fd) => fd
+                .take()
+                .ok_or_else(|| invalid(format!("descriptor {index} ({what}) is named twice"))),
+            None => Err(invalid(format!(
+                "descriptor {index} ({what}) is out of range: {count} came with the state"
+            ))),
+        }
+    }
+}
+
+/// The key of the inode `fd` refers to.
+fn key_of(fd: BorrowedFd<'_>, what: &str) -> Result<(InodeKey, libc::stat), PassthroughError> {
+    let st = sys::stat_fd(fd).map_err(|e| invalid(format!("cannot stat {what}: {e}")))?;
+    Ok((InodeKey::of(&st), st))
+}
+
+/// A saved inode with its descriptors taken from `fds`, and the key its
+/// fd has (checked against its kind).
+fn restore_inode(
+    index: usize,
+    saved: &SavedInode,
+    fds: &mut Fds,
+) -> Result<(Arc<Inode>, InodeKey), PassthroughError> {
+    let what = format!("inode {index}");
+    let fd = fds.take(saved.fd, &what)?;
+    let (key, st) = key_of(fd.as_fd(), &what)?;
+    if st.st_mode & libc::S_IFMT != saved.kind {
+        return Err(invalid(format!(
+            "inode {index}'s descriptor is of type {:o}, not {:o}",
+            st.st_mode & libc::S_IFMT,
+            saved.kind
+        )));
+    }
+    let mut posix_locks = HashMap::new();
+    for o in &saved.posix_locks {
+        let what = format!("lock owner {:#x} of inode {index}", o.owner);
+        let lock_fd = fds.take(o.fd, &what)?;
+        if key_of(lock_fd.as_fd(), &what)?.0 != key {
+            return Err(invalid(format!("{what} is another inode")));
+        }
+        if posix_locks
+            .insert(o.owner, (Arc::new(lock_fd), o.pid))
+            .is_some()
+        {
+            return Err(invalid(format!("{what} twice")));
+        }
+    }
+    let inode = Inode {
+        fd,
+        kind: saved.kind,
+        backing: Mutex::new(saved.backing.map(|b| Backing {
+            id: b.id,
+            users: b.users,
+        })),
+        posix_locks: Mutex::new(posix_locks),
+        kept_mtime: KeptMtime::restore(&saved.mtime),
+    };
+    Ok((Arc::new(inode), key))
+}
+
+impl PassthroughFs {
+    /// Copies out the state for a successor process that is to go on
+    /// serving this filesystem's connection (see [`SavedState`]), and the
+    /// descriptors it refers to, duplicated (close-on-exec), to pass
+    /// beside it (SCM_RIGHTS). Every live node (id, source inode, lookup
+    /// count, `O_PATH` fd, kernel passthrough backing id and users, POSIX
+    /// lock owners' descriptions and pids, kept mtime), every forgotten
+    /// node remembered by its source handle, each inode table shard's next
+    /// id, the next forgotten-node sequence number, every open file (fh,
+    /// inode, fd, passthrough use, lock owners) and directory (fh, fd,
+    /// position, entries read but not sent), the fh counter and the
+    /// source root's (st_dev, st_ino).
+    ///
+    /// Non-destructive: the tables are left as they are, so that if the
+    /// successor refuses, this filesystem goes on serving; after it, a
+    /// second [`Filesystem::ready`](fastfuse::Filesystem::ready) (the
+    /// engine resuming this session) is accepted.
+    ///
+    /// Call it only while no request is being served (the engine stops
+    /// the workers first): the tables are read one shard at a time, and a
+    /// request served meanwhile could leave the copy inconsistent.
+    ///
+    /// Fails with [`PassthroughError::LockWaitPending`] while a blocking
+    /// lock request (SETLKW, flock without LOCK_NB) waits on a thread of
+    /// its own: its deferred reply cannot move to another process. Fails
+    /// with [`PassthroughError::SaveDescriptor`] when a descriptor cannot
+    /// be duplicated (the state needs one per inode, file, directory and
+    /// lock owner: as many again as the filesystem holds).
+    pub fn save(&self) -> Result<(SavedState, Vec<OwnedFd>), PassthroughError> {
+        let waiting = self.lock_waits.pending();
+        if waiting > 0 {
+            return Err(PassthroughError::LockWaitPending(waiting));
+        }
+        let mut saver = Saver::default();
+        let table = self.inodes.save(&mut saver)?;
+        let mut files = Vec::new();
+        for (fh, file) in self.files.entries() {
+            let inode = saver.inode(&file.inode)?;
+            files.push(SavedFile {
+                fh,
+                inode,
+                fd: saver.fd(file.fd.as_fd())?,
+                passthrough: file.passthrough,
+                lock_owners: file
+                    .lock_owners
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            });
+        }
+        let mut dirs = Vec::new();
+        for (fh, dir) in self.dirs.entries() {
+            let stream = dir.lock();
+            let (fd, position, unsent) = stream.save();
+            dirs.push(SavedDir {
+                fh,
+                fd: saver.fd(fd)?,
+                position,
+                unsent: unsent.to_vec(),
+            });
+        }
+        let state = SavedState {
+            version: STATE_VERSION,
+            table,
+            inodes: saver.inodes,
+            next_fh: self.files.next_fh(),
+            files,
+            dirs,
+        };
+        // Release: pairs with the acquire in `ready`.
+        self.saved.store(true, Ordering::Release);
+        Ok((state, saver.fds))
+    }
+
+    /// A filesystem that goes on from `state` (see
+    /// [`PassthroughFs::save`]) and `fds`, the descriptors that came
+    /// beside it, for `source` with `options` (the successor's own). The
+    /// engine then calls [`Filesystem::ready`](fastfuse::Filesystem::ready)
+    /// with the connection the state was saved from, whose kernel node
+    /// ids, file handles and passthrough backing ids it goes on serving.
+    ///
+    /// Refused with [`PassthroughError::StateVersion`] when `state` is of
+    /// another format version; with [`PassthroughError::StateRoot`] when
+    /// `source` is not the root the state was saved from; with
+    /// [`PassthroughError::InvalidState`] when the state does not fit
+    /// together (a descriptor index out of range or named twice, a
+    /// descriptor that is not the inode its entry says, a node id in the
+    /// wrong shard or at its shard's next id, an fh twice). A refused
+    /// state leaves the predecessor's filesystem as it was; the
+    /// descriptors given here are closed.
+    ///
+    /// Nodes, counts, key maps, each shard's next id, fhs and the fh
+    /// counter come back exactly. Forgotten nodes are remembered as far
+    /// as `options` allow: none with
+    /// [`Options::remembered_handles`] 0 or without source file handles
+    /// here, the oldest beyond the bound.
+    pub fn restore(
+        source: &Path,
+        options: Options,
+        state: SavedState,
+        fds: Vec<OwnedFd>,
+    ) -> Result<PassthroughFs, PassthroughError> {
+        if state.version != STATE_VERSION {
+            return Err(PassthroughError::StateVersion {
+                found: state.version,
+                expected: STATE_VERSION,
+            });
+        }
+        let (root, st) = crate::fs::open_root(source)?;
+        drop(root);
+        let found = InodeKey::of(&st);
+        let saved_root = InodeKey::from(state.table.root);
+        if found != saved_root {
+            let (found, saved) = (SavedKey::from(found), state.table.root);
+            return Err(PassthroughError::StateRoot {
+                path: source.to_owned(),
+                saved: (saved.dev, saved.ino),
+                found: (found.dev, found.ino),
+            });
+        }
+        let mut fds = Fds(fds.into_iter().map(Some).collect());
+        let inodes = state
+            .inodes
+            .iter()
+            .enumerate()
+            .map(|(index, saved)| restore_inode(index, saved, &mut fds))
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = InodeTable::restore(state.table, &inodes, options.remembered_handles)?;
+        let taken = |fh: u64| {
+            if fh == 0 || fh >= state.next_fh {
+                return Err(invalid(format!(
+                    "fh {fh} is not below the next fh, {}",
+                    state.next_fh
+                )));
+            }
+            Ok(())
+        };
+        let (files, dirs) = handle::tables_from(state.next_fh);
+        for f in state.files {
+            taken(f.fh)?;
+            let what = format!("file fh {}", f.fh);
+            let (inode, key) = inodes.get(f.inode).ok_or_else(|| {
+                invalid(format!(
+                    "{what} names inode {} of {}",
+                    f.inode,
+                    inodes.len()
+                ))
+            })?;
+            let fd = fds.take(f.fd, &what)?;
+            if key_of(fd.as_fd(), &what)?.0 != *key {
+                return Err(invalid(format!("{what} is another inode")));
+            }
+            let file = OpenFile {
+                fd,
+                inode: inode.clone(),
+                passthrough: f.passthrough,
+                lock_owners: Mutex::new(f.lock_owners),
+            };
+            if !files.insert_at(f.fh, file) {
+                return Err(invalid(format!("{what} twice")));
+            }
+        }
+        for d in state.dirs {
+            taken(d.fh)?;
+            let what = format!("directory fh {}", d.fh);
+            let fd = fds.take(d.fd, &what)?;
+            let stream = DirStream::restore(fd, d.position, &d.unsent)
+                .ok_or_else(|| invalid(format!("{what} has more unsent entries than fit")))?;
+            let dir = OpenDir {
+                stream: Mutex::new(stream),
+            };
+            if files.get(fastfuse::FileHandle(d.fh)).is_ok() || !dirs.insert_at(d.fh, dir) {
+                return Err(invalid(format!("{what} twice")));
+            }
+        }
+        PassthroughFs::assemble(source, options, table, files, dirs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_is_taken_once_and_only_in_range() {
+        let mut fds = Fds(vec![Some(sys::open(c"/", libc::O_PATH).unwrap())]);
+        assert!(fds.take(0, "root").is_ok());
+        let twice = fds.take(0, "root").unwrap_err();
+        assert!(twice.to_string().contains("twice"), "{twice}");
+        let beyond = fds.take(1, "x").unwrap_err();
+        assert!(beyond.to_string().contains("out of range"), "{beyond}");
+    }
+}
