@@ -623,8 +623,12 @@ impl InodeTable {
         let mut shards = Vec::with_capacity(SHARDS);
         for shard in 0..SHARDS {
             let nodes = self.read(shard);
-            let mut live = Vec::with_capacity(nodes.by_id.len());
-            for (&id, slot) in &nodes.by_id {
+            // By id, so that saving the same table twice gives the same
+            // state, the saver's indices included.
+            let mut slots: Vec<(&NodeId, &Slot)> = nodes.by_id.iter().collect();
+            slots.sort_unstable_by_key(|(id, _)| id.0);
+            let mut live = Vec::with_capacity(slots.len());
+            for (&id, slot) in slots {
                 live.push(SavedNode {
                     id: id.0,
                     key: slot.key.into(),
@@ -632,9 +636,10 @@ impl InodeTable {
                     inode: saver.inode(&slot.inode)?,
                 });
             }
-            live.sort_unstable_by_key(|n| n.id);
-            let mut forgotten = Vec::with_capacity(nodes.forgotten.len());
-            for (&id, f) in &nodes.forgotten {
+            let mut entries: Vec<(&NodeId, &Forgotten)> = nodes.forgotten.iter().collect();
+            entries.sort_unstable_by_key(|(id, _)| id.0);
+            let mut forgotten = Vec::with_capacity(entries.len());
+            for (&id, f) in entries {
                 let kept = match &f.kept {
                     Kept::Handle(h) => SavedKept::Handle {
                         handle_type: h.handle_type(),
@@ -654,7 +659,6 @@ impl InodeTable {
                     kept,
                 });
             }
-            forgotten.sort_unstable_by_key(|f| f.id);
             let mut keys: Vec<(SavedKey, u64)> = nodes
                 .by_key
                 .iter()

@@ -240,21 +240,24 @@ impl Saver {
                 id: b.id,
                 users: b.users,
             });
-        let mut posix_locks = Vec::new();
-        {
-            let locks = inode
-                .posix_locks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (&owner, (fd, pid)) in locks.iter() {
-                posix_locks.push(SavedOwner {
-                    owner,
-                    fd: self.fd(fd.as_fd())?,
-                    pid: *pid,
-                });
-            }
+        // By owner, so that saving the same tables twice gives the same
+        // state, descriptor indices included.
+        let mut owners: Vec<(u64, Arc<OwnedFd>, u32)> = inode
+            .posix_locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&owner, (fd, pid))| (owner, fd.clone(), *pid))
+            .collect();
+        owners.sort_unstable_by_key(|&(owner, _, _)| owner);
+        let mut posix_locks = Vec::with_capacity(owners.len());
+        for (owner, fd, pid) in owners {
+            posix_locks.push(SavedOwner {
+                owner,
+                fd: self.fd(fd.as_fd())?,
+                pid,
+            });
         }
-        posix_locks.sort_unstable_by_key(|o| o.owner);
         self.inodes.push(SavedInode {
             fd,
             kind: inode.kind,
@@ -518,6 +521,13 @@ impl PassthroughFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+    use std::ffi::OsStr;
+    use std::fs::{File, OpenOptions};
+
+    use fastfuse::{Caller, FileHandle, Filesystem, Lock, NodeId, OpenFlags};
+
+    use crate::dir::Taken;
 
     #[test]
     fn a_descriptor_is_taken_once_and_only_in_range() {
@@ -527,5 +537,249 @@ mod tests {
         assert!(twice.to_string().contains("twice"), "{twice}");
         let beyond = fds.take(1, "x").unwrap_err();
         assert!(beyond.to_string().contains("out of range"), "{beyond}");
+    }
+
+    fn req() -> Caller<'static> {
+        Caller::detached(0, 0, 1)
+    }
+
+    fn rdwr() -> OpenFlags {
+        OpenFlags {
+            flags: libc::O_RDWR as u32,
+            kill_suidgid: false,
+        }
+    }
+
+    fn lookup(fs: &PassthroughFs, parent: NodeId, name: &str) -> NodeId {
+        fs.lookup(&req(), parent, OsStr::new(name)).unwrap().node
+    }
+
+    fn dev_ino(fd: BorrowedFd<'_>) -> (u64, u64) {
+        let st = sys::stat_fd(fd).unwrap();
+        (st.st_dev, st.st_ino)
+    }
+
+    fn write_lock(start: u64, end: u64, pid: u32) -> Lock {
+        Lock {
+            start,
+            end,
+            typ: libc::F_WRLCK as u32,
+            pid,
+        }
+    }
+
+    /// F_OFD_GETLK of a write lock over `start..start+len` on `file`: the
+    /// type of the lock in the way (F_UNLCK: none).
+    fn conflict(file: &File, start: i64, len: i64) -> libc::c_short {
+        let mut fl = sys::flock_struct(libc::F_WRLCK as libc::c_short, start, len);
+        sys::fcntl_lock(file.as_fd(), libc::F_OFD_GETLK, &mut fl).unwrap();
+        fl.l_type
+    }
+
+    /// Reads up to `count` entries of `fh` from `offset`: their names and
+    /// the cookie after the last.
+    fn list(fs: &PassthroughFs, fh: FileHandle, offset: u64, count: usize) -> (Vec<Vec<u8>>, u64) {
+        let dir = fs.dirs.get(fh).unwrap();
+        let mut stream = dir.lock();
+        let (mut names, mut next) = (Vec::new(), offset);
+        stream
+            .read_from(offset, |e| {
+                if names.len() == count {
+                    return Ok(Taken::Full);
+                }
+                names.push(e.name.to_vec());
+                next = e.next_offset;
+                Ok(Taken::Yes)
+            })
+            .unwrap();
+        (names, next)
+    }
+
+    /// A filesystem with something of everything a state holds, and what
+    /// the test needs to know of it.
+    struct Busy {
+        src: tempfile::TempDir,
+        fs: PassthroughFs,
+        a: NodeId,
+        b: NodeId,
+        gone: NodeId,
+        fa: FileHandle,
+        fb: FileHandle,
+        fd: FileHandle,
+        /// Names listed from `fd` so far, and the cookie after them.
+        listed: (Vec<Vec<u8>>, u64),
+        /// Every node id handed out.
+        ids: HashSet<NodeId>,
+    }
+
+    fn busy() -> Busy {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), b"alpha").unwrap();
+        std::fs::write(src.path().join("b"), b"beta").unwrap();
+        std::fs::hard_link(src.path().join("b"), src.path().join("b2")).unwrap();
+        std::fs::write(src.path().join("gone"), b"").unwrap();
+        std::fs::create_dir(src.path().join("d")).unwrap();
+        for i in 0..100 {
+            std::fs::write(src.path().join(format!("d/f{i}")), b"").unwrap();
+        }
+        let fs = PassthroughFs::new(src.path(), Options::default()).unwrap();
+        let root = NodeId::ROOT;
+        let a = lookup(&fs, root, "a");
+        assert_eq!(lookup(&fs, root, "a"), a);
+        let b = lookup(&fs, root, "b");
+        assert_eq!(lookup(&fs, root, "b2"), b, "hard links share a node");
+        let d = lookup(&fs, root, "d");
+        let f7 = lookup(&fs, d, "f7");
+        let gone = lookup(&fs, root, "gone");
+        fs.forget(gone, 1);
+        assert_eq!(fs.remembered_count(), 1);
+        let fa = fs.open(&req(), a, rdwr()).unwrap().fh;
+        let fb = fs.open(&req(), b, rdwr()).unwrap().fh;
+        // A POSIX lock (owner 7, as pid 4242) and a flock.
+        fs.setlk(&req(), a, fa, 7, write_lock(0, 9, 4242), false, false)
+            .unwrap();
+        fs.setlk(&req(), b, fb, 0, write_lock(0, u64::MAX, 0), false, true)
+            .unwrap();
+        // A cache WRITE noted a's mtime, and a backing id is in use.
+        let inode = fs.inode(a).unwrap();
+        drop(inode.kept_mtime.write(inode.fd.as_fd()));
+        *inode.backing.lock().unwrap() = Some(Backing { id: 5, users: 1 });
+        let fd = fs.opendir(&req(), d, 0).unwrap().fh;
+        let listed = list(&fs, fd, 0, 10);
+        assert_eq!(listed.0.len(), 10);
+        let ids = [root, a, b, d, f7, gone].into_iter().collect();
+        Busy {
+            src,
+            fs,
+            a,
+            b,
+            gone,
+            fa,
+            fb,
+            fd,
+            listed,
+            ids,
+        }
+    }
+
+    #[test]
+    fn a_restored_filesystem_is_the_saved_one() {
+        let w = busy();
+        let (state, fds) = w.fs.save().unwrap();
+        assert_eq!(state.version, STATE_VERSION);
+        assert_eq!(state.table.shards.len(), 16);
+        let fs =
+            PassthroughFs::restore(w.src.path(), Options::default(), state.clone(), fds).unwrap();
+        assert_eq!(fs.inode_count(), w.fs.inode_count());
+        assert_eq!(fs.inode_count(), 5, "root, a, b, d, d/f7");
+        assert_eq!(fs.remembered_count(), w.fs.remembered_count());
+        // Saved again, the successor gives the same state, down to the
+        // counts, keys, next ids, mtimes, backing ids and the order of
+        // the descriptors, and each descriptor is the same inode.
+        let (again, fds_old) = w.fs.save().unwrap();
+        assert_eq!(again, state, "saving twice gives one state");
+        let (restored, fds_new) = fs.save().unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(fds_new.len(), fds_old.len());
+        for (old, new) in fds_old.iter().zip(&fds_new) {
+            assert_eq!(dev_ino(old.as_fd()), dev_ino(new.as_fd()));
+        }
+        drop((fds_old, fds_new));
+        for &id in &w.ids {
+            if id == w.gone {
+                continue;
+            }
+            let (old, new) = (w.fs.inode(id).unwrap(), fs.inode(id).unwrap());
+            assert_eq!(dev_ino(old.fd.as_fd()), dev_ino(new.fd.as_fd()), "{id:?}");
+        }
+        // Handles are the same open file descriptions: they share the offset.
+        let (old, new) = (w.fs.files.get(w.fa).unwrap(), fs.files.get(w.fa).unwrap());
+        assert!(Arc::ptr_eq(&new.inode, &fs.inode(w.a).unwrap()));
+        sys::lseek(old.fd.as_fd(), 3, libc::SEEK_SET).unwrap();
+        assert_eq!(sys::lseek(new.fd.as_fd(), 0, libc::SEEK_CUR).unwrap(), 3);
+        let mut buf = [0u8; 16];
+        let n = fs.read(&req(), w.a, w.fa, 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"alpha");
+        assert_eq!(fs.dirs.get(w.fa).unwrap_err(), fastfuse::Errno::EBADF);
+        assert_eq!(fs.files.get(w.fd).unwrap_err(), fastfuse::Errno::EBADF);
+        // The forgotten node comes back under its id (LOOKUP ".").
+        let revived = fs.lookup(&req(), w.gone, OsStr::new(".")).unwrap();
+        assert_eq!(revived.node, w.gone);
+        let ino = std::fs::metadata(w.src.path().join("gone")).unwrap();
+        assert_eq!(revived.attr.ino, std::os::unix::fs::MetadataExt::ino(&ino));
+        // New ids go on from each shard's saved next id: never one handed
+        // out before.
+        let mut handed = [0u64; 16];
+        for i in 0..64 {
+            let name = format!("new{i}");
+            std::fs::write(w.src.path().join(&name), b"").unwrap();
+            let id = lookup(&fs, NodeId::ROOT, &name);
+            assert!(!w.ids.contains(&id), "{id:?} handed out twice");
+            let shard = (id.0 & 15) as usize;
+            assert_eq!(
+                id.0 >> 4,
+                state.table.shards[shard].next_id + handed[shard],
+                "{id:?}"
+            );
+            handed[shard] += 1;
+        }
+        let fh = fs.open(&req(), w.a, rdwr()).unwrap().fh;
+        assert_eq!(fh.0, state.next_fh);
+        assert!(![w.fa, w.fb, w.fd].contains(&fh));
+        // The listing goes on after the entries already sent.
+        let (rest, _) = list(&fs, w.fd, w.listed.1, usize::MAX);
+        let mut all: Vec<Vec<u8>> = w.listed.0.iter().cloned().chain(rest).collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!((count, all.len()), (102, 102), "100 files, . and ..");
+    }
+
+    fn open_source(src: &Path, name: &str) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(src.join(name))
+            .unwrap()
+    }
+
+    #[test]
+    fn locks_stay_held_by_the_successor_alone() {
+        let Busy {
+            src,
+            fs: old,
+            a,
+            b,
+            fa,
+            fb,
+            ..
+        } = busy();
+        let (state, fds) = old.save().unwrap();
+        let fs = PassthroughFs::restore(src.path(), Options::default(), state, fds).unwrap();
+        // The predecessor goes, closing all its descriptors.
+        drop(old);
+        let other = open_source(src.path(), "a");
+        assert_eq!(conflict(&other, 0, 10), libc::F_WRLCK as libc::c_short);
+        assert_eq!(conflict(&other, 10, 10), libc::F_UNLCK as libc::c_short);
+        let flocked = open_source(src.path(), "b");
+        assert_eq!(
+            sys::flock(flocked.as_fd(), libc::LOCK_EX | libc::LOCK_NB)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EWOULDBLOCK)
+        );
+        // Another owner asking through the successor sees the lock and the
+        // pid that took it.
+        let seen = fs.getlk(&req(), a, fa, 8, write_lock(0, 9, 1)).unwrap();
+        assert_eq!((seen.typ, seen.pid), (libc::F_WRLCK as u32, 4242));
+        // The successor's unlock and release let go.
+        let unlock = Lock {
+            typ: libc::F_UNLCK as u32,
+            ..write_lock(0, 9, 4242)
+        };
+        fs.setlk(&req(), a, fa, 7, unlock, false, false).unwrap();
+        assert_eq!(conflict(&other, 0, 10), libc::F_UNLCK as libc::c_short);
+        fs.release(&req(), b, fb, 0, 0, 0).unwrap();
+        sys::flock(flocked.as_fd(), libc::LOCK_EX | libc::LOCK_NB).unwrap();
     }
 }
