@@ -782,4 +782,145 @@ mod tests {
         fs.release(&req(), b, fb, 0, 0, 0).unwrap();
         sys::flock(flocked.as_fd(), libc::LOCK_EX | libc::LOCK_NB).unwrap();
     }
+
+    /// Restores `state` with `fds` over `w`'s source: the error.
+    fn refused(src: &Path, state: SavedState, fds: Vec<OwnedFd>) -> PassthroughError {
+        PassthroughFs::restore(src, Options::default(), state, fds).unwrap_err()
+    }
+
+    #[test]
+    fn a_state_that_does_not_fit_is_refused_and_the_predecessor_serves_on() {
+        let w = busy();
+        let src = w.src.path();
+
+        let (mut state, fds) = w.fs.save().unwrap();
+        state.version = STATE_VERSION + 1;
+        let err = refused(src, state, fds);
+        assert!(
+            matches!(
+                err,
+                PassthroughError::StateVersion {
+                    found: 2,
+                    expected: 1
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "saved state version 2, this build reads 1");
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (state, fds) = w.fs.save().unwrap();
+        let err = refused(elsewhere.path(), state, fds);
+        assert!(matches!(err, PassthroughError::StateRoot { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&*elsewhere.path().to_string_lossy()),
+            "{err}"
+        );
+        let (state, fds) = w.fs.save().unwrap();
+        let err = refused(&src.join("a"), state, fds);
+        assert!(
+            matches!(err, PassthroughError::NotADirectory { .. }),
+            "{err}"
+        );
+
+        let (state, mut fds) = w.fs.save().unwrap();
+        fds.pop();
+        let err = refused(src, state, fds);
+        assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
+        assert!(err.to_string().contains("out of range"), "{err}");
+
+        // Descriptors out of order: an entry's descriptor is another inode
+        // (or another type of file).
+        let (state, mut fds) = w.fs.save().unwrap();
+        fds.swap(0, 1);
+        let err = refused(src, state, fds);
+        assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
+        assert!(err.to_string().contains("descriptor is"), "{err}");
+
+        // A node moved to another shard (as a build hashing keys otherwise
+        // would find it): refused, or a key could get two ids.
+        let (mut state, fds) = w.fs.save().unwrap();
+        let (from, node) = state
+            .table
+            .shards
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, s)| (i != 1 && !s.live.is_empty()).then(|| (i, s.live.pop().unwrap())))
+            .unwrap();
+        let keys = &mut state.table.shards[from].keys;
+        let key = keys.remove(keys.iter().position(|&(_, id)| id == node.id).unwrap());
+        let to = &mut state.table.shards[(from + 1) % 16];
+        to.live.push(node);
+        to.keys.push(key);
+        let err = refused(src, state, fds);
+        assert!(
+            err.to_string().contains("does not belong in shard"),
+            "{err}"
+        );
+
+        // An id the shard's next id would hand out again.
+        let (mut state, fds) = w.fs.save().unwrap();
+        let shard = state
+            .table
+            .shards
+            .iter_mut()
+            .find(|s| !s.live.is_empty())
+            .unwrap();
+        let last = shard.live.iter().map(|n| n.id >> 4).max().unwrap();
+        shard.next_id = last;
+        let err = refused(src, state, fds);
+        assert!(
+            err.to_string().contains(&format!("below id {last}")),
+            "{err}"
+        );
+
+        // An fh the counter would hand out again.
+        let (mut state, fds) = w.fs.save().unwrap();
+        state.next_fh = w.fd.0;
+        let err = refused(src, state, fds);
+        assert!(err.to_string().contains("not below the next fh"), "{err}");
+
+        // The predecessor still serves, its handles and locks intact.
+        let mut buf = [0u8; 8];
+        let n = w.fs.read(&req(), w.a, w.fa, 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"alpha");
+        let other = open_source(src, "a");
+        assert_eq!(conflict(&other, 0, 10), libc::F_WRLCK as libc::c_short);
+        assert_eq!(w.fs.inode_count(), 5);
+        assert_eq!(w.fs.remembered_count(), 1);
+    }
+
+    #[test]
+    fn forgotten_nodes_are_kept_as_far_as_the_successor_remembers() {
+        let w = busy();
+        let (state, fds) = w.fs.save().unwrap();
+        let options = Options {
+            remembered_handles: 0,
+            ..Options::default()
+        };
+        let fs = PassthroughFs::restore(w.src.path(), options, state, fds).unwrap();
+        assert_eq!((fs.inode_count(), fs.remembered_count()), (5, 0));
+        assert_eq!(
+            fs.lookup(&req(), w.gone, OsStr::new(".")).unwrap_err(),
+            fastfuse::Errno::ESTALE
+        );
+        // By name it gets a new id, never the old one.
+        let again = lookup(&fs, NodeId::ROOT, "gone");
+        assert_ne!(again, w.gone);
+        assert!(!w.ids.contains(&again));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_state_survives_serialisation() {
+        let w = busy();
+        let (state, fds) = w.fs.save().unwrap();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: SavedState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        let fs = PassthroughFs::restore(w.src.path(), Options::default(), back, fds).unwrap();
+        assert_eq!(fs.inode_count(), w.fs.inode_count());
+        assert_eq!(fs.remembered_count(), 1);
+    }
 }
