@@ -428,7 +428,8 @@ impl PassthroughFs {
     /// descriptor that is not the inode its entry says, a node id in the
     /// wrong shard or at its shard's next id, an fh twice). A refused
     /// state leaves the predecessor's filesystem as it was; the
-    /// descriptors given here are closed.
+    /// descriptors given here are closed (as are any that no entry of an
+    /// accepted state names).
     ///
     /// Nodes, counts, key maps, each shard's next id, fhs and the fh
     /// counter come back exactly. Forgotten nodes are remembered as far
@@ -922,5 +923,46 @@ mod tests {
         let fs = PassthroughFs::restore(w.src.path(), Options::default(), back, fds).unwrap();
         assert_eq!(fs.inode_count(), w.fs.inode_count());
         assert_eq!(fs.remembered_count(), 1);
+    }
+
+    /// A node saved while its FORGET was still taking the source handle
+    /// comes with its descriptor; the successor takes the handle, and the
+    /// node revives under its id.
+    #[test]
+    fn a_node_forgotten_mid_forget_gets_its_handle_taken_by_the_successor() {
+        let w = busy();
+        let (mut state, mut fds) = w.fs.save().unwrap();
+        let gone = w.src.path().join("gone");
+        let path = std::ffi::CString::new(gone.as_os_str().as_encoded_bytes()).unwrap();
+        fds.push(sys::open(&path, libc::O_PATH | libc::O_NOFOLLOW).unwrap());
+        state.inodes.push(SavedInode {
+            fd: fds.len() - 1,
+            kind: libc::S_IFREG,
+            backing: None,
+            posix_locks: Vec::new(),
+            mtime: SavedMtime::default(),
+        });
+        let index = state.inodes.len() - 1;
+        let forgotten = state
+            .table
+            .shards
+            .iter_mut()
+            .flat_map(|s| s.forgotten.iter_mut())
+            .find(|f| f.id == w.gone.0)
+            .unwrap();
+        let handle = std::mem::replace(&mut forgotten.kept, SavedKept::Open { inode: index });
+        let fs = PassthroughFs::restore(w.src.path(), Options::default(), state, fds).unwrap();
+        assert_eq!(fs.remembered_count(), 1);
+        let (again, _) = fs.save().unwrap();
+        let kept = again
+            .table
+            .shards
+            .iter()
+            .flat_map(|s| &s.forgotten)
+            .find(|f| f.id == w.gone.0)
+            .map(|f| f.kept.clone());
+        assert_eq!(kept, Some(handle), "the same source handle, taken anew");
+        let revived = fs.lookup(&req(), w.gone, OsStr::new(".")).unwrap();
+        assert_eq!(revived.node, w.gone);
     }
 }
