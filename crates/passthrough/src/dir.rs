@@ -99,6 +99,33 @@ impl DirStream {
         }
     }
 
+    /// What a successor needs to go on (see `saved`): the directory fd,
+    /// the cookie right before the first unsent entry and the unsent
+    /// records, as getdents64 gave them. The fd's position is that of the
+    /// open file description, which a duplicate shares: it is where the
+    /// next getdents64 goes on after those records.
+    pub(crate) fn save(&self) -> (std::os::fd::BorrowedFd<'_>, u64, &[u8]) {
+        (
+            self.fd.as_fd(),
+            self.position,
+            &self.buf[self.start..self.end],
+        )
+    }
+
+    /// A stream that goes on where [`DirStream::save`] left one: over
+    /// `fd`, at `position`, with the `unsent` records first. `None` when
+    /// they are more than a buffer holds (no stream saved them).
+    pub(crate) fn restore(fd: OwnedFd, position: u64, unsent: &[u8]) -> Option<DirStream> {
+        if unsent.len() > BUFFER_SIZE {
+            return None;
+        }
+        let mut stream = DirStream::new(fd);
+        stream.buf[..unsent.len()].copy_from_slice(unsent);
+        stream.end = unsent.len();
+        stream.position = position;
+        Some(stream)
+    }
+
     /// The directory fd (for fsyncdir).
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()

@@ -1,13 +1,15 @@
 //! Why a passthrough filesystem could not be set up.
 //!
-//! Only construction can fail with these; once serving, every failure is
-//! an [`Errno`](fastfuse::Errno) answer to one request.
+//! Only construction (new, or restored from a saved state) and saving the
+//! state can fail with these; once serving, every failure is an
+//! [`Errno`](fastfuse::Errno) answer to one request.
 
 use std::io;
 use std::path::PathBuf;
 
-/// Why [`PassthroughFs::new`](crate::PassthroughFs::new) (or an option's
-/// parsing) failed.
+/// Why [`PassthroughFs::new`](crate::PassthroughFs::new),
+/// [`restore`](crate::PassthroughFs::restore) or
+/// [`save`](crate::PassthroughFs::save) (or an option's parsing) failed.
 #[derive(thiserror::Error, Debug)]
 pub enum PassthroughError {
     /// The source directory could not be opened (missing, no permission).
@@ -32,6 +34,46 @@ pub enum PassthroughError {
     /// [`Options::switch_credentials`](crate::Options::switch_credentials)).
     #[error("cannot read the daemon's supplementary groups: {0}")]
     Credentials(#[source] io::Error),
+    /// [`PassthroughFs::save`](crate::PassthroughFs::save) was called
+    /// while blocking lock requests wait: each holds a deferred reply
+    /// that only this process can send.
+    #[error(
+        "cannot hand the filesystem over while {0} blocking lock request(s) wait: \
+         their replies cannot move to another process; try again once they are granted"
+    )]
+    LockWaitPending(usize),
+    /// A descriptor could not be duplicated for the successor (the
+    /// descriptor limit, most likely: saving needs as many again).
+    #[error("cannot duplicate a descriptor for the successor: {0}")]
+    SaveDescriptor(#[source] io::Error),
+    /// A saved state of another format version.
+    #[error("saved state version {found}, this build reads {expected}")]
+    StateVersion {
+        /// The state's version.
+        found: u32,
+        /// [`STATE_VERSION`](crate::STATE_VERSION).
+        expected: u32,
+    },
+    /// The source given to
+    /// [`PassthroughFs::restore`](crate::PassthroughFs::restore) is not
+    /// the directory the state was saved from.
+    #[error(
+        "the source {} (device {}, inode {}) is not the root the state was saved from \
+         (device {}, inode {})",
+        path.display(), found.0, found.1, saved.0, saved.1
+    )]
+    StateRoot {
+        /// The path given.
+        path: PathBuf,
+        /// The saved root's (st_dev, st_ino).
+        saved: (u64, u64),
+        /// The given source's (st_dev, st_ino).
+        found: (u64, u64),
+    },
+    /// The saved state does not fit together, or not with the
+    /// descriptors that came with it.
+    #[error("the saved state does not fit: {0}")]
+    InvalidState(String),
     /// A `--bypass-rw` level other than 0, 1 or 2.
     #[error("bypass-rw level {0} is not one of 0 (off), 1 (copy only), 2 (no I/O)")]
     InvalidBypassRw(u8),

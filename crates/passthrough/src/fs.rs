@@ -16,6 +16,7 @@ use crate::creds::{AsCaller, Groups, Identity};
 use crate::error::PassthroughError;
 use crate::handle::{self, HandleTable, OpenDir, OpenFile};
 use crate::inode::{Inode, InodeTable};
+use crate::lock_wait::LockWaiters;
 use crate::options::Options;
 use crate::procfd::ProcFd;
 use crate::sys;
@@ -43,6 +44,12 @@ pub struct PassthroughFs {
     /// Whether the "backing_open failed" warning was logged. `Relaxed`: it
     /// only keeps a log line from repeating; no data hangs on it.
     pub(crate) passthrough_warned: AtomicBool,
+    /// Blocking lock requests waiting on threads of their own.
+    pub(crate) lock_waits: LockWaiters,
+    /// The state was saved for a successor since the last `ready`: the
+    /// engine may resume this session (the hand-over failed), calling
+    /// `ready` again with the same connection.
+    pub(crate) saved: AtomicBool,
 }
 
 /// What the session agreed, as far as the filesystem cares.
@@ -84,38 +91,38 @@ impl PassthroughFs {
     /// Create it in the process that will serve: `/proc/self/fd` is opened
     /// here and names this process.
     pub fn new(source: &Path, options: Options) -> Result<PassthroughFs, PassthroughError> {
-        let open_err = |e: std::io::Error| PassthroughError::OpenSource {
-            path: source.to_owned(),
-            source: e,
-        };
-        let c_source = CString::new(source.as_os_str().as_bytes())
-            .map_err(|_| open_err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-        // The source path itself may be a symlink: the user named it, so it
-        // is followed once, here; nothing below it ever is.
-        let root = sys::open(&c_source, libc::O_PATH).map_err(open_err)?;
-        let st = sys::stat_fd(root.as_fd()).map_err(open_err)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(PassthroughError::NotADirectory {
-                path: source.to_owned(),
-            });
-        }
+        let (root, st) = open_root(source)?;
+        let (files, dirs) = handle::tables();
+        let inodes = InodeTable::new(root, &st, options.remembered_handles);
+        PassthroughFs::assemble(source, options, inodes, files, dirs)
+    }
+
+    /// A filesystem over these tables (new or restored).
+    pub(crate) fn assemble(
+        source: &Path,
+        options: Options,
+        inodes: InodeTable,
+        files: HandleTable<OpenFile>,
+        dirs: HandleTable<OpenDir>,
+    ) -> Result<PassthroughFs, PassthroughError> {
         let proc = ProcFd::open().map_err(PassthroughError::Proc)?;
         let daemon = if options.switch_credentials {
             Some(Identity::current().map_err(PassthroughError::Credentials)?)
         } else {
             None
         };
-        let (files, dirs) = handle::tables();
         Ok(PassthroughFs {
             source: source.to_owned(),
             options,
-            inodes: InodeTable::new(root, &st, options.remembered_handles),
+            inodes,
             files,
             dirs,
             proc,
             daemon,
             session: OnceLock::new(),
             passthrough_warned: AtomicBool::new(false),
+            lock_waits: LockWaiters::default(),
+            saved: AtomicBool::new(false),
         })
     }
 
@@ -267,6 +274,29 @@ impl PassthroughFs {
             Err(e) => e.raw_os_error() == Some(libc::ENODATA),
         }
     }
+}
+
+/// Opens `source` (`O_PATH`) and checks that it is a directory. Fails,
+/// naming the path, when it is missing or not a directory.
+pub(crate) fn open_root(
+    source: &Path,
+) -> Result<(std::os::fd::OwnedFd, libc::stat), PassthroughError> {
+    let open_err = |e: std::io::Error| PassthroughError::OpenSource {
+        path: source.to_owned(),
+        source: e,
+    };
+    let c_source = CString::new(source.as_os_str().as_bytes())
+        .map_err(|_| open_err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // The source path itself may be a symlink: the user named it, so it
+    // is followed once, here; nothing below it ever is.
+    let root = sys::open(&c_source, libc::O_PATH).map_err(open_err)?;
+    let st = sys::stat_fd(root.as_fd()).map_err(open_err)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(PassthroughError::NotADirectory {
+            path: source.to_owned(),
+        });
+    }
+    Ok((root, st))
 }
 
 /// A name from the kernel as a C string. Names are single path components:

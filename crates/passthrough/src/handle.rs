@@ -88,7 +88,13 @@ pub(crate) struct HandleTable<T> {
 pub(crate) fn tables() -> (HandleTable<OpenFile>, HandleTable<OpenDir>) {
     // fh 0 is never given out, so that it can never be mistaken for "no
     // handle".
-    let next = Arc::new(AtomicU64::new(1));
+    tables_from(1)
+}
+
+/// As [`tables`], handing out fhs from `next` on (a successor's tables,
+/// see `saved`).
+pub(crate) fn tables_from(next: u64) -> (HandleTable<OpenFile>, HandleTable<OpenDir>) {
+    let next = Arc::new(AtomicU64::new(next));
     (HandleTable::new(next.clone()), HandleTable::new(next))
 }
 
@@ -131,6 +137,41 @@ impl<T> HandleTable<T> {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&fh.0)
+    }
+
+    /// Every handle with its fh, by fh.
+    pub(crate) fn entries(&self) -> Vec<(u64, Arc<T>)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            all.extend(
+                shard
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|(&fh, h)| (fh, h.clone())),
+            );
+        }
+        all.sort_unstable_by_key(|&(fh, _)| fh);
+        all
+    }
+
+    /// The fh the next [`insert`](Self::insert) of either table gets.
+    pub(crate) fn next_fh(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    /// Stores `handle` under `fh`, which a predecessor gave out (see
+    /// `saved`); false, storing nothing, when `fh` is taken already.
+    pub(crate) fn insert_at(&self, fh: u64, handle: T) -> bool {
+        let mut shard = self
+            .shard(fh)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.contains_key(&fh) {
+            return false;
+        }
+        shard.insert(fh, Arc::new(handle));
+        true
     }
 
     /// Removes every handle.

@@ -52,6 +52,10 @@ use crate::mtime::KeptMtime;
 
 use fastfuse::{Errno, NodeId};
 
+use crate::error::PassthroughError;
+use crate::saved::{
+    invalid, SavedForgotten, SavedKept, SavedKey, SavedNode, SavedShard, SavedTable, Saver,
+};
 use crate::sys::{self, SourceHandle};
 
 /// What identifies a source inode: (st_dev, st_ino).
@@ -59,6 +63,24 @@ use crate::sys::{self, SourceHandle};
 pub(crate) struct InodeKey {
     dev: u64,
     ino: u64,
+}
+
+impl From<InodeKey> for SavedKey {
+    fn from(key: InodeKey) -> SavedKey {
+        SavedKey {
+            dev: key.dev,
+            ino: key.ino,
+        }
+    }
+}
+
+impl From<SavedKey> for InodeKey {
+    fn from(key: SavedKey) -> InodeKey {
+        InodeKey {
+            dev: key.dev,
+            ino: key.ino,
+        }
+    }
 }
 
 impl InodeKey {
@@ -589,6 +611,246 @@ impl InodeTable {
         (0..SHARDS)
             .map(|shard| self.read(shard).forgotten.len())
             .sum()
+    }
+
+    /// Copies the table out for a successor (see `saved`): every live and
+    /// forgotten node with its id, count and key, each shard's next id and
+    /// key map, the table's next sequence number. Inodes (their fds
+    /// duplicated) go into `saver`, which the entries name them by. One
+    /// shard at a time under its shared lock: consistent only when no
+    /// request is being served.
+    pub(crate) fn save(&self, saver: &mut Saver) -> Result<SavedTable, PassthroughError> {
+        let mut shards = Vec::with_capacity(SHARDS);
+        for shard in 0..SHARDS {
+            let nodes = self.read(shard);
+            // By id, so that saving the same table twice gives the same
+            // state, the saver's indices included.
+            let mut slots: Vec<(&NodeId, &Slot)> = nodes.by_id.iter().collect();
+            slots.sort_unstable_by_key(|(id, _)| id.0);
+            let mut live = Vec::with_capacity(slots.len());
+            for (&id, slot) in slots {
+                live.push(SavedNode {
+                    id: id.0,
+                    key: slot.key.into(),
+                    lookups: slot.lookups.load(Ordering::Relaxed),
+                    inode: saver.inode(&slot.inode)?,
+                });
+            }
+            let mut entries: Vec<(&NodeId, &Forgotten)> = nodes.forgotten.iter().collect();
+            entries.sort_unstable_by_key(|(id, _)| id.0);
+            let mut forgotten = Vec::with_capacity(entries.len());
+            for (&id, f) in entries {
+                let kept = match &f.kept {
+                    Kept::Handle(h) => SavedKept::Handle {
+                        handle_type: h.handle_type(),
+                        bytes: h.bytes().to_vec(),
+                    },
+                    // A FORGET still taking the handle (which cannot be when
+                    // no request is served): the fd goes, and the successor
+                    // takes the handle.
+                    Kept::Taking(inode) => SavedKept::Open {
+                        inode: saver.inode(inode)?,
+                    },
+                };
+                forgotten.push(SavedForgotten {
+                    id: id.0,
+                    key: f.key.into(),
+                    seq: f.seq,
+                    kept,
+                });
+            }
+            let mut keys: Vec<(SavedKey, u64)> = nodes
+                .by_key
+                .iter()
+                .map(|(&key, &id)| (key.into(), id.0))
+                .collect();
+            keys.sort_unstable_by_key(|&(_, id)| id);
+            shards.push(SavedShard {
+                next_id: nodes.next_id,
+                live,
+                forgotten,
+                keys,
+            });
+        }
+        Ok(SavedTable {
+            root: self.root_key.into(),
+            next_seq: self.next_seq.load(Ordering::Relaxed),
+            shards,
+        })
+    }
+
+    /// The table [`InodeTable::save`] copied out, over `inodes` (the saved
+    /// inodes, each with the key its fd has now), remembering up to
+    /// `max_forgotten` forgotten nodes. Every node goes back under its id
+    /// into its shard; the state is refused when it breaks a rule of the
+    /// table (an id in the wrong shard, as a build with another key hash
+    /// would put it; an id at or beyond its shard's next one; a node whose
+    /// fd is another inode; a key twice). Forgotten nodes are dropped when
+    /// this table remembers none (no source handles, or a bound of 0),
+    /// and the oldest beyond the bound.
+    pub(crate) fn restore(
+        saved: SavedTable,
+        inodes: &[(Arc<Inode>, InodeKey)],
+        max_forgotten: usize,
+    ) -> Result<InodeTable, PassthroughError> {
+        if saved.shards.len() != SHARDS {
+            return Err(invalid(format!(
+                "{} inode table shards, this build has {SHARDS}",
+                saved.shards.len()
+            )));
+        }
+        let root_key = InodeKey::from(saved.root);
+        let inode = |index: usize, id: u64, key: InodeKey| {
+            let (inode, has) = inodes.get(index).ok_or_else(|| {
+                invalid(format!("node {id} names inode {index} of {}", inodes.len()))
+            })?;
+            if *has != key {
+                return Err(invalid(format!(
+                    "node {id}'s descriptor is inode {}:{}, not {}:{}",
+                    has.dev, has.ino, key.dev, key.ino
+                )));
+            }
+            Ok(inode.clone())
+        };
+        let root = saved.shards[ROOT_SHARD]
+            .live
+            .iter()
+            .find(|n| n.id == NodeId::ROOT.0)
+            .ok_or_else(|| invalid("no root node".into()))?;
+        let root = inode(root.inode, root.id, root_key)?;
+        let handles = if max_forgotten == 0 {
+            None
+        } else {
+            HandleMount::of(&root)
+        };
+        let table = InodeTable {
+            shards: std::array::from_fn(|shard| {
+                RwLock::new(Nodes {
+                    shard: shard as u64,
+                    by_id: HashMap::new(),
+                    by_key: HashMap::new(),
+                    next_id: 1,
+                    forgotten: HashMap::new(),
+                    age: BTreeMap::new(),
+                })
+            }),
+            root_key,
+            forgotten_total: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(saved.next_seq),
+            handles,
+            max_forgotten,
+        };
+        let mut taking = Vec::new();
+        for (shard, s) in saved.shards.into_iter().enumerate() {
+            let mut nodes = table.write(shard);
+            nodes.next_id = s.next_id;
+            let placed = |id: u64, key: InodeKey| {
+                let node = NodeId(id);
+                if id == 0
+                    || shard_of_id(node) != shard
+                    || table.shard_of_key(key) != shard
+                    || id >> SHARD_BITS >= s.next_id
+                    || (key == root_key) != (node == NodeId::ROOT)
+                {
+                    return Err(invalid(format!(
+                        "node {id} (inode {}:{}) does not belong in shard {shard} below id {}",
+                        key.dev, key.ino, s.next_id
+                    )));
+                }
+                Ok(node)
+            };
+            for n in s.live {
+                let key = InodeKey::from(n.key);
+                let node = placed(n.id, key)?;
+                let slot = Slot {
+                    inode: inode(n.inode, n.id, key)?,
+                    key,
+                    lookups: AtomicU64::new(n.lookups),
+                };
+                if nodes.by_id.insert(node, slot).is_some() {
+                    return Err(invalid(format!("node {} twice", n.id)));
+                }
+            }
+            for f in s.forgotten {
+                let key = InodeKey::from(f.key);
+                let node = placed(f.id, key)?;
+                if f.seq >= saved.next_seq {
+                    return Err(invalid(format!(
+                        "forgotten node {} has sequence {} at or beyond {}",
+                        f.id, f.seq, saved.next_seq
+                    )));
+                }
+                let kept = match f.kept {
+                    SavedKept::Handle { handle_type, bytes } => {
+                        let handle =
+                            SourceHandle::from_parts(handle_type, &bytes).ok_or_else(|| {
+                                invalid(format!("forgotten node {}'s handle is too long", f.id))
+                            })?;
+                        Kept::Handle(handle)
+                    }
+                    SavedKept::Open { inode: index } => {
+                        let inode = inode(index, f.id, key)?;
+                        taking.push((node, inode.clone()));
+                        Kept::Taking(inode)
+                    }
+                };
+                if table.handles.is_none() {
+                    // Nothing to revive it with here: as if dropped.
+                    continue;
+                }
+                if nodes.by_id.contains_key(&node)
+                    || nodes.forgotten.contains_key(&node)
+                    || nodes.age.insert(f.seq, node).is_some()
+                {
+                    return Err(invalid(format!(
+                        "forgotten node {} (sequence {}) twice",
+                        f.id, f.seq
+                    )));
+                }
+                nodes.forgotten.insert(
+                    node,
+                    Forgotten {
+                        key,
+                        seq: f.seq,
+                        kept,
+                    },
+                );
+            }
+            for (key, id) in s.keys {
+                let key = InodeKey::from(key);
+                let node = placed(id, key)?;
+                if !nodes.by_id.contains_key(&node) && !nodes.forgotten.contains_key(&node) {
+                    if table.handles.is_none() {
+                        // A forgotten node's, dropped above.
+                        continue;
+                    }
+                    return Err(invalid(format!(
+                        "a key maps to node {id}, which is not there"
+                    )));
+                }
+                if nodes.by_key.insert(key, node).is_some() {
+                    return Err(invalid(format!(
+                        "inode {}:{} has two node ids",
+                        key.dev, key.ino
+                    )));
+                }
+            }
+        }
+        if !table.read(ROOT_SHARD).by_id.contains_key(&NodeId::ROOT) {
+            return Err(invalid("no root node".into()));
+        }
+        // What the FORGETs in flight would have done, and the bound.
+        match &table.handles {
+            Some(mount) => {
+                taking.sort_by_key(|(node, _)| shard_of_id(*node));
+                table.take_handles(mount.id, taking);
+            }
+            None => drop(taking),
+        }
+        let mut dropped = Vec::new();
+        table.drop_beyond_bound(&mut dropped);
+        drop(dropped);
+        Ok(table)
     }
 
     /// Drops every entry but the root (the session ended: the kernel holds

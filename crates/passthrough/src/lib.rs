@@ -39,7 +39,9 @@
 //! - the source's mtime under the writeback cache (`mtime`): the kernel's,
 //!   put back after cache WRITEs at FLUSH, FSYNC and RELEASE;
 //! - the system calls (`sys`), the only `unsafe` code;
-//! - the operations themselves (`ops`).
+//! - the operations themselves (`ops`);
+//! - handing the state to a successor process without unmounting
+//!   (`saved`: [`PassthroughFs::save`], [`PassthroughFs::restore`]).
 #![deny(unsafe_code)]
 
 mod creds;
@@ -53,12 +55,14 @@ mod mtime;
 mod ops;
 mod options;
 mod procfd;
+mod saved;
 #[allow(unsafe_code)]
 mod sys;
 
 pub use error::PassthroughError;
 pub use fs::PassthroughFs;
 pub use options::{BypassRw, Options};
+pub use saved::{SavedState, STATE_VERSION};
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new
 /// soft limit. The filesystem holds one fd per inode the kernel knows and

@@ -12,9 +12,14 @@
 //! just before the thread enters the call would be lost, so a woken
 //! waiter is signalled again every [`NUDGE_EVERY`] until it has answered
 //! (the nudger thread below); a waiter nobody wakes costs nothing.
+//!
+//! Each filesystem counts its deferred waits ([`LockWaiters`]): one in
+//! flight owns a deferred reply that only this process can send, so the
+//! state cannot be handed to a successor while there is one (see
+//! `PassthroughFs::save`).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -112,13 +117,44 @@ impl Nudger {
     }
 }
 
+/// How many lock waits of one filesystem are in flight on threads of
+/// their own, each with a deferred reply to send.
+#[derive(Debug, Default)]
+pub(crate) struct LockWaiters(Arc<AtomicUsize>);
+
+impl LockWaiters {
+    /// Waits in flight now. Only a worker starts one, so once the workers
+    /// are stopped this can only fall.
+    pub(crate) fn pending(&self) -> usize {
+        // Acquire pairs with the release in `WaitCount::drop`: a waiter
+        // seen gone has finished everything it did (its reply included).
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one more wait until the returned guard drops.
+    fn start(&self) -> WaitCount {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        WaitCount(self.0.clone())
+    }
+}
+
+/// One wait counted in [`LockWaiters`]; dropped once its reply is sent.
+struct WaitCount(Arc<AtomicUsize>);
+
+impl Drop for WaitCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// Waits for a lock with `wait` (a blocking call that returns EINTR when
 /// signalled) without holding the caller's worker: defers the request and
-/// waits on a new thread, which answers it. `granted` runs on that thread
-/// once the lock is held, before the answer. Without a way to defer (a
-/// detached caller), waits here.
+/// waits on a new thread, which answers it, counted in `waiters` until it
+/// has. `granted` runs on that thread once the lock is held, before the
+/// answer. Without a way to defer (a detached caller), waits here.
 pub(crate) fn wait_for_lock(
     req: &Caller<'_>,
+    waiters: &LockWaiters,
     wait: impl FnMut() -> io::Result<()> + Send + 'static,
     granted: impl FnOnce() + Send + 'static,
 ) -> Result<(), Errno> {
@@ -133,12 +169,18 @@ pub(crate) fn wait_for_lock(
         }
         return r;
     };
+    // Counted from before the worker returns, so that no save can run
+    // between the deferral and the count.
+    let counted = waiters.start();
     let spawned = std::thread::Builder::new()
         .name("ff-lockwait".into())
         .stack_size(WAITER_STACK)
-        .spawn(move || wait_deferred(reply, wait, granted));
-    // On failure the closure, and with it the Deferred, was dropped: the
-    // request has been answered EIO.
+        .spawn(move || {
+            wait_deferred(reply, wait, granted);
+            drop(counted);
+        });
+    // On failure the closure, and with it the Deferred and the count, was
+    // dropped: the request has been answered EIO.
     if let Err(e) = spawned {
         tracing::error!("no thread to wait for a lock on: {e}");
     }

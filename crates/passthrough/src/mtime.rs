@@ -23,6 +23,7 @@
 use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::saved::SavedMtime;
 use crate::sys;
 
 /// (seconds, nanoseconds) of an mtime.
@@ -82,6 +83,27 @@ impl KeptMtime {
             }
         }
         *state = State::default();
+    }
+
+    /// What is kept, for a successor (see `saved`).
+    pub(crate) fn save(&self) -> SavedMtime {
+        let state = *self.lock();
+        SavedMtime {
+            writes: state.writes,
+            owed: state.owed,
+            disturbed: state.disturbed,
+        }
+    }
+
+    /// What a predecessor kept ([`KeptMtime::save`]).
+    pub(crate) fn restore(saved: &SavedMtime) -> KeptMtime {
+        KeptMtime {
+            state: Mutex::new(State {
+                writes: saved.writes,
+                owed: saved.owed,
+                disturbed: saved.disturbed,
+            }),
+        }
     }
 
     /// Sets the times with `set` (a SETATTR) under the lock, so that no

@@ -692,6 +692,29 @@ pub(crate) struct SourceHandle {
     bytes: Box<[u8]>,
 }
 
+impl SourceHandle {
+    /// The handle's type (`handle_type` of `struct file_handle`).
+    pub(crate) fn handle_type(&self) -> libc::c_int {
+        self.handle_type
+    }
+
+    /// The handle's bytes (`f_handle`).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A handle from its type and bytes, as [`name_to_handle`] once gave
+    /// them (a saved state carries them to a successor). `None` when the
+    /// bytes are more than any handle holds, which [`open_by_handle`]
+    /// could not pass to the kernel.
+    pub(crate) fn from_parts(handle_type: libc::c_int, bytes: &[u8]) -> Option<SourceHandle> {
+        (bytes.len() <= MAX_HANDLE_SZ).then(|| SourceHandle {
+            handle_type,
+            bytes: bytes.into(),
+        })
+    }
+}
+
 /// `name_to_handle_at(fd, "", &handle, &mount_id, AT_EMPTY_PATH)` —
 /// [name_to_handle_at(2)]: the handle of the inode `fd` refers to (an
 /// `O_PATH` fd will do) and the id of the mount it was reached through.
@@ -744,7 +767,8 @@ pub(crate) fn open_by_handle(
         handle_type: handle.handle_type,
         f_handle: [0; MAX_HANDLE_SZ],
     };
-    // A SourceHandle only comes from name_to_handle, so it fits.
+    // A SourceHandle comes from name_to_handle or from_parts, which both
+    // keep it within MAX_HANDLE_SZ, so it fits.
     buf.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
     // SAFETY: `buf` is a `struct file_handle` whose header gives the
     // length of the bytes that follow it (at most MAX_HANDLE_SZ, all

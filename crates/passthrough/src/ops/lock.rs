@@ -241,9 +241,12 @@ pub(super) fn setlk(
             _ => return Err(Errno::EINVAL),
         };
         return match sys::flock(file.fd.as_fd(), op | libc::LOCK_NB) {
-            Err(e) if sleep && is_conflict(&e) => {
-                wait_for_lock(req, move || sys::flock(file.fd.as_fd(), op), || {})
-            }
+            Err(e) if sleep && is_conflict(&e) => wait_for_lock(
+                req,
+                &fs.lock_waits,
+                move || sys::flock(file.fd.as_fd(), op),
+                || {},
+            ),
             r => r.map_err(Errno::from),
         };
     }
@@ -272,6 +275,7 @@ pub(super) fn setlk(
             let inode = file.inode.clone();
             wait_for_lock(
                 req,
+                &fs.lock_waits,
                 move || {
                     let mut attempt = fl;
                     sys::fcntl_lock(waiting.as_fd(), libc::F_OFD_SETLKW, &mut attempt)

@@ -5,6 +5,7 @@ use fastfuse::abi::init::{
     FUSE_CREATE_SUPP_GROUP, FUSE_DONT_MASK, FUSE_FLOCK_LOCKS, FUSE_POSIX_ACL, FUSE_POSIX_LOCKS,
 };
 use fastfuse::{Capabilities, Connection, Errno, InitFlags};
+use std::sync::atomic::Ordering;
 
 use super::file;
 use crate::fs::{PassthroughFs, SessionInfo};
@@ -78,11 +79,23 @@ pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> 
         "passthrough filesystem ready"
     );
     // A filesystem serves one session: its node ids and handles mean
-    // nothing to another connection.
-    fs.session.set(info).map_err(|_| {
-        tracing::error!("this PassthroughFs already served a session; create a new one");
-        Errno::EBUSY
-    })
+    // nothing to another connection. The one exception is the same
+    // session resumed after a hand-over that did not happen (`save` was
+    // called since): the connection is the one kept, which stays.
+    let Err(info) = fs.session.set(info) else {
+        return Ok(());
+    };
+    let same = fs
+        .session
+        .get()
+        .is_some_and(|kept| kept.conn.negotiated() == info.conn.negotiated());
+    // Acquire pairs with the release in `save`.
+    if same && fs.saved.swap(false, Ordering::AcqRel) {
+        tracing::info!("the state was not handed over; serving the session on");
+        return Ok(());
+    }
+    tracing::error!("this PassthroughFs already served a session; create a new one");
+    Err(Errno::EBUSY)
 }
 
 /// DESTROY (or the connection went away): every handle and node goes.
