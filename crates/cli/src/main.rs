@@ -7,9 +7,12 @@
 #![deny(unsafe_code)]
 
 mod bench_cmd;
+mod channel;
+mod control;
 mod daemon;
 mod mount_cmd;
 mod stats_cmd;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +48,9 @@ enum Command {
     Stats(stats_cmd::StatsArgs),
     /// Benchmark fastfuse against tmpfs and other FUSE servers.
     Bench(bench_cmd::BenchArgs),
+    /// Hand a running mount over to a new daemon binary without
+    /// unmounting (a live upgrade).
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Mount(args)) => mount_cmd::run(args),
         Some(Command::Stats(args)) => stats_cmd::run(args),
         Some(Command::Bench(args)) => bench_cmd::run(args),
+        Some(Command::Upgrade(args)) => upgrade::run(args),
         None => mount_cmd::run(cli.mount),
     };
     match result {

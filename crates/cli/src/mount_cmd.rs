@@ -3,6 +3,7 @@
 //! [`Options`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,6 +11,7 @@ use fastfuse::{Config, MountOptions, Session, TransportKind};
 use fastfuse_passthrough::{BypassRw, Options, PassthroughFs};
 
 use crate::daemon::{self, Readiness};
+use crate::{control, upgrade};
 
 /// Arguments of a mount.
 #[derive(clap::Args, Debug, Default)]
@@ -247,7 +249,11 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
 /// Runs a mount: in the foreground until unmounted, or daemonized.
 pub fn run(args: MountArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
-    let foreground = args.foreground || args.debug;
+    // Taken before anything can replace it: `fastfuse upgrade` without
+    // --binary hands over to whatever is installed at this path by then.
+    let exe = std::env::current_exe().context("finding this program")?;
+    let successor = std::env::var_os(upgrade::HANDOVER_FD);
+    let foreground = args.foreground || args.debug || successor.is_some();
     if !foreground {
         return daemon::spawn_and_wait(args.log_file.as_deref());
     }
@@ -259,16 +265,35 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(fd) = successor {
+        // Before any thread starts (tracing's subscriber starts none).
+        std::env::remove_var(upgrade::HANDOVER_FD);
+        let fd = fd
+            .to_str()
+            .and_then(|v| v.parse().ok())
+            .context("FASTFUSE_HANDOVER_FD is not a descriptor number")?;
+        let sock = fastfuse::adopt_inherited_socket(fd).context("the hand-over socket")?;
+        raise_nofile();
+        let (bg, fs) = upgrade::take_over(
+            sock,
+            upgrade::Successor {
+                source: &plan.source,
+                options: plan.fs,
+                config: plan.config,
+                pid_file: args.pid_file.as_deref(),
+            },
+        )?;
+        let id = bg.mount_id();
+        return control::serve(bg, fs, id, exe);
+    }
     let mut readiness = Readiness::from_env();
     match mount(plan) {
-        Ok(session) => {
-            if let Some(path) = &args.pid_file {
-                std::fs::write(path, format!("{}\n", std::process::id()))
-                    .with_context(|| format!("writing pid file {}", path.display()))?;
-            }
+        Ok((session, fs)) => {
+            write_pid_file(&args)?;
+            let bg = session.spawn().context("serving")?;
             readiness.ready();
-            session.run().context("serving")?;
-            Ok(())
+            let id = bg.mount_id();
+            control::serve(bg, fs, id, exe)
         }
         Err(e) => {
             readiness.failed(&e);
@@ -277,7 +302,22 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     }
 }
 
-fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
+fn write_pid_file(args: &MountArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing pid file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn raise_nofile() {
+    match fastfuse_passthrough::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("RLIMIT_NOFILE raised to {n}"),
+        Err(e) => tracing::warn!("could not raise RLIMIT_NOFILE: {e}"),
+    }
+}
+
+fn mount(plan: Plan) -> anyhow::Result<(Session<Arc<PassthroughFs>>, Arc<PassthroughFs>)> {
     tracing::debug!(?plan, "mounting");
     if plan.fs.bypass_rw != BypassRw::Off {
         tracing::warn!(
@@ -288,15 +328,14 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
     if plan.config.passthrough && !rustix::process::geteuid().is_root() {
         bail!("kernel passthrough (--passthrough) needs CAP_SYS_ADMIN: run as root, or drop --passthrough");
     }
-    match fastfuse_passthrough::raise_nofile_limit() {
-        Ok(n) => tracing::debug!("RLIMIT_NOFILE raised to {n}"),
-        Err(e) => tracing::warn!("could not raise RLIMIT_NOFILE: {e}"),
-    }
-    let fs = PassthroughFs::new(&plan.source, plan.fs)
-        .with_context(|| format!("source {}", plan.source.display()))?;
+    raise_nofile();
+    let fs = Arc::new(
+        PassthroughFs::new(&plan.source, plan.fs)
+            .with_context(|| format!("source {}", plan.source.display()))?,
+    );
     let config = plan.config;
     let asked_timeout = config.request_timeout;
-    let session = Session::mount(fs, &plan.mountpoint, &plan.mount, config)?;
+    let session = Session::mount(fs.clone(), &plan.mountpoint, &plan.mount, config)?;
     let n = session.connection().negotiated();
     if asked_timeout != 0 && n.request_timeout == 0 {
         tracing::warn!(
@@ -319,7 +358,7 @@ fn mount(plan: Plan) -> anyhow::Result<Session<PassthroughFs>> {
         plan.source.display(),
         plan.mountpoint.display()
     );
-    Ok(session)
+    Ok((session, fs))
 }
 
 #[cfg(test)]

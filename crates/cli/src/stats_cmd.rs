@@ -86,6 +86,25 @@ fn render(snap: &StatsSnapshot) -> String {
             snap.spliced_writes
         );
     }
+    if !snap.handovers.is_empty() {
+        let longest = snap
+            .handovers
+            .iter()
+            .map(|h| h.pause_ms)
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "\nhand-overs: {} (longest pause {longest:.1} ms)",
+            snap.handovers.len()
+        );
+        for h in &snap.handovers {
+            let _ = writeln!(
+                out,
+                "  {:<8} at {:>9.1}s  paused {:>7.1} ms",
+                h.kind, h.at_uptime_secs, h.pause_ms
+            );
+        }
+    }
     out
 }
 

@@ -5,14 +5,15 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::gate::Gate;
 use crate::init::Negotiated;
 use crate::mount::Mount;
-use crate::session::{Handover, SessionError};
+use crate::session::Handover;
 use crate::stats::Stats;
 use crate::stoppable::StoppableThread;
 use crate::sys;
@@ -22,15 +23,25 @@ use crate::sys;
 /// the call is lost, and there is no event for "entered read".
 const RESIGNAL_EVERY: Duration = Duration::from_millis(1);
 
+/// A pause waits, with every worker still serving, until no request has
+/// been in flight longer than this before it closes the gate; and if one
+/// that began since holds a worker longer than [`GIVE_UP`] after, the
+/// gate opens again and the pause waits for the next quiet moment.
+/// Parking the others while one finishes a long request (a fallocate of
+/// hundreds of MiB takes tens of ms here) would stall every caller for as
+/// long.
+const QUIET: Duration = Duration::from_millis(1);
+
+/// See [`QUIET`].
+const GIVE_UP: Duration = Duration::from_millis(4);
+
+/// How long a pause tries for a quiet moment before it waits out
+/// whatever is in flight.
+const QUIET_WAIT: Duration = Duration::from_secs(2);
+
 /// What a [`BackgroundSession`] needs of its typed server to pause and
 /// restart it (the session itself does not name the filesystem's type).
 pub(crate) trait Serving: Send {
-    /// Starts the /dev/fuse workers again, each calling `exited` as it
-    /// returns.
-    fn start_dev_workers(
-        &self,
-        exited: Arc<WorkerSet>,
-    ) -> Result<Vec<JoinHandle<()>>, SessionError>;
     /// Deferred requests not answered yet.
     fn deferred_outstanding(&self) -> usize;
     /// What INIT agreed.
@@ -39,8 +50,8 @@ pub(crate) trait Serving: Send {
     fn dev(&self) -> &Arc<OwnedFd>;
     /// Whether io_uring queues serve (their rings belong to this process).
     fn uring(&self) -> bool;
-    /// The flag that makes /dev/fuse workers stop between requests.
-    fn stopping(&self) -> &AtomicBool;
+    /// Where /dev/fuse workers park between requests while paused.
+    fn gate(&self) -> &Gate;
     /// Runs the filesystem's `destroy` (the connection ended).
     fn destroy(&self);
 }
@@ -119,6 +130,8 @@ pub struct BackgroundSession {
     set: Arc<WorkerSet>,
     serving: Option<Box<dyn Serving>>,
     paused: bool,
+    /// When the last pause told the workers to stop.
+    stopped_at: Option<std::time::Instant>,
     signals: Option<StoppableThread>,
     stats_server: Option<StoppableThread>,
     /// Makes the statistics server again after a pause (the successor
@@ -144,6 +157,7 @@ impl BackgroundSession {
             set,
             serving: Some(serving),
             paused: false,
+            stopped_at: None,
             signals,
             stats_server: make_stats_server(),
             make_stats_server,
@@ -179,6 +193,12 @@ impl BackgroundSession {
         self.paused
     }
 
+    /// How long ago the current pause told the workers to stop: since
+    /// then no request has been taken (`None` unless paused).
+    pub fn paused_for(&self) -> Option<Duration> {
+        self.stopped_at.filter(|_| self.paused).map(|t| t.elapsed())
+    }
+
     /// Flushes dirty pages, unmounts, and waits for the workers to stop.
     pub fn unmount(mut self) -> io::Result<()> {
         let r = self.mount.unmount(true);
@@ -193,10 +213,16 @@ impl BackgroundSession {
     }
 
     /// Stops taking requests without unmounting: every /dev/fuse worker
-    /// finishes the request it serves and stops before reading another;
+    /// finishes the request it serves and parks before reading another;
     /// what arrives meanwhile waits in the kernel's queue. Returns once
-    /// all have stopped. The statistics socket closes too (a successor
+    /// all have parked. The statistics socket closes too (a successor
     /// binds the same name).
+    ///
+    /// The moment is chosen so that the pause is short: not while a
+    /// request has been in flight for more than a millisecond, and if one
+    /// that began since keeps a worker busy a few ms after the others
+    /// parked, they go on and the pause waits for the next quiet moment
+    /// (for up to 2 s, then it waits out what is in flight).
     ///
     /// Refused, with the session still serving, over io_uring, under an
     /// auto_unmount fusermount3, and while deferred requests are out (a
@@ -218,64 +244,93 @@ impl BackgroundSession {
         if pending > 0 {
             return Err(PauseError::Deferred(pending));
         }
-        if self.workers.is_empty()
-            || sys::poll_readable(&[self.ended_fd()], Some(Duration::ZERO)).is_ok_and(|r| r[0] != 0)
-        {
+        if self.workers.iter().any(JoinHandle::is_finished) {
             return Err(PauseError::Ended);
         }
         sys::install_pause_handler()
             .map_err(|e| PauseError::Io("installing SIGURG's handler", e))?;
-        serving.stopping().store(true, Ordering::Release);
-        // Each worker either sees the flag after its current request or is
-        // in read(2), which the signal ends with EINTR.
+        let gate = serving.gate();
+        let deadline = Instant::now() + QUIET_WAIT;
         loop {
-            for w in self.workers.iter().filter(|w| !w.is_finished()) {
-                // ESRCH: it returned between the check and the kill.
+            // No event says "the long request is done" (its worker goes
+            // on to the next one), so this polls, within a bound.
+            while self
+                .stats
+                .longest_in_flight()
+                .is_some_and(|t| t > QUIET && Instant::now() < deadline)
+            {
+                let _ = sys::poll_readable(&[self.ended_fd()], Some(QUIET));
+            }
+            let closed_at = Instant::now();
+            gate.close();
+            let patient = Instant::now() >= deadline;
+            if self.park_all(gate, closed_at, patient)? {
+                self.stopped_at = Some(closed_at);
+                break;
+            }
+            // A long request began in between: let the others serve while
+            // it finishes.
+            gate.open();
+            if self.workers.iter().any(JoinHandle::is_finished) {
+                return Err(PauseError::Ended);
+            }
+        }
+        self.paused = true;
+        self.stats_server.take();
+        // A request served just before the gate closed may have been
+        // deferred.
+        let pending = serving.deferred_outstanding();
+        if pending > 0 {
+            self.resume_workers();
+            return Err(PauseError::Deferred(pending));
+        }
+        Ok(())
+    }
+
+    /// With the gate closed: signals the workers out of read(2) until all
+    /// have parked (true), or, unless `patient`, until one has been
+    /// serving a request for [`GIVE_UP`] (false).
+    fn park_all(&self, gate: &Gate, closed_at: Instant, patient: bool) -> Result<bool, PauseError> {
+        loop {
+            // A parked worker woken by the signal only waits again.
+            for w in &self.workers {
+                // ESRCH: it returned (the connection ended).
                 if let Err(e) = sys::signal_pause(w) {
                     if e.raw_os_error() != Some(libc::ESRCH) {
                         return Err(PauseError::Io("signalling a worker", e));
                     }
                 }
             }
-            match sys::poll_readable(&[self.set.ended.as_fd()], Some(RESIGNAL_EVERY)) {
-                Ok(r) if r[0] != 0 => break,
-                Ok(_) => {}
-                Err(e) => return Err(PauseError::Io("waiting for the workers", e)),
+            if gate.wait_parked(self.workers.len(), RESIGNAL_EVERY) {
+                return Ok(true);
+            }
+            if self.workers.iter().any(JoinHandle::is_finished) {
+                return Err(PauseError::Ended);
+            }
+            if !patient
+                && closed_at.elapsed() > GIVE_UP
+                && self.stats.longest_in_flight().is_some_and(|t| t > GIVE_UP)
+            {
+                return Ok(false);
             }
         }
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+    }
+
+    fn resume_workers(&mut self) {
+        if let Some(serving) = &self.serving {
+            serving.gate().open();
         }
-        self.paused = true;
-        self.stats_server.take();
-        // A request served just before the flag took effect may have been
-        // deferred.
-        let pending = serving.deferred_outstanding();
-        if pending > 0 {
-            if let Err(e) = self.resume() {
-                tracing::error!("cannot resume after a refused pause: {e}");
-            }
-            return Err(PauseError::Deferred(pending));
-        }
-        Ok(())
+        self.paused = false;
+        self.stopped_at = None;
+        self.stats_server = (self.make_stats_server)();
     }
 
     /// Serves again after a [`pause`](BackgroundSession::pause) (the
-    /// successor failed or refused).
-    pub fn resume(&mut self) -> Result<(), SessionError> {
-        let Some(serving) = &self.serving else {
-            return Ok(());
-        };
-        if !self.paused {
-            return Ok(());
+    /// successor failed or refused): the parked workers go on.
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.resume_workers();
         }
-        sys::eventfd_drain(self.set.ended.as_fd())
-            .map_err(|e| SessionError::Io("resetting the workers' eventfd", e))?;
-        serving.stopping().store(false, Ordering::Release);
-        self.workers = serving.start_dev_workers(self.set.clone())?;
-        self.paused = false;
-        self.stats_server = (self.make_stats_server)();
-        Ok(())
     }
 
     /// What a successor needs to take the paused connection over
@@ -305,7 +360,12 @@ impl BackgroundSession {
     /// filesystem's `destroy`: the successor serves the mount now.
     pub fn leave(mut self) {
         self.signals.take();
-        self.serving.take();
+        if let Some(serving) = self.serving.take() {
+            serving.gate().leave();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
         self.mount.release();
     }
 
@@ -325,13 +385,9 @@ impl Drop for BackgroundSession {
         if self.serving.is_none() {
             return;
         }
-        if self.paused {
-            // Paused and dropped without leave or resume: serve the unmount's
-            // flush, then end as usual.
-            if let Err(e) = self.resume() {
-                tracing::error!("cannot resume a dropped paused session: {e}");
-            }
-        }
+        // Paused and dropped without leave or resume: serve the unmount's
+        // flush, then end as usual.
+        self.resume();
         if !self.workers.is_empty() {
             if let Err(e) = self.mount.unmount(true) {
                 tracing::error!(

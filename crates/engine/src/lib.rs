@@ -81,6 +81,7 @@ mod dirent;
 mod dispatch;
 mod errno;
 mod filesystem;
+mod gate;
 mod init;
 mod interrupt;
 mod mount;

@@ -3,7 +3,6 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::connection::Connection;
 use crate::dispatch::Dispatcher;
 use crate::errno::Errno;
 use crate::filesystem::Filesystem;
+use crate::gate::Gate;
 use crate::init::{self, InitError, InitReply, Negotiated};
 use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
@@ -439,7 +439,7 @@ impl<F: Filesystem> Session<F> {
             stats: Arc::new(Stats::default()),
             request_buffer_size,
             reply_buffer_size: negotiated.max_pages as usize * init::PAGE_SIZE + init::PAGE_SIZE,
-            stopping: Arc::default(),
+            gate: Arc::default(),
         };
         Session {
             mount,
@@ -622,10 +622,6 @@ impl<F: Filesystem> DevWorkers<F> {
 }
 
 impl<F: Filesystem> Serving for DevWorkers<F> {
-    fn start_dev_workers(&self, set: Arc<WorkerSet>) -> Result<Vec<JoinHandle<()>>, SessionError> {
-        self.start(&set)
-    }
-
     fn deferred_outstanding(&self) -> usize {
         self.server.dispatcher.interrupts.deferred_outstanding()
     }
@@ -642,8 +638,8 @@ impl<F: Filesystem> Serving for DevWorkers<F> {
         self.uring
     }
 
-    fn stopping(&self) -> &AtomicBool {
-        &self.server.stopping
+    fn gate(&self) -> &Gate {
+        &self.server.gate
     }
 
     fn destroy(&self) {

@@ -52,6 +52,20 @@ pub struct Shard {
     ops: [OpCounters; OP_SLOTS],
     write_sizes: [AtomicU64; SIZE_BUCKETS],
     spliced_writes: AtomicU64,
+    /// When the request this worker serves began, in ns since [`epoch`]
+    /// (0: none). A pause waits until no request has been in flight for
+    /// long (see `BackgroundSession::pause`).
+    busy_since: AtomicU64,
+}
+
+/// The clock `Shard::busy_since` counts from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch(at: Instant) -> u64 {
+    (at.saturating_duration_since(epoch()).as_nanos() as u64).max(1)
 }
 
 fn slot(opcode: u32) -> usize {
@@ -63,6 +77,16 @@ fn log2_bucket(v: u64, buckets: usize) -> usize {
 }
 
 impl Shard {
+    /// A request began at `start`.
+    pub(crate) fn begin(&self, start: Instant) {
+        self.busy_since.store(since_epoch(start), Ordering::Relaxed);
+    }
+
+    /// The request that began is answered (or deferred).
+    pub(crate) fn end(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
     /// Counts one answered request.
     pub fn record(&self, opcode: u32, elapsed: Duration, failed: bool) {
         let c = &self.ops[slot(opcode)];
@@ -146,6 +170,18 @@ impl Stats {
             });
     }
 
+    /// How long the oldest request still being served has been, if any.
+    pub(crate) fn longest_in_flight(&self) -> Option<Duration> {
+        let now = since_epoch(Instant::now());
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards
+            .iter()
+            .map(|s| s.busy_since.load(Ordering::Relaxed))
+            .filter(|&t| t != 0)
+            .map(|t| Duration::from_nanos(now.saturating_sub(t)))
+            .max()
+    }
+
     /// A new shard for a worker serving through `transport`.
     pub fn shard(&self, transport: &'static str) -> Arc<Shard> {
         let shard = Arc::new(Shard {
@@ -153,6 +189,7 @@ impl Stats {
             ops: std::array::from_fn(|_| OpCounters::default()),
             write_sizes: std::array::from_fn(|_| AtomicU64::new(0)),
             spliced_writes: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
         });
         self.shards
             .lock()

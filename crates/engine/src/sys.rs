@@ -480,25 +480,6 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Takes what an eventfd's counter holds, so that it polls unreadable
-/// again; nothing to take is not an error.
-pub fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
-    loop {
-        if poll_readable(&[fd], Some(std::time::Duration::ZERO))?[0] == 0 {
-            return Ok(());
-        }
-        let mut value = [0u8; 8];
-        // SAFETY: the buffer is 8 writable bytes, as an eventfd read needs.
-        let n = unsafe { libc::read(fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e);
-            }
-        }
-    }
-}
-
 /// The signal that stops a /dev/fuse worker blocked in read(2) for a
 /// pause: SIGURG, ignored by default (a stray one harms no thread), with
 /// a handler that does nothing and no `SA_RESTART`, so that the read

@@ -62,7 +62,7 @@ mod sys;
 pub use error::PassthroughError;
 pub use fs::PassthroughFs;
 pub use options::{BypassRw, Options};
-pub use saved::{SavedState, STATE_VERSION};
+pub use saved::{SavedFds, SavedState, STATE_VERSION};
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new
 /// soft limit. The filesystem holds one fd per inode the kernel knows and

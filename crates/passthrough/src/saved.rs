@@ -7,22 +7,24 @@
 //! table shard's next id, every open file and directory under its fh, the
 //! fh counter, the POSIX lock owners' descriptions, the kernel passthrough
 //! backing ids and the mtimes kept under the writeback cache. It holds no
-//! descriptor: those travel beside it (SCM_RIGHTS) as a `Vec<OwnedFd>`,
-//! and the state names them by index into it.
+//! descriptor: those travel beside it (SCM_RIGHTS; [`SavedFds`] on the
+//! way out, a `Vec<OwnedFd>` on the way in), and the state names them by
+//! index.
 //!
 //! What carries over by itself, because it belongs to an open file
 //! description or to the FUSE connection rather than to the process:
 //! - POSIX locks (taken as OFD locks on a per-owner description) and
 //!   flock(2) locks (on the handle's description): the successor's
-//!   duplicates hold them; they go only when the last descriptor of the
-//!   description closes.
-//! - Directory positions: a duplicate shares the description's offset, and
+//!   descriptors of the same descriptions hold them; they go only when the
+//!   last descriptor of the description closes.
+//! - Directory positions: a received descriptor shares the description's
+//!   offset, and
 //!   the entries read but not yet sent travel in the state.
 //! - Kernel passthrough backing ids: registered on the connection, which
 //!   the successor serves, so they keep their numbers.
 //!
-//! Saving is non-destructive: descriptors are duplicated and the tables
-//! left as they are, so that the filesystem goes on serving if the
+//! Saving is non-destructive: descriptors are held, not moved, and the
+//! tables left as they are, so that the filesystem goes on serving if the
 //! successor refuses.
 
 use std::collections::HashMap;
@@ -205,11 +207,69 @@ pub(crate) fn invalid(what: String) -> PassthroughError {
     PassthroughError::InvalidState(what)
 }
 
-/// Collects descriptors (duplicated) and inodes (each once, however many
+/// The descriptors of a saved state, in the order its indices name them.
+///
+/// They are held, not duplicated: an inode's, an open file's or a lock
+/// owner's descriptor stays the filesystem's own, kept open by a
+/// reference here. Duplicating thousands of descriptors in a process
+/// whose threads share a descriptor table costs the pause a grace period
+/// (`synchronize_rcu`) at each doubling of the table; sending them with
+/// SCM_RIGHTS needs no descriptor number of its own.
+pub struct SavedFds(Vec<Held>);
+
+/// One descriptor of a [`SavedFds`], and what keeps it open.
+enum Held {
+    Inode(Arc<Inode>),
+    Shared(Arc<OwnedFd>),
+    File(Arc<OpenFile>),
+    /// A directory's: its stream sits behind a lock, so it is duplicated.
+    Dup(OwnedFd),
+}
+
+impl Held {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Held::Inode(inode) => inode.fd.as_fd(),
+            Held::Shared(fd) => fd.as_fd(),
+            Held::File(file) => file.fd.as_fd(),
+            Held::Dup(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl SavedFds {
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Each, in order: what to send (SCM_RIGHTS) beside the state.
+    pub fn borrow(&self) -> Vec<BorrowedFd<'_>> {
+        self.0.iter().map(Held::as_fd).collect()
+    }
+
+    /// Duplicates of each, in order, for a successor in this process.
+    pub fn duplicate(&self) -> std::io::Result<Vec<OwnedFd>> {
+        self.0.iter().map(|h| sys::dup(h.as_fd())).collect()
+    }
+}
+
+impl std::fmt::Debug for SavedFds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SavedFds").field(&self.0.len()).finish()
+    }
+}
+
+/// Collects descriptors (held) and inodes (each once, however many
 /// entries share it) while a state is saved.
 #[derive(Default)]
 pub(crate) struct Saver {
-    fds: Vec<OwnedFd>,
+    fds: Vec<Held>,
     inodes: Vec<SavedInode>,
     /// Inode (by address) → its index in `inodes`; `keep` holds each alive
     /// so that no address is reused meanwhile.
@@ -218,11 +278,10 @@ pub(crate) struct Saver {
 }
 
 impl Saver {
-    /// A duplicate of `fd` (close-on-exec), and its index.
-    fn fd(&mut self, fd: BorrowedFd<'_>) -> Result<usize, PassthroughError> {
-        let dup = sys::dup(fd).map_err(PassthroughError::SaveDescriptor)?;
-        self.fds.push(dup);
-        Ok(self.fds.len() - 1)
+    /// Holds `fd`; its index.
+    fn fd(&mut self, fd: Held) -> usize {
+        self.fds.push(fd);
+        self.fds.len() - 1
     }
 
     /// The index of `inode`, saved on first sight: its fd, kind, backing
@@ -231,7 +290,7 @@ impl Saver {
         if let Some(&index) = self.seen.get(&Arc::as_ptr(inode)) {
             return Ok(index);
         }
-        let fd = self.fd(inode.fd.as_fd())?;
+        let fd = self.fd(Held::Inode(inode.clone()));
         let backing = inode
             .backing
             .lock()
@@ -254,7 +313,7 @@ impl Saver {
         for (owner, fd, pid) in owners {
             posix_locks.push(SavedOwner {
                 owner,
-                fd: self.fd(fd.as_fd())?,
+                fd: self.fd(Held::Shared(fd)),
                 pid,
             });
         }
@@ -342,8 +401,8 @@ fn restore_inode(
 impl PassthroughFs {
     /// Copies out the state for a successor process that is to go on
     /// serving this filesystem's connection (see [`SavedState`]), and the
-    /// descriptors it refers to, duplicated (close-on-exec), to pass
-    /// beside it (SCM_RIGHTS). Every live node (id, source inode, lookup
+    /// descriptors it refers to ([`SavedFds`]), to pass beside it
+    /// (SCM_RIGHTS). Every live node (id, source inode, lookup
     /// count, `O_PATH` fd, kernel passthrough backing id and users, POSIX
     /// lock owners' descriptions and pids, kept mtime), every forgotten
     /// node remembered by its source handle, each inode table shard's next
@@ -364,10 +423,9 @@ impl PassthroughFs {
     /// Fails with [`PassthroughError::LockWaitPending`] while a blocking
     /// lock request (SETLKW, flock without LOCK_NB) waits on a thread of
     /// its own: its deferred reply cannot move to another process. Fails
-    /// with [`PassthroughError::SaveDescriptor`] when a descriptor cannot
-    /// be duplicated (the state needs one per inode, file, directory and
-    /// lock owner: as many again as the filesystem holds).
-    pub fn save(&self) -> Result<(SavedState, Vec<OwnedFd>), PassthroughError> {
+    /// with [`PassthroughError::SaveDescriptor`] when an open directory's
+    /// descriptor cannot be duplicated (out of descriptors).
+    pub fn save(&self) -> Result<(SavedState, SavedFds), PassthroughError> {
         let waiting = self.lock_waits.pending();
         if waiting > 0 {
             return Err(PassthroughError::LockWaitPending(waiting));
@@ -380,7 +438,7 @@ impl PassthroughFs {
             files.push(SavedFile {
                 fh,
                 inode,
-                fd: saver.fd(file.fd.as_fd())?,
+                fd: saver.fd(Held::File(file.clone())),
                 passthrough: file.passthrough,
                 lock_owners: file
                     .lock_owners
@@ -395,7 +453,9 @@ impl PassthroughFs {
             let (fd, position, unsent) = stream.save();
             dirs.push(SavedDir {
                 fh,
-                fd: saver.fd(fd)?,
+                fd: saver.fd(Held::Dup(
+                    sys::dup(fd).map_err(PassthroughError::SaveDescriptor)?,
+                )),
                 position,
                 unsent: unsent.to_vec(),
             });
@@ -410,7 +470,7 @@ impl PassthroughFs {
         };
         // Release: pairs with the acquire in `ready`.
         self.saved.store(true, Ordering::Release);
-        Ok((state, saver.fds))
+        Ok((state, SavedFds(saver.fds)))
     }
 
     /// A filesystem that goes on from `state` (see
@@ -521,6 +581,12 @@ impl PassthroughFs {
 
 #[cfg(test)]
 mod tests {
+    /// A saved state with descriptors of its own, as a successor in
+    /// another process would receive them.
+    fn owned((state, fds): (SavedState, SavedFds)) -> (SavedState, Vec<OwnedFd>) {
+        (state, fds.duplicate().unwrap())
+    }
+
     use super::*;
     use std::collections::HashSet;
     use std::ffi::OsStr;
@@ -666,7 +732,7 @@ mod tests {
     #[test]
     fn a_restored_filesystem_is_the_saved_one() {
         let w = busy();
-        let (state, fds) = w.fs.save().unwrap();
+        let (state, fds) = w.fs.save().map(owned).unwrap();
         assert_eq!(state.version, STATE_VERSION);
         assert_eq!(state.table.shards.len(), 16);
         let fs =
@@ -677,9 +743,9 @@ mod tests {
         // Saved again, the successor gives the same state, down to the
         // counts, keys, next ids, mtimes, backing ids and the order of
         // the descriptors, and each descriptor is the same inode.
-        let (again, fds_old) = w.fs.save().unwrap();
+        let (again, fds_old) = w.fs.save().map(owned).unwrap();
         assert_eq!(again, state, "saving twice gives one state");
-        let (restored, fds_new) = fs.save().unwrap();
+        let (restored, fds_new) = fs.save().map(owned).unwrap();
         assert_eq!(restored, state);
         assert_eq!(fds_new.len(), fds_old.len());
         for (old, new) in fds_old.iter().zip(&fds_new) {
@@ -755,7 +821,7 @@ mod tests {
             fb,
             ..
         } = busy();
-        let (state, fds) = old.save().unwrap();
+        let (state, fds) = old.save().map(owned).unwrap();
         let fs = PassthroughFs::restore(src.path(), Options::default(), state, fds).unwrap();
         // The predecessor goes, closing all its descriptors.
         drop(old);
@@ -794,7 +860,7 @@ mod tests {
         let w = busy();
         let src = w.src.path();
 
-        let (mut state, fds) = w.fs.save().unwrap();
+        let (mut state, fds) = w.fs.save().map(owned).unwrap();
         state.version = STATE_VERSION + 1;
         let err = refused(src, state, fds);
         assert!(
@@ -810,7 +876,7 @@ mod tests {
         assert_eq!(err.to_string(), "saved state version 2, this build reads 1");
 
         let elsewhere = tempfile::tempdir().unwrap();
-        let (state, fds) = w.fs.save().unwrap();
+        let (state, fds) = w.fs.save().map(owned).unwrap();
         let err = refused(elsewhere.path(), state, fds);
         assert!(matches!(err, PassthroughError::StateRoot { .. }), "{err}");
         assert!(
@@ -818,14 +884,14 @@ mod tests {
                 .contains(&*elsewhere.path().to_string_lossy()),
             "{err}"
         );
-        let (state, fds) = w.fs.save().unwrap();
+        let (state, fds) = w.fs.save().map(owned).unwrap();
         let err = refused(&src.join("a"), state, fds);
         assert!(
             matches!(err, PassthroughError::NotADirectory { .. }),
             "{err}"
         );
 
-        let (state, mut fds) = w.fs.save().unwrap();
+        let (state, mut fds) = w.fs.save().map(owned).unwrap();
         fds.pop();
         let err = refused(src, state, fds);
         assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
@@ -833,7 +899,7 @@ mod tests {
 
         // Descriptors out of order: an entry's descriptor is another inode
         // (or another type of file).
-        let (state, mut fds) = w.fs.save().unwrap();
+        let (state, mut fds) = w.fs.save().map(owned).unwrap();
         fds.swap(0, 1);
         let err = refused(src, state, fds);
         assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
@@ -841,7 +907,7 @@ mod tests {
 
         // A node moved to another shard (as a build hashing keys otherwise
         // would find it): refused, or a key could get two ids.
-        let (mut state, fds) = w.fs.save().unwrap();
+        let (mut state, fds) = w.fs.save().map(owned).unwrap();
         let (from, node) = state
             .table
             .shards
@@ -861,7 +927,7 @@ mod tests {
         );
 
         // An id the shard's next id would hand out again.
-        let (mut state, fds) = w.fs.save().unwrap();
+        let (mut state, fds) = w.fs.save().map(owned).unwrap();
         let shard = state
             .table
             .shards
@@ -877,7 +943,7 @@ mod tests {
         );
 
         // An fh the counter would hand out again.
-        let (mut state, fds) = w.fs.save().unwrap();
+        let (mut state, fds) = w.fs.save().map(owned).unwrap();
         state.next_fh = w.fd.0;
         let err = refused(src, state, fds);
         assert!(err.to_string().contains("not below the next fh"), "{err}");
@@ -895,7 +961,7 @@ mod tests {
     #[test]
     fn forgotten_nodes_are_kept_as_far_as_the_successor_remembers() {
         let w = busy();
-        let (state, fds) = w.fs.save().unwrap();
+        let (state, fds) = w.fs.save().map(owned).unwrap();
         let options = Options {
             remembered_handles: 0,
             ..Options::default()
@@ -916,7 +982,7 @@ mod tests {
     #[test]
     fn a_state_survives_serialisation() {
         let w = busy();
-        let (state, fds) = w.fs.save().unwrap();
+        let (state, fds) = w.fs.save().map(owned).unwrap();
         let json = serde_json::to_string(&state).unwrap();
         let back: SavedState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, state);
@@ -931,7 +997,7 @@ mod tests {
     #[test]
     fn a_node_forgotten_mid_forget_gets_its_handle_taken_by_the_successor() {
         let w = busy();
-        let (mut state, mut fds) = w.fs.save().unwrap();
+        let (mut state, mut fds) = w.fs.save().map(owned).unwrap();
         let gone = w.src.path().join("gone");
         let path = std::ffi::CString::new(gone.as_os_str().as_encoded_bytes()).unwrap();
         fds.push(sys::open(&path, libc::O_PATH | libc::O_NOFOLLOW).unwrap());
@@ -953,7 +1019,7 @@ mod tests {
         let handle = std::mem::replace(&mut forgotten.kept, SavedKept::Open { inode: index });
         let fs = PassthroughFs::restore(w.src.path(), Options::default(), state, fds).unwrap();
         assert_eq!(fs.remembered_count(), 1);
-        let (again, _) = fs.save().unwrap();
+        let (again, _) = fs.save().map(owned).unwrap();
         let kept = again
             .table
             .shards

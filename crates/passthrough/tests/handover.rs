@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::c;
 use fastfuse::{Errno, Handover, MountOptions, Session, SessionError};
-use fastfuse_passthrough::{Options, PassthroughError, PassthroughFs};
+use fastfuse_passthrough::{Options, PassthroughError, PassthroughFs, SavedFds, SavedState};
 
 /// Detaches whatever is still mounted at the path when dropped: a handed
 /// over connection belongs to no session until one resumes it, so nothing
@@ -36,6 +36,12 @@ struct HandedOver {
     handover: Option<Handover>,
     _detach: DetachOnDrop,
     mnt: tempfile::TempDir,
+}
+
+/// A saved state with descriptors of its own, as a successor in another
+/// process would receive them.
+fn owned((state, fds): (SavedState, SavedFds)) -> (SavedState, Vec<std::os::fd::OwnedFd>) {
+    (state, fds.duplicate().unwrap())
 }
 
 fn source() -> tempfile::TempDir {
@@ -90,7 +96,7 @@ fn a_session_resumes_after_a_save_and_only_then() {
     let src = source();
     let fs = Arc::new(PassthroughFs::new(src.path(), Options::default()).unwrap());
     let mut h = hand_over(fs.clone());
-    let (state, fds) = fs.save().unwrap();
+    let (state, fds) = fs.save().map(owned).unwrap();
     drop((state, fds));
     let session =
         Session::resume(fs.clone(), h.handover.take().unwrap(), common::config(true)).unwrap();
@@ -115,7 +121,7 @@ fn a_restored_filesystem_serves_the_handed_over_connection() {
     fs::create_dir(src.path().join("d")).unwrap();
     let fs = Arc::new(PassthroughFs::new(src.path(), Options::default()).unwrap());
     let mut h = hand_over(fs.clone());
-    let (state, fds) = fs.save().unwrap();
+    let (state, fds) = fs.save().map(owned).unwrap();
     let next = PassthroughFs::restore(src.path(), Options::default(), state, fds).unwrap();
     drop(fs);
     let session = Session::resume(next, h.handover.take().unwrap(), common::config(true)).unwrap();

@@ -261,6 +261,17 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts watching.
     pub fn start(limit: Duration, what: &'static str, pid: u32, mounts: &[&Path]) -> Watchdog {
+        Watchdog::following(limit, what, move || Some(pid), mounts)
+    }
+
+    /// [`start`](Watchdog::start) for a daemon whose pid changes (a live
+    /// upgrade): `pid` names the one serving when the limit passes.
+    pub fn following(
+        limit: Duration,
+        what: &'static str,
+        pid: impl Fn() -> Option<u32> + Send + 'static,
+        mounts: &[&Path],
+    ) -> Watchdog {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
         let mounts: Vec<PathBuf> = mounts.iter().map(|p| p.to_path_buf()).collect();
@@ -273,8 +284,10 @@ impl Watchdog {
                 std::thread::sleep(Duration::from_millis(100));
             }
             eprintln!("watchdog: {what} still running after {limit:?}; ending it");
-            // SAFETY: kill(2) on the daemon's pid, which this test started.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if let Some(pid) = pid() {
+                // SAFETY: kill(2) on the daemon's pid, which this test started.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
             for m in &mounts {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
             }

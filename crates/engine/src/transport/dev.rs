@@ -4,7 +4,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fastfuse_abi as abi;
@@ -274,10 +273,13 @@ impl Transport for DevWorker {
                     Err(e) => classify(&e, "read"),
                 },
             };
+            if matches!(next, Next::Stop) {
+                return Ok(());
+            }
             // Checked between requests, so that a pause never leaves one
             // half served: a worker blocked in read(2) is woken by a signal
             // (EINTR, no request taken) and lands here.
-            if matches!(next, Next::Stop) || server.stopping.load(Ordering::Acquire) {
+            if server.gate.is_closed() && !server.gate.wait() {
                 return Ok(());
             }
         }

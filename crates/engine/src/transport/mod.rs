@@ -32,11 +32,9 @@ pub(crate) struct Server<F> {
     /// Bytes a reply payload may need (largest READ plus the largest
     /// reply struct).
     pub(crate) reply_buffer_size: usize,
-    /// Set by [`BackgroundSession::pause`](crate::BackgroundSession::pause):
-    /// /dev/fuse workers stop before reading another request. Release
-    /// store, acquire load: a worker that sees it also sees everything the
-    /// pausing thread did before.
-    pub(crate) stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Closed by [`BackgroundSession::pause`](crate::BackgroundSession::pause):
+    /// /dev/fuse workers park on it before reading another request.
+    pub(crate) gate: std::sync::Arc<crate::gate::Gate>,
 }
 
 /// A way of receiving requests and sending replies. Workers of one session
@@ -62,6 +60,7 @@ impl<F: Filesystem> Server<F> {
         to: ReplyTo<'_>,
     ) -> Outcome {
         let start = Instant::now();
+        shard.begin(start);
         let outcome = match request::decode(header, body, self.layout) {
             Ok(op) => {
                 if let request::Operation::Write { data, .. } = &op {
@@ -79,6 +78,7 @@ impl<F: Filesystem> Server<F> {
                 }
             }
         };
+        shard.end();
         let failed = matches!(outcome, Outcome::Reply(Err(_)));
         shard.record(header.opcode, start.elapsed(), failed);
         outcome
@@ -96,11 +96,13 @@ impl<F: Filesystem> Server<F> {
         to: ReplyTo<'_>,
     ) -> Outcome {
         let start = Instant::now();
+        shard.begin(start);
         shard.record_write(data.len());
         shard.record_spliced_write();
         let outcome = self
             .dispatcher
             .handle_spliced_write(header, arg, data, out, to);
+        shard.end();
         let failed = matches!(outcome, Outcome::Reply(Err(_)));
         shard.record(header.opcode, start.elapsed(), failed);
         outcome
@@ -208,7 +210,7 @@ mod tests {
             stats,
             request_buffer_size: 8192,
             reply_buffer_size: 8192,
-            stopping: Arc::default(),
+            gate: Arc::default(),
         };
         (server, shard)
     }
@@ -580,7 +582,7 @@ mod fuzz {
                 stats: std::sync::Arc::new(Stats::default()),
                 request_buffer_size: 8192,
                 reply_buffer_size: 8192,
-            stopping: std::sync::Arc::default(),
+            gate: std::sync::Arc::default(),
             };
             let (opcode, mut body) = valid_bodies().swap_remove(which);
             for (at, byte) in flips {
@@ -645,7 +647,7 @@ mod fuzz {
                 stats: std::sync::Arc::new(Stats::default()),
                 request_buffer_size: 8192,
                 reply_buffer_size: 8192,
-            stopping: std::sync::Arc::default(),
+            gate: std::sync::Arc::default(),
             };
             let header = abi::InHeader {
                 len: (40 + body.len()) as u32,

@@ -1,0 +1,193 @@
+//! The daemon's control socket: an abstract Unix socket per mount, named
+//! by the mount's unique id, on which `fastfuse upgrade` asks for a live
+//! upgrade; and the loop a daemon runs while it serves, waiting for that
+//! or for the end of the mount.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fastfuse::BackgroundSession;
+use fastfuse_passthrough::PassthroughFs;
+use rustix::event::{poll, PollFd, PollFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::upgrade::{self, Upgraded};
+
+/// How long the client waits for the daemon's answer: a hand-over waits
+/// up to 30 s per step for the successor, twice.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn socket_name(mount_id: u64) -> String {
+    format!("fastfuse-ctl-{mount_id}")
+}
+
+/// What a client asks.
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Hand over to this binary (None: the daemon's own executable path).
+    Upgrade { binary: Option<PathBuf> },
+}
+
+/// What the daemon answers.
+#[derive(Debug, Serialize, Deserialize)]
+enum Answer {
+    Upgraded(Upgraded),
+    Error(String),
+}
+
+/// Asks the daemon serving `mountpoint` to hand over to `binary`.
+pub fn request_upgrade(mountpoint: &Path, binary: Option<&Path>) -> anyhow::Result<Upgraded> {
+    let id = fastfuse::mount_id(mountpoint)
+        .with_context(|| format!("cannot examine {}", mountpoint.display()))?;
+    let name = socket_name(id);
+    let addr = SocketAddr::from_abstract_name(&name)?;
+    let mut conn = UnixStream::connect_addr(&addr).with_context(|| {
+        format!(
+            "no fastfuse daemon answers for {} (is it a fastfuse mount?)",
+            mountpoint.display()
+        )
+    })?;
+    conn.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_vec(&Request::Upgrade {
+        binary: binary.map(Path::to_path_buf),
+    })?;
+    line.push(b'\n');
+    conn.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(conn)
+        .read_line(&mut answer)
+        .context("waiting for the daemon's answer")?;
+    if answer.is_empty() {
+        bail!("the daemon closed the connection without answering (not root or its user?)");
+    }
+    match serde_json::from_str(&answer).context("decoding the daemon's answer")? {
+        Answer::Upgraded(up) => Ok(up),
+        Answer::Error(e) => bail!("{e}"),
+    }
+}
+
+/// The daemon's half: its listener, if bound.
+struct Listener {
+    name: String,
+    sock: Option<UnixListener>,
+}
+
+impl Listener {
+    fn bind(mount_id: u64) -> Listener {
+        let mut l = Listener {
+            name: socket_name(mount_id),
+            sock: None,
+        };
+        l.rebind();
+        l
+    }
+
+    fn rebind(&mut self) {
+        let bound =
+            SocketAddr::from_abstract_name(&self.name).and_then(|a| UnixListener::bind_addr(&a));
+        match bound {
+            Ok(sock) => self.sock = Some(sock),
+            Err(e) => tracing::warn!(
+                "control socket @{} unavailable ({e}); no live upgrade",
+                self.name
+            ),
+        }
+    }
+}
+
+/// Serves until the mount ends (then joins the session, which runs the
+/// filesystem's destroy) or until it was handed over to a successor
+/// (then leaves it mounted). `exe` is the default binary to upgrade to.
+pub fn serve(
+    mut bg: BackgroundSession,
+    fs: Arc<PassthroughFs>,
+    mount_id: u64,
+    exe: PathBuf,
+) -> anyhow::Result<()> {
+    let mut listener = Listener::bind(mount_id);
+    let owner = rustix::process::geteuid();
+    loop {
+        let readable = {
+            let ended = bg.ended_fd();
+            let mut fds = vec![PollFd::new(&ended, PollFlags::IN)];
+            if let Some(sock) = &listener.sock {
+                fds.push(PollFd::new(sock, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e).context("waiting for the mount or a control request"),
+            }
+            (
+                !fds[0].revents().is_empty(),
+                fds.get(1).is_some_and(|f| !f.revents().is_empty()),
+            )
+        };
+        if readable.0 {
+            bg.join();
+            return Ok(());
+        }
+        if !readable.1 {
+            continue;
+        }
+        let Some(sock) = &listener.sock else { continue };
+        let Ok((mut conn, _)) = sock.accept() else {
+            continue;
+        };
+        // An abstract socket has no mode: anyone may connect, so only
+        // root and the daemon's own user are heard.
+        match rustix::net::sockopt::socket_peercred(conn.as_fd()) {
+            Ok(cred) if cred.uid.is_root() || cred.uid == owner => {}
+            _ => continue,
+        }
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                reply(&mut conn, &Answer::Error(format!("bad request: {e}")));
+                continue;
+            }
+        };
+        let Request::Upgrade { binary } = request;
+        let binary = binary.unwrap_or_else(|| exe.clone());
+        tracing::info!("upgrading to {}", binary.display());
+        let result = upgrade::hand_over(&mut bg, &fs, &binary, &mut || listener.sock = None);
+        match result {
+            Ok(up) => {
+                tracing::info!(
+                    new_pid = up.new_pid,
+                    pause_ms = up.pause_ms,
+                    "handed {} over; exiting",
+                    bg.mountpoint().display()
+                );
+                reply(&mut conn, &Answer::Upgraded(up));
+                bg.leave();
+                return Ok(());
+            }
+            Err(e) => {
+                if listener.sock.is_none() {
+                    listener.rebind();
+                }
+                tracing::warn!("upgrade failed, serving on: {e:#}");
+                reply(&mut conn, &Answer::Error(format!("{e:#}")));
+            }
+        }
+    }
+}
+
+fn reply(conn: &mut UnixStream, answer: &Answer) {
+    if let Ok(mut line) = serde_json::to_vec(answer) {
+        line.push(b'\n');
+        let _ = conn.write_all(&line);
+    }
+}
