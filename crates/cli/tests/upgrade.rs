@@ -134,8 +134,13 @@ impl Daemon {
     /// Unmounts and waits for the serving daemon to exit by itself.
     fn stop(&mut self) {
         let pid = self.pid();
+        // Lazily if busy: a child another test forked meanwhile may hold a
+        // copy of a descriptor on this mount for a moment.
         let status = Command::new("umount").arg(self.mnt()).status().unwrap();
-        assert!(status.success(), "umount failed");
+        if !status.success() {
+            let lazy = Command::new("umount").arg("-l").arg(self.mnt()).status();
+            assert!(lazy.unwrap().success(), "umount failed");
+        }
         if let Some(mut c) = self.first.take() {
             assert!(c.wait().unwrap().success());
         } else {
@@ -518,5 +523,73 @@ fn a_binary_that_cannot_read_the_state_is_refused_and_the_mount_serves_on() {
     assert_eq!(std::fs::read(mnt.join("before")).unwrap(), b"12");
     assert_eq!(std::fs::read(mnt.join("after")).unwrap(), b"3");
     drop(open);
+    d.stop();
+}
+
+/// The request counts of the daemon serving `mnt`.
+fn op_count(mnt: &Path, op: &str) -> u64 {
+    let out = Command::new(fastfuse_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    snap["ops"][op]["count"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
+    let mut d = Daemon::start(&[]);
+    let _dog = support::Watchdog::following(
+        Duration::from_secs(60),
+        "upgrade with a lock wait",
+        d.pid_reader(),
+        &[d.mnt()],
+    );
+    let path = d.mnt().join("contended");
+    let held = std::fs::File::create(&path).unwrap();
+    posix_lock(held.as_raw_fd());
+    // Another process blocks for the lock: its SETLKW waits in the daemon,
+    // off the workers, with a reply only this daemon can send.
+    let p = c(&path);
+    let waiter = support::fork(|| {
+        // SAFETY: raw system calls on a path prepared before the fork.
+        unsafe {
+            let fd = libc::open(p.as_ptr(), libc::O_RDWR);
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            if fd < 0 || libc::fcntl(fd, libc::F_SETLKW, &fl) != 0 {
+                return 1;
+            }
+            0
+        }
+    });
+    assert!(
+        wait_for(Duration::from_secs(20), || op_count(d.mnt(), "SETLKW") >= 1),
+        "the waiter's SETLKW never reached the daemon"
+    );
+    let old = d.pid();
+    let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
+    assert!(
+        !ok,
+        "an upgrade with a lock wait pending went through: {text}"
+    );
+    assert!(text.contains("lock"), "the refusal says why: {text}");
+    assert_eq!(d.pid(), old, "the old daemon serves on");
+    // The wait is still this daemon's to answer: the unlock grants it.
+    drop(held);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(waiter, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the waiter did not get the lock"
+    );
+    let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
+    assert!(ok, "the upgrade after the wait failed: {text}");
+    assert_ne!(d.pid(), old);
+    std::fs::write(d.mnt().join("after"), b"served").unwrap();
+    assert_eq!(std::fs::read(d.mnt().join("after")).unwrap(), b"served");
     d.stop();
 }

@@ -194,6 +194,24 @@ fn prepare_splice(out: &mut abi::InitOut, negotiated: &mut Negotiated) -> Option
     Some(pipe.size())
 }
 
+/// The pipe size a resumed session splices WRITEs through: only if a pipe
+/// takes the max_write agreed before (as it does when the old server
+/// spliced, which held max_write to a pipe).
+fn resumed_splice_pipe(negotiated: &Negotiated) -> Option<usize> {
+    let want = negotiated.max_write as usize + 2 * init::PAGE_SIZE;
+    match Pipe::new(want) {
+        Ok(pipe) if pipe.max_write() >= negotiated.max_write as usize => Some(pipe.size()),
+        Ok(_) => {
+            tracing::info!("no pipe takes the agreed max_write; reading WRITEs, not splicing");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot make a pipe to splice through ({e}); reading requests");
+            None
+        }
+    }
+}
+
 /// What the handshake agreed and set up.
 struct Handshake {
     negotiated: Negotiated,
@@ -327,8 +345,9 @@ impl<F: Filesystem> Session<F> {
     /// filesystem must recognise them (the engine only serves). INIT is
     /// not sent again: [`Filesystem::ready`] gets the agreed values.
     ///
-    /// Served through /dev/fuse only, and without splicing WRITE data
-    /// (max_write was agreed for the old server's buffers, not a pipe).
+    /// Served through /dev/fuse only. WRITE data is spliced (with
+    /// [`Config::splice_write`]) only if a pipe takes the max_write the
+    /// old server agreed: it cannot be lowered any more.
     pub fn resume(fs: F, handover: Handover, config: Config) -> Result<Session<F>, SessionError> {
         if config.transport == TransportKind::Uring {
             return Err(SessionError::Transport(
@@ -347,8 +366,13 @@ impl<F: Filesystem> Session<F> {
         let mount = mount::adopt(&mountpoint, dev.clone(), Some(mount_id))?;
         let connection = Connection::new(negotiated, dev.clone());
         fs.ready(&connection).map_err(SessionError::FsInit)?;
+        let splice_pipe = if config.splice_write {
+            resumed_splice_pipe(&negotiated)
+        } else {
+            None
+        };
         let config = Config {
-            splice_write: false,
+            splice_write: splice_pipe.is_some(),
             transport: TransportKind::Dev,
             ..config
         };
@@ -361,7 +385,7 @@ impl<F: Filesystem> Session<F> {
                 negotiated,
                 connection,
                 queues: Vec::new(),
-                splice_pipe: None,
+                splice_pipe,
             },
         );
         session.server.stats.carry_on(uptime, stats);
