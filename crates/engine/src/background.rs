@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::gate::Gate;
+use crate::gate::{Gate, Reading};
 use crate::init::Negotiated;
 use crate::mount::Mount;
 use crate::session::Handover;
@@ -127,6 +127,9 @@ pub struct BackgroundSession {
     mount: Arc<Mount>,
     stats: Arc<Stats>,
     workers: Vec<JoinHandle<()>>,
+    /// For each /dev/fuse worker, the first of `workers`: whether it is in
+    /// read(2), where a pause may signal it.
+    readers: Vec<Arc<Reading>>,
     set: Arc<WorkerSet>,
     serving: Option<Box<dyn Serving>>,
     paused: bool,
@@ -145,6 +148,7 @@ impl BackgroundSession {
         mount: Arc<Mount>,
         stats: Arc<Stats>,
         workers: Vec<JoinHandle<()>>,
+        readers: Vec<Arc<Reading>>,
         set: Arc<WorkerSet>,
         serving: Box<dyn Serving>,
         signals: Option<StoppableThread>,
@@ -154,6 +158,7 @@ impl BackgroundSession {
             mount,
             stats,
             workers,
+            readers,
             set,
             serving: Some(serving),
             paused: false,
@@ -180,7 +185,8 @@ impl BackgroundSession {
     }
 
     /// Readable once every worker has stopped: the filesystem was
-    /// unmounted or its connection aborted (or the session is paused).
+    /// unmounted or its connection aborted (paused workers park, they do
+    /// not stop).
     /// Poll it beside other descriptors; then call
     /// [`join`](BackgroundSession::join), which returns at once.
     pub fn ended_fd(&self) -> BorrowedFd<'_> {
@@ -199,16 +205,20 @@ impl BackgroundSession {
         self.stopped_at.filter(|_| self.paused).map(|t| t.elapsed())
     }
 
-    /// Flushes dirty pages, unmounts, and waits for the workers to stop.
+    /// Flushes dirty pages, unmounts, and waits for the workers to stop
+    /// (a paused session serves again first: the flush needs it).
     pub fn unmount(mut self) -> io::Result<()> {
+        self.resume();
         let r = self.mount.unmount(true);
         self.finish();
         r
     }
 
     /// Waits until the filesystem is unmounted by someone else (umount,
-    /// fusermount3 -u, a signal with `handle_signals`).
+    /// fusermount3 -u, a signal with `handle_signals`); a paused session
+    /// serves again first.
     pub fn join(mut self) {
+        self.resume();
         self.finish();
     }
 
@@ -292,16 +302,16 @@ impl BackgroundSession {
     /// serving a request for [`GIVE_UP`] (false).
     fn park_all(&self, gate: &Gate, closed_at: Instant, patient: bool) -> Result<bool, PauseError> {
         loop {
-            // A parked worker woken by the signal only waits again.
-            for w in &self.workers {
+            // Only a worker in read(2) is signalled (see `gate`).
+            for (w, reading) in self.workers.iter().zip(&self.readers) {
                 // ESRCH: it returned (the connection ended).
-                if let Err(e) = sys::signal_pause(w) {
+                if let Err(e) = reading.interrupt(|| sys::signal_pause(w)) {
                     if e.raw_os_error() != Some(libc::ESRCH) {
                         return Err(PauseError::Io("signalling a worker", e));
                     }
                 }
             }
-            if gate.wait_parked(self.workers.len(), RESIGNAL_EVERY) {
+            if gate.wait_parked(self.readers.len(), RESIGNAL_EVERY) {
                 return Ok(true);
             }
             if self.workers.iter().any(JoinHandle::is_finished) {

@@ -4,8 +4,14 @@
 //! with its buffers, until the gate opens again (the pause is called off,
 //! or the successor refused) or the session is left to a successor, when
 //! it returns without reading another request.
+//!
+//! A worker blocked in read(2) is woken by a signal, which ends the read
+//! with EINTR and takes no request. The signal must reach a worker only
+//! there: one serving a request may be in a system call that a signal
+//! cuts short (tmpfs's fallocate returns EINTR, a copy_file_range comes
+//! back short), and the caller would see it. [`Reading`] makes sure.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -100,6 +106,68 @@ impl Gate {
                 .0;
         }
         true
+    }
+}
+
+/// Where one worker is, as the pausing thread may signal it.
+#[derive(Default)]
+pub(crate) struct Reading(AtomicU8);
+
+/// Serving a request, parked, or between the two: no signal.
+const BUSY: u8 = 0;
+/// In (or about to enter) read(2) on /dev/fuse: may be signalled.
+const READING: u8 = 1;
+/// The pausing thread is sending the signal.
+const SIGNALLING: u8 = 2;
+/// The signal was sent: it has been or will be handled at the worker's
+/// next return from a system call.
+const SIGNALLED: u8 = 3;
+
+impl Reading {
+    /// The worker is about to read a request.
+    pub(crate) fn enter(&self) {
+        self.0.store(READING, Ordering::SeqCst);
+    }
+
+    /// The read returned (with a request or EINTR): from here no signal
+    /// may arrive. If one was sent meanwhile, it is taken now, by a
+    /// system call whose return runs the handler, rather than in the
+    /// middle of serving.
+    pub(crate) fn leave(&self) {
+        loop {
+            match self
+                .0
+                .compare_exchange(READING, BUSY, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return,
+                // The pauser is between its claim and its kill: a few
+                // instructions.
+                Err(SIGNALLING) => std::hint::spin_loop(),
+                Err(_) => {
+                    crate::sys::take_pending_signals();
+                    self.0.store(BUSY, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The pausing thread: signals the worker if it is reading (with
+    /// `kill`, which must send it the pause signal); whether it was.
+    pub(crate) fn interrupt(
+        &self,
+        kill: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<bool> {
+        if self
+            .0
+            .compare_exchange(READING, SIGNALLING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let r = kill();
+        self.0.store(SIGNALLED, Ordering::SeqCst);
+        r.map(|()| true)
     }
 }
 

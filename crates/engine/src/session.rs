@@ -17,7 +17,7 @@ use crate::connection::Connection;
 use crate::dispatch::Dispatcher;
 use crate::errno::Errno;
 use crate::filesystem::Filesystem;
-use crate::gate::Gate;
+use crate::gate::{Gate, Reading};
 use crate::init::{self, InitError, InitReply, Negotiated};
 use crate::mount::{self, Mount, MountError, MountOptions};
 use crate::reply;
@@ -542,7 +542,7 @@ impl<F: Filesystem> Session<F> {
             negotiated: *self.connection.negotiated(),
             uring: !self.queues.is_empty(),
         };
-        let mut workers = serving.start(&set)?;
+        let (mut workers, readers) = serving.start(&set)?;
         for mut queue in std::mem::take(&mut self.queues) {
             queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
             let server = self.server.clone();
@@ -572,6 +572,7 @@ impl<F: Filesystem> Session<F> {
             self.mount,
             self.server.stats.clone(),
             workers,
+            readers,
             set,
             Box::new(serving),
             signals,
@@ -592,7 +593,13 @@ struct DevWorkers<F> {
 }
 
 impl<F: Filesystem> DevWorkers<F> {
-    fn start(&self, set: &Arc<WorkerSet>) -> Result<Vec<JoinHandle<()>>, SessionError> {
+    /// Starts the workers; their handles and, in the same order, where
+    /// each is for a pause's signal.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        set: &Arc<WorkerSet>,
+    ) -> Result<(Vec<JoinHandle<()>>, Vec<Arc<Reading>>), SessionError> {
         // With io_uring, one /dev/fuse worker remains for FORGET, INTERRUPT
         // and whatever arrives before every queue has registered.
         let count = if self.uring {
@@ -601,6 +608,7 @@ impl<F: Filesystem> DevWorkers<F> {
             self.config.worker_count()
         };
         let mut workers = Vec::with_capacity(count);
+        let mut readers = Vec::with_capacity(count);
         for i in 0..count {
             let fd = if i == 0 || !self.config.clone_fd {
                 self.dev.clone()
@@ -613,12 +621,14 @@ impl<F: Filesystem> DevWorkers<F> {
                     }
                 }
             };
+            let reading = Arc::new(Reading::default());
             let worker = DevWorker::new(
                 fd,
                 self.server.request_buffer_size,
                 self.server.reply_buffer_size,
                 self.config.mlock_buffers,
                 self.splice_pipe,
+                reading.clone(),
             );
             let server = self.server.clone();
             let io_flusher = self.config.io_flusher;
@@ -640,8 +650,9 @@ impl<F: Filesystem> DevWorkers<F> {
                     SessionError::Io("spawning a worker", e)
                 })?;
             workers.push(handle);
+            readers.push(reading);
         }
-        Ok(workers)
+        Ok((workers, readers))
     }
 }
 

@@ -504,6 +504,15 @@ pub fn install_pause_handler() -> io::Result<()> {
     .map(drop)
 }
 
+/// Makes a system call that does nothing, so that a signal sent to this
+/// thread (already pending: `pthread_kill` has returned) is handled on its
+/// way back, before whatever comes next.
+pub fn take_pending_signals() {
+    // SAFETY: getpid takes no arguments and cannot fail; the raw syscall
+    // (not a cached or vDSO value) enters the kernel.
+    unsafe { libc::syscall(libc::SYS_getpid) };
+}
+
 /// Sends `thread` the pause signal. The caller holds the thread's
 /// `JoinHandle` and has not joined it, so the id is still valid (POSIX
 /// keeps it so until the join, also once the thread has returned).

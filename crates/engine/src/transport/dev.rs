@@ -12,6 +12,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::{Server, Transport};
 use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
+use crate::gate::Reading;
 use crate::init::PAGE_SIZE;
 use crate::reply::{self, Outcome};
 use crate::request::{self, Body};
@@ -30,6 +31,8 @@ pub(crate) struct DevWorker {
     pipe: Option<Pipe>,
     /// How much large WRITEs dominate lately (see [`DevWorker::note`]).
     splice_score: u8,
+    /// Whether it is in read(2), for a pause's signal.
+    reading: Arc<Reading>,
 }
 
 /// Splicing costs every request a syscall and the kernel a page, and pays
@@ -69,6 +72,7 @@ impl DevWorker {
         reply_size: usize,
         lock: bool,
         splice_pipe: Option<usize>,
+        reading: Arc<Reading>,
     ) -> Self {
         let pipe = splice_pipe.and_then(|want| match Pipe::new(want) {
             Ok(pipe) if pipe.max_write() + PAGE_SIZE >= request_size => Some(pipe),
@@ -87,12 +91,16 @@ impl DevWorker {
             reply: prepared_buffer(reply_size + HEADER, lock),
             pipe,
             splice_score: 0,
+            reading,
         }
     }
 
     /// Reads one request into the request buffer; its length.
     fn receive(&mut self) -> io::Result<usize> {
-        sys::read(self.fd.as_fd(), &mut self.request)
+        self.reading.enter();
+        let r = sys::read(self.fd.as_fd(), &mut self.request);
+        self.reading.leave();
+        r
     }
 
     /// Counts a request of `n` bytes toward the splicing decision.
@@ -257,17 +265,22 @@ impl Transport for DevWorker {
         let shard = server.stats.shard(self.name());
         loop {
             let next = match &self.pipe {
-                Some(pipe) if self.splice_score >= SCORE_ON => match sys::splice(
-                    self.fd.as_fd(),
-                    None,
-                    pipe.write_end(),
-                    None,
-                    self.request.len(),
-                    0,
-                ) {
-                    Ok(n) => self.serve_spliced(server, &shard, n),
-                    Err(e) => classify(&e, "splice"),
-                },
+                Some(pipe) if self.splice_score >= SCORE_ON => {
+                    self.reading.enter();
+                    let r = sys::splice(
+                        self.fd.as_fd(),
+                        None,
+                        pipe.write_end(),
+                        None,
+                        self.request.len(),
+                        0,
+                    );
+                    self.reading.leave();
+                    match r {
+                        Ok(n) => self.serve_spliced(server, &shard, n),
+                        Err(e) => classify(&e, "splice"),
+                    }
+                }
                 _ => match self.receive() {
                     Ok(n) => self.serve_read(server, &shard, n),
                     Err(e) => classify(&e, "read"),
