@@ -593,3 +593,106 @@ fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
     assert_eq!(std::fs::read(d.mnt().join("after")).unwrap(), b"served");
     d.stop();
 }
+
+/// In each mode, what a program holds open carries over: a file written
+/// through one descriptor (with kernel passthrough, its backing file), a
+/// directory listing read half before the upgrades and half after (every
+/// name once), and a shared memory map written before and after.
+#[test]
+fn open_files_and_half_read_listings_carry_over_in_every_mode() {
+    for args in [
+        &["-o", "writeback"][..],
+        &["-o", "no_writeback"],
+        &["--passthrough"],
+        &["-o", "allow_other"],
+    ] {
+        let mut d = Daemon::start(args);
+        let _dog = support::Watchdog::following(
+            Duration::from_secs(60),
+            "upgrade modes",
+            d.pid_reader(),
+            &[d.mnt()],
+        );
+        let mnt = d.mnt().to_path_buf();
+        let dir = mnt.join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        let names: Vec<String> = (0..2000).map(|i| format!("entry-{i:04}")).collect();
+        for n in &names {
+            std::fs::write(dir.join(n), b"").unwrap();
+        }
+        let mut listing = std::fs::read_dir(&dir).unwrap();
+        let mut seen: Vec<String> = (&mut listing)
+            .take(700)
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(mnt.join("file"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"before ").unwrap();
+        let mapped = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(mnt.join("mapped"))
+            .unwrap();
+        mapped.set_len(4096).unwrap();
+        // SAFETY: a shared mapping of 4096 bytes of a file of that size,
+        // unmapped below before the file is closed.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                mapped.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        // SAFETY: within the mapping made above.
+        unsafe { std::ptr::write_bytes(map.cast::<u8>(), b'm', 100) };
+        for round in 0..2 {
+            let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
+            assert!(ok, "{args:?}: upgrade {round} failed: {text}");
+        }
+        std::io::Write::write_all(&mut file, b"after").unwrap();
+        file.sync_all().unwrap();
+        let mut back = String::new();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).unwrap();
+        std::io::Read::read_to_string(&mut file, &mut back).unwrap();
+        assert_eq!(back, "before after", "{args:?}: through the old descriptor");
+        // SAFETY: within the mapping; msync and munmap of exactly it.
+        unsafe {
+            std::ptr::write_bytes(map.cast::<u8>().add(100), b'M', 100);
+            assert_eq!(libc::msync(map, 4096, libc::MS_SYNC), 0);
+            libc::munmap(map, 4096);
+        }
+        drop(mapped);
+        let on_source = std::fs::read(d.src.join("mapped")).unwrap();
+        assert_eq!(
+            &on_source[..100],
+            &[b'm'; 100][..],
+            "{args:?}: mapped before"
+        );
+        assert_eq!(
+            &on_source[100..200],
+            &[b'M'; 100][..],
+            "{args:?}: mapped after"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.src.join("file")).unwrap(),
+            "before after",
+            "{args:?}: on the source"
+        );
+        seen.extend(listing.map(|e| e.unwrap().file_name().into_string().unwrap()));
+        seen.sort();
+        assert_eq!(seen, names, "{args:?}: the listing went on where it was");
+        drop(file);
+        d.stop();
+    }
+}
