@@ -73,13 +73,15 @@ pub fn request_upgrade(mountpoint: &Path, binary: Option<&Path>) -> anyhow::Resu
 }
 
 /// The daemon's half: its listener, if bound.
-struct Listener {
+pub struct Listener {
     name: String,
     sock: Option<UnixListener>,
 }
 
 impl Listener {
-    fn bind(mount_id: u64) -> Listener {
+    /// Binds the control socket of the mount with unique id `mount_id`
+    /// (a warning, and no live upgrade, if the name is taken).
+    pub fn bind(mount_id: u64) -> Listener {
         let mut l = Listener {
             name: socket_name(mount_id),
             sock: None,
@@ -103,14 +105,14 @@ impl Listener {
 
 /// Serves until the mount ends (then joins the session, which runs the
 /// filesystem's destroy) or until it was handed over to a successor
-/// (then leaves it mounted). `exe` is the default binary to upgrade to.
+/// (then leaves it mounted), answering on `listener`. `exe` is the
+/// default binary to upgrade to.
 pub fn serve(
     mut bg: BackgroundSession,
     fs: Arc<PassthroughFs>,
-    mount_id: u64,
+    mut listener: Listener,
     exe: PathBuf,
 ) -> anyhow::Result<()> {
-    let mut listener = Listener::bind(mount_id);
     let owner = rustix::process::geteuid();
     loop {
         let readable = {

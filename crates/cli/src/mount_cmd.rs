@@ -274,7 +274,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
             .context("FASTFUSE_HANDOVER_FD is not a descriptor number")?;
         let sock = fastfuse::adopt_inherited_socket(fd).context("the hand-over socket")?;
         raise_nofile();
-        let (bg, fs) = upgrade::take_over(
+        let (bg, fs, listener) = upgrade::take_over(
             sock,
             upgrade::Successor {
                 source: &plan.source,
@@ -283,17 +283,18 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
                 pid_file: args.pid_file.as_deref(),
             },
         )?;
-        let id = bg.mount_id();
-        return control::serve(bg, fs, id, exe);
+        return control::serve(bg, fs, listener, exe);
     }
     let mut readiness = Readiness::from_env();
     match mount(plan) {
         Ok((session, fs)) => {
             write_pid_file(&args)?;
             let bg = session.spawn().context("serving")?;
+            // Bound before the caller is told, so that an upgrade on the
+            // next line of its script finds it.
+            let listener = control::Listener::bind(bg.mount_id());
             readiness.ready();
-            let id = bg.mount_id();
-            control::serve(bg, fs, id, exe)
+            control::serve(bg, fs, listener, exe)
         }
         Err(e) => {
             readiness.failed(&e);

@@ -27,6 +27,7 @@ use fastfuse_passthrough::{PassthroughFs, SavedState, STATE_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{self, Channel};
+use crate::control::Listener;
 
 /// Names the successor's end of the hand-over channel.
 pub const HANDOVER_FD: &str = "FASTFUSE_HANDOVER_FD";
@@ -217,12 +218,13 @@ pub struct Successor<'a> {
 }
 
 /// The successor's side: takes over the mount from the daemon at the
-/// other end of the inherited channel `fd`. Returns the serving session
-/// and its filesystem, and tells the old daemon.
+/// other end of the inherited channel `fd`. Returns the serving session,
+/// its filesystem and its control socket, bound before the old daemon is
+/// told (so that an upgrade right after this one finds it).
 pub fn take_over(
     fd: OwnedFd,
     me: Successor<'_>,
-) -> anyhow::Result<(BackgroundSession, Arc<PassthroughFs>)> {
+) -> anyhow::Result<(BackgroundSession, Arc<PassthroughFs>, Listener)> {
     let chan = Channel::new(fd, STEP_TIMEOUT);
     let Msg::Offer { state_version, pid } = chan.recv::<Msg>()? else {
         bail!("the old daemon did not offer its state");
@@ -296,6 +298,7 @@ pub fn take_over(
             tracing::warn!("writing pid file {}: {e}", path.display());
         }
     }
+    let listener = Listener::bind(bg.mount_id());
     let pause_ms = pause.as_secs_f64() * 1e3;
     if let Err(e) = chan.send(&Msg::Serving {
         pid: std::process::id(),
@@ -309,7 +312,7 @@ pub fn take_over(
         "took over {} from the old daemon",
         bg.mountpoint().display()
     );
-    Ok((bg, fs))
+    Ok((bg, fs, listener))
 }
 
 /// `fastfuse upgrade MNT`: the command line.

@@ -16,7 +16,6 @@ mod support;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -499,17 +498,24 @@ fn a_binary_that_cannot_read_the_state_is_refused_and_the_mount_serves_on() {
         .append(true)
         .open(mnt.join("before"))
         .unwrap();
-    // A "new binary" that reads another state version.
+    // A "new binary" that reads another state version. Written by another
+    // process: a child another test forks meanwhile would hold a copy of
+    // this process's descriptor open for writing, and exec would then fail
+    // with ETXTBSY.
     let bin = d.state.path().join("newer");
-    std::fs::write(
-        &bin,
-        format!(
-            "#!/bin/sh\nFASTFUSE_STATE_VERSION=999 exec {} \"$@\"\n",
-            fastfuse_bin()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "#!/bin/sh\nFASTFUSE_STATE_VERSION=999 exec {} \"$@\"\n",
+        fastfuse_bin()
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"")
+        .arg("sh")
+        .arg(&script)
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(status.success());
     let old = d.pid();
     let (ok, text) = d.upgrade(Some(&bin));
     assert!(!ok, "the upgrade should be refused: {text}");
