@@ -94,7 +94,12 @@ impl Listener {
         let bound =
             SocketAddr::from_abstract_name(&self.name).and_then(|a| UnixListener::bind_addr(&a));
         match bound {
-            Ok(sock) => self.sock = Some(sock),
+            // Readiness comes from poll; a client that gave up in between
+            // must not block the loop in accept.
+            Ok(sock) => match sock.set_nonblocking(true) {
+                Ok(()) => self.sock = Some(sock),
+                Err(e) => tracing::warn!("control socket @{}: {e}; no live upgrade", self.name),
+            },
             Err(e) => tracing::warn!(
                 "control socket @{} unavailable ({e}); no live upgrade",
                 self.name
@@ -139,9 +144,27 @@ pub fn serve(
             continue;
         }
         let Some(sock) = &listener.sock else { continue };
-        let Ok((mut conn, _)) = sock.accept() else {
-            continue;
+        let mut conn = match sock.accept() {
+            Ok((conn, _)) => conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // Out of descriptors (EMFILE) the connection stays queued and
+            // accept fails at once, again and again: pause rather than
+            // spin, still waking at once when the mount ends.
+            Err(_) => {
+                let ended = bg.ended_fd();
+                let _ = poll(
+                    &mut [PollFd::new(&ended, PollFlags::IN)],
+                    Some(&rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 50_000_000,
+                    }),
+                );
+                continue;
+            }
         };
+        if conn.set_nonblocking(false).is_err() {
+            continue;
+        }
         // An abstract socket has no mode: anyone may connect, so only
         // root and the daemon's own user are heard.
         match rustix::net::sockopt::socket_peercred(conn.as_fd()) {
