@@ -68,7 +68,8 @@
 //! The pieces, one module each: [`mount`](crate::MountOptions) (mount(2) and
 //! fusermount3), INIT negotiation ([`init`](crate::Negotiated)), request
 //! decoding ([`request`]), reply encoding, dispatch, the /dev/fuse
-//! transport, statistics ([`stats`]).
+//! transport, a session in the background and its pause for a live
+//! upgrade ([`BackgroundSession`]), statistics ([`stats`]).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "async")]
