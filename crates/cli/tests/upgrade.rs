@@ -288,6 +288,16 @@ impl Probe {
     }
 }
 
+/// `fastfuse stats --json MNT` (null if it cannot be had).
+fn stats(mnt: &Path) -> serde_json::Value {
+    let out = Command::new(fastfuse_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
 /// A tarball of /usr/include (the bench's untar tree), outside the mount.
 fn tarball(dir: &Path) -> PathBuf {
     let tar = dir.join("include.tar");
@@ -465,12 +475,7 @@ fn three_upgrades_under_load_lose_nothing() {
     assert_eq!(std::fs::read(d.src.join("kept")).unwrap(), want);
 
     // The statistics went on and counted the hand-overs.
-    let stats = Command::new(fastfuse_bin())
-        .args(["stats", "--json"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    let snap: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let snap = stats(&mnt);
     let handovers = snap["handovers"].as_array().unwrap();
     assert_eq!(handovers.len(), 3, "{snap}");
     assert!(snap["ops"]["WRITE"]["count"].as_u64().unwrap() > 0);
@@ -532,15 +537,9 @@ fn a_binary_that_cannot_read_the_state_is_refused_and_the_mount_serves_on() {
     d.stop();
 }
 
-/// The request counts of the daemon serving `mnt`.
+/// How many `op` requests the daemon serving `mnt` has answered.
 fn op_count(mnt: &Path, op: &str) -> u64 {
-    let out = Command::new(fastfuse_bin())
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .output()
-        .unwrap();
-    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    snap["ops"][op]["count"].as_u64().unwrap_or(0)
+    stats(mnt)["ops"][op]["count"].as_u64().unwrap_or(0)
 }
 
 #[test]

@@ -254,6 +254,21 @@ impl Drop for ShardWrite<'_> {
     }
 }
 
+/// Every shard, empty.
+fn empty_shards() -> [RwLock<Nodes>; SHARDS] {
+    std::array::from_fn(|shard| {
+        RwLock::new(Nodes {
+            shard: shard as u64,
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            // From 1, so that no id is 0 nor the root's (0 << SHARD_BITS | 1).
+            next_id: 1,
+            forgotten: HashMap::new(),
+            age: BTreeMap::new(),
+        })
+    })
+}
+
 /// The table. Cheap to share by reference between worker threads.
 #[derive(Debug)]
 pub(crate) struct InodeTable {
@@ -287,17 +302,7 @@ impl InodeTable {
         } else {
             HandleMount::of(&inode)
         };
-        let shards = std::array::from_fn(|shard| {
-            RwLock::new(Nodes {
-                shard: shard as u64,
-                by_id: HashMap::new(),
-                by_key: HashMap::new(),
-                // From 1, so that no id is 0 nor the root's (0 << SHARD_BITS | 1).
-                next_id: 1,
-                forgotten: HashMap::new(),
-                age: BTreeMap::new(),
-            })
-        });
+        let shards = empty_shards();
         let table = InodeTable {
             shards,
             root_key: key,
@@ -724,16 +729,7 @@ impl InodeTable {
             HandleMount::of(&root)
         };
         let table = InodeTable {
-            shards: std::array::from_fn(|shard| {
-                RwLock::new(Nodes {
-                    shard: shard as u64,
-                    by_id: HashMap::new(),
-                    by_key: HashMap::new(),
-                    next_id: 1,
-                    forgotten: HashMap::new(),
-                    age: BTreeMap::new(),
-                })
-            }),
+            shards: empty_shards(),
             root_key,
             forgotten_total: AtomicUsize::new(0),
             next_seq: AtomicU64::new(saved.next_seq),
@@ -1329,8 +1325,12 @@ mod tests {
     fn the_roots_key_is_the_root_whatever_its_hash() {
         // A root whose key does not hash to the root's shard, so that only
         // the table's pinning of the root key can find NodeId::ROOT.
-        let dir = (0..64)
-            .map(|_| tempfile::tempdir().unwrap())
+        // All kept until one is found: a directory dropped at once would
+        // give its inode number to the next (ext4 reuses freed ones), and
+        // every try would then hash alike.
+        let dirs: Vec<_> = (0..64).map(|_| tempfile::tempdir().unwrap()).collect();
+        let dir = dirs
+            .iter()
             .find(|d| key_of(d.path()).shard() != ROOT_SHARD)
             .expect("some directory's key hashes elsewhere");
         std::fs::create_dir(dir.path().join("d")).unwrap();
