@@ -44,7 +44,15 @@ impl Daemon {
         let src = source.path().to_path_buf();
         let mnt = mountpoint();
         let state = tempfile::tempdir().unwrap();
+        // Over /dev/fuse whatever enable_uring says, unless told: an
+        // io_uring mount is not handed over (see the README).
+        let transport: &[&str] = if args.contains(&"--transport") {
+            &[]
+        } else {
+            &["--transport", "dev"]
+        };
         let child = Command::new(fastfuse_bin())
+            .args(transport)
             .args(args)
             .arg("--foreground")
             .arg("--pid-file")
@@ -700,4 +708,27 @@ fn open_files_and_half_read_listings_carry_over_in_every_mode() {
         drop(file);
         d.stop();
     }
+}
+
+/// An io_uring mount is not handed over (its rings belong to the
+/// process): the upgrade says so, and the old daemon serves on.
+#[test]
+fn an_io_uring_mount_is_refused_and_serves_on() {
+    let _ring = common::RingEnabled::hold();
+    let mut d = Daemon::start(&["--transport", "uring"]);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(60),
+        "uring upgrade",
+        d.pid(),
+        &[d.mnt()],
+    );
+    let old = d.pid();
+    let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
+    assert!(!ok, "an io_uring mount was handed over: {text}");
+    assert!(text.contains("io_uring"), "the refusal says why: {text}");
+    assert_eq!(d.pid(), old);
+    std::fs::write(d.mnt().join("after"), b"served").unwrap();
+    assert_eq!(std::fs::read(d.mnt().join("after")).unwrap(), b"served");
+    assert!(stats(d.mnt())["requests_by_transport"]["uring"].as_u64() > Some(0));
+    d.stop();
 }
