@@ -66,7 +66,6 @@ struct Taken {
     mountpoint: PathBuf,
     mount_id: u64,
     negotiated: Negotiated,
-    uptime_ns: u64,
     stats: StatsSnapshot,
     /// CLOCK_MONOTONIC of O's pause, in ns: the same clock in both
     /// processes, so S can tell how long the mount went unserved.
@@ -176,7 +175,6 @@ fn offer(
         mountpoint: handover.mountpoint.clone(),
         mount_id: handover.mount_id,
         negotiated: handover.negotiated,
-        uptime_ns: handover.uptime.as_nanos() as u64,
         stats: handover.stats.clone(),
         paused_at_ns,
     }))?;
@@ -264,7 +262,6 @@ pub fn take_over(
             mountpoint: taken.mountpoint,
             mount_id: taken.mount_id,
             negotiated: taken.negotiated,
-            uptime: Duration::from_nanos(taken.uptime_ns),
             stats: taken.stats,
         };
         let restored_ns = monotonic_ns();

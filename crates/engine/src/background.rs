@@ -356,14 +356,12 @@ impl BackgroundSession {
         let Some(serving) = self.serving.as_ref().filter(|_| self.paused) else {
             return Err(io::Error::other("hand over a paused session only"));
         };
-        Ok(Handover {
-            dev: serving.dev().try_clone()?,
-            mountpoint: self.mount.mountpoint().to_path_buf(),
-            mount_id: self.mount.unique_id(),
-            negotiated: serving.negotiated(),
-            uptime: self.stats.uptime(),
-            stats: self.stats.snapshot(),
-        })
+        Ok(Handover::of(
+            serving.dev().try_clone()?,
+            &self.mount,
+            serving.negotiated(),
+            &self.stats,
+        ))
     }
 
     /// Ends this paused session without unmounting and without the

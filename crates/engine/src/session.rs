@@ -5,7 +5,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use fastfuse_abi as abi;
 use thiserror::Error;
@@ -72,11 +71,28 @@ pub struct Handover {
     pub mount_id: u64,
     /// What INIT agreed.
     pub negotiated: Negotiated,
-    /// How long the connection had been up when it was handed over: the
-    /// new session's uptime (`fastfuse stats`) goes on from there.
-    pub uptime: Duration,
-    /// The statistics so far: the new session's counts go on from them.
+    /// The statistics so far: the new session's counts, and its uptime
+    /// (`uptime_secs`), go on from them.
     pub stats: StatsSnapshot,
+}
+
+impl Handover {
+    /// The handover of the connection `dev` (a descriptor of its own)
+    /// mounted as `mount`, which agreed `negotiated` and counted `stats`.
+    pub(crate) fn of(
+        dev: OwnedFd,
+        mount: &Mount,
+        negotiated: Negotiated,
+        stats: &Stats,
+    ) -> Handover {
+        Handover {
+            dev,
+            mountpoint: mount.mountpoint().to_path_buf(),
+            mount_id: mount.unique_id(),
+            negotiated,
+            stats: stats.snapshot(),
+        }
+    }
 }
 
 /// A mounted filesystem that has agreed INIT and is ready to serve.
@@ -359,7 +375,6 @@ impl<F: Filesystem> Session<F> {
             mountpoint,
             mount_id,
             negotiated,
-            uptime,
             stats,
         } = handover;
         let dev = Arc::new(dev);
@@ -388,7 +403,7 @@ impl<F: Filesystem> Session<F> {
                 splice_pipe,
             },
         );
-        session.server.stats.carry_on(uptime, stats);
+        session.server.stats.carry_on(stats);
         Ok(session)
     }
 
@@ -416,16 +431,13 @@ impl<F: Filesystem> Session<F> {
                 return Err(self);
             }
         };
-        let negotiated = *self.connection.negotiated();
         self.mount.release();
-        Ok(Handover {
+        Ok(Handover::of(
             dev,
-            mountpoint: self.mount.mountpoint().to_path_buf(),
-            mount_id: self.mount.unique_id(),
-            negotiated,
-            uptime: self.server.stats.uptime(),
-            stats: self.server.stats.snapshot(),
-        })
+            &self.mount,
+            *self.connection.negotiated(),
+            &self.server.stats,
+        ))
     }
 
     fn serve_new(

@@ -140,18 +140,14 @@ impl Stats {
             .elapsed()
     }
 
-    /// Counts the uptime from `earlier` ago: a resumed session's, which
-    /// goes on from the one that handed the connection over.
-    pub fn count_from(&self, earlier: Duration) {
-        let now = Instant::now();
-        *self.started.lock().unwrap_or_else(PoisonError::into_inner) =
-            now.checked_sub(earlier).unwrap_or(now);
-    }
-
-    /// Goes on from a server this session took over from: its uptime and
+    /// Goes on from `earlier`, the statistics of the server this session
+    /// took over from: the uptime counts from its `uptime_secs` ago, and
     /// its counts are added to this session's.
-    pub fn carry_on(&self, uptime: Duration, earlier: StatsSnapshot) {
-        self.count_from(uptime);
+    pub fn carry_on(&self, earlier: StatsSnapshot) {
+        let now = Instant::now();
+        let up = Duration::try_from_secs_f64(earlier.uptime_secs).unwrap_or_default();
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner) =
+            now.checked_sub(up).unwrap_or(now);
         *self.earlier.lock().unwrap_or_else(PoisonError::into_inner) = earlier;
     }
 

@@ -666,7 +666,7 @@ fn a_handed_over_connection_is_served_by_the_next_session() {
     assert_eq!(handover.negotiated, agreed);
     // As if the first session had served for an hour: the next one's
     // uptime goes on from there.
-    handover.uptime += std::time::Duration::from_secs(3600);
+    handover.stats.uptime_secs += 3600.0;
     let next = Session::resume(memfs::MemFs::default(), handover, two_threads())
         .unwrap()
         .spawn()
