@@ -39,8 +39,8 @@ const GIVE_UP: Duration = Duration::from_millis(4);
 /// whatever is in flight.
 const QUIET_WAIT: Duration = Duration::from_secs(2);
 
-/// What a [`BackgroundSession`] needs of its typed server to pause and
-/// restart it (the session itself does not name the filesystem's type).
+/// What a [`BackgroundSession`] needs of its typed server to pause it and
+/// hand it over (the session itself does not name the filesystem's type).
 pub(crate) trait Serving: Send {
     /// Deferred requests not answered yet.
     fn deferred_outstanding(&self) -> usize;
@@ -132,9 +132,8 @@ pub struct BackgroundSession {
     readers: Vec<Arc<Reading>>,
     set: Arc<WorkerSet>,
     serving: Option<Box<dyn Serving>>,
-    paused: bool,
-    /// When the last pause told the workers to stop.
-    stopped_at: Option<std::time::Instant>,
+    /// While paused: since when (the gate closed for good).
+    paused_since: Option<Instant>,
     signals: Option<StoppableThread>,
     stats_server: Option<StoppableThread>,
     /// Makes the statistics server again after a pause (the successor
@@ -161,8 +160,7 @@ impl BackgroundSession {
             readers,
             set,
             serving: Some(serving),
-            paused: false,
-            stopped_at: None,
+            paused_since: None,
             signals,
             stats_server: make_stats_server(),
             make_stats_server,
@@ -196,13 +194,13 @@ impl BackgroundSession {
     /// Whether [`pause`](BackgroundSession::pause) stopped the workers
     /// (and nothing resumed them).
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.paused_since.is_some()
     }
 
     /// How long ago the current pause told the workers to stop: since
     /// then no request has been taken (`None` unless paused).
     pub fn paused_for(&self) -> Option<Duration> {
-        self.stopped_at.filter(|_| self.paused).map(|t| t.elapsed())
+        self.paused_since.map(|t| t.elapsed())
     }
 
     /// Flushes dirty pages, unmounts, and waits for the workers to stop
@@ -241,7 +239,7 @@ impl BackgroundSession {
         let Some(serving) = &self.serving else {
             return Err(PauseError::Ended);
         };
-        if self.paused {
+        if self.paused_since.is_some() {
             return Ok(());
         }
         if serving.uring() {
@@ -275,7 +273,7 @@ impl BackgroundSession {
             gate.close();
             let patient = Instant::now() >= deadline;
             if self.park_all(gate, closed_at, patient)? {
-                self.stopped_at = Some(closed_at);
+                self.paused_since = Some(closed_at);
                 break;
             }
             // A long request began in between: let the others serve while
@@ -285,13 +283,12 @@ impl BackgroundSession {
                 return Err(PauseError::Ended);
             }
         }
-        self.paused = true;
         self.stats_server.take();
         // A request served just before the gate closed may have been
         // deferred.
         let pending = serving.deferred_outstanding();
         if pending > 0 {
-            self.resume_workers();
+            self.resume();
             return Err(PauseError::Deferred(pending));
         }
         Ok(())
@@ -326,21 +323,16 @@ impl BackgroundSession {
         }
     }
 
-    fn resume_workers(&mut self) {
-        if let Some(serving) = &self.serving {
-            serving.gate().open();
-        }
-        self.paused = false;
-        self.stopped_at = None;
-        self.stats_server = (self.make_stats_server)();
-    }
-
     /// Serves again after a [`pause`](BackgroundSession::pause) (the
     /// successor failed or refused): the parked workers go on.
     pub fn resume(&mut self) {
-        if self.paused {
-            self.resume_workers();
+        if self.paused_since.take().is_none() {
+            return;
         }
+        if let Some(serving) = &self.serving {
+            serving.gate().open();
+        }
+        self.stats_server = (self.make_stats_server)();
     }
 
     /// What a successor needs to take the paused connection over
@@ -353,7 +345,7 @@ impl BackgroundSession {
     /// [`resume`]: BackgroundSession::resume
     /// [`leave`]: BackgroundSession::leave
     pub fn handover(&self) -> io::Result<Handover> {
-        let Some(serving) = self.serving.as_ref().filter(|_| self.paused) else {
+        let Some(serving) = self.serving.as_ref().filter(|_| self.is_paused()) else {
             return Err(io::Error::other("hand over a paused session only"));
         };
         Ok(Handover::of(

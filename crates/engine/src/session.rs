@@ -181,14 +181,7 @@ fn prepare_uring(
 /// the INIT reply: every WRITE must fit it (see `splice`), so max_write
 /// comes down to what it holds. None: no splicing.
 fn prepare_splice(out: &mut abi::InitOut, negotiated: &mut Negotiated) -> Option<usize> {
-    let want = negotiated.max_write as usize + 2 * init::PAGE_SIZE;
-    let pipe = match Pipe::new(want) {
-        Ok(pipe) => pipe,
-        Err(e) => {
-            tracing::warn!("cannot make a pipe to splice through ({e}); reading requests");
-            return None;
-        }
-    };
+    let pipe = splice_pipe_for(negotiated.max_write)?;
     let max_write = pipe.max_write();
     if max_write < 2 * MIN_SPLICED_WRITE {
         tracing::warn!(
@@ -214,13 +207,19 @@ fn prepare_splice(out: &mut abi::InitOut, negotiated: &mut Negotiated) -> Option
 /// takes the max_write agreed before (as it does when the old server
 /// spliced, which held max_write to a pipe).
 fn resumed_splice_pipe(negotiated: &Negotiated) -> Option<usize> {
-    let want = negotiated.max_write as usize + 2 * init::PAGE_SIZE;
-    match Pipe::new(want) {
-        Ok(pipe) if pipe.max_write() >= negotiated.max_write as usize => Some(pipe.size()),
-        Ok(_) => {
-            tracing::info!("no pipe takes the agreed max_write; reading WRITEs, not splicing");
-            None
-        }
+    let pipe = splice_pipe_for(negotiated.max_write)?;
+    if pipe.max_write() < negotiated.max_write as usize {
+        tracing::info!("no pipe takes the agreed max_write; reading WRITEs, not splicing");
+        return None;
+    }
+    Some(pipe.size())
+}
+
+/// A pipe as large as a WRITE of `max_write` spliced through it needs,
+/// or as large as the system allows; none (logged) if it cannot be had.
+fn splice_pipe_for(max_write: u32) -> Option<Pipe> {
+    match Pipe::new(max_write as usize + 2 * init::PAGE_SIZE) {
+        Ok(pipe) => Some(pipe),
         Err(e) => {
             tracing::warn!("cannot make a pipe to splice through ({e}); reading requests");
             None
@@ -593,8 +592,8 @@ impl<F: Filesystem> Session<F> {
     }
 }
 
-/// What starts a session's /dev/fuse workers, kept to start them again
-/// after a pause.
+/// What starts a session's /dev/fuse workers and, kept by its
+/// [`BackgroundSession`] as [`Serving`], pauses and hands them over.
 struct DevWorkers<F> {
     server: Arc<Server<F>>,
     dev: Arc<OwnedFd>,
