@@ -99,3 +99,9 @@ impl Readiness {
         }
     }
 }
+
+/// Writes this process's pid to `path` (`--pid-file`).
+pub fn write_pid_file(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing pid file {}", path.display()))
+}

@@ -288,7 +288,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     let mut readiness = Readiness::from_env();
     match mount(plan) {
         Ok((session, fs)) => {
-            write_pid_file(&args)?;
+            if let Some(path) = &args.pid_file {
+                daemon::write_pid_file(path)?;
+            }
             let bg = session.spawn().context("serving")?;
             // Bound before the caller is told, so that an upgrade on the
             // next line of its script finds it.
@@ -301,14 +303,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
             Err(e)
         }
     }
-}
-
-fn write_pid_file(args: &MountArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.pid_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing pid file {}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn raise_nofile() {

@@ -291,8 +291,8 @@ pub fn take_over(
     // From here this daemon serves the mount, whatever happens to the old
     // one: nothing may fail (a dropped session would unmount).
     if let Some(path) = me.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            tracing::warn!("writing pid file {}: {e}", path.display());
+        if let Err(e) = crate::daemon::write_pid_file(path) {
+            tracing::warn!("{e:#}");
         }
     }
     let listener = Listener::bind(bg.mount_id());
