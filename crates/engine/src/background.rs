@@ -255,7 +255,7 @@ impl BackgroundSession {
         if self.workers.iter().any(JoinHandle::is_finished) {
             return Err(PauseError::Ended);
         }
-        sys::install_pause_handler()
+        sys::install_wake_handler()
             .map_err(|e| PauseError::Io("installing SIGURG's handler", e))?;
         let gate = serving.gate();
         let deadline = Instant::now() + QUIET_WAIT;

@@ -113,7 +113,7 @@ pub use mount::{mount_device, mount_id, MountError, MountOptions};
 pub use request::Caller;
 pub use session::{Handover, Session, SessionError};
 pub use splice::PipeData;
-pub use sys::adopt_inherited_socket;
+pub use sys::{adopt_inherited_socket, install_wake_handler, WAKE_SIGNAL};
 pub use types::{
     attr_from_stat, Attr, AttrReply, Entry, FileHandle, Lock, NodeId, Opened, SetAttr, StatFs,
     TimeOrNow, Timestamp, Unique, WriteFlags, Xattr,

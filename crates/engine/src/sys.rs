@@ -480,28 +480,34 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// The signal that stops a /dev/fuse worker blocked in read(2) for a
-/// pause: SIGURG, ignored by default (a stray one harms no thread), with
-/// a handler that does nothing and no `SA_RESTART`, so that the read
-/// returns EINTR without taking a request.
-const PAUSE_SIGNAL: libc::c_int = libc::SIGURG;
+/// The signal that wakes a thread from a blocking call: SIGURG, ignored
+/// by default (a stray one harms no thread), with a handler that does
+/// nothing and no `SA_RESTART`, so that the call returns EINTR. A pause
+/// ends a /dev/fuse worker's read(2) with it, without taking a request.
+pub const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
 
-extern "C" fn on_pause_signal(_: libc::c_int) {}
+extern "C" fn on_wake_signal(_: libc::c_int) {}
 
-/// Installs the pause signal's handler (see [`PAUSE_SIGNAL`]). A handler
-/// of another part of the program for the same signal that also does
-/// nothing (the passthrough's lock waits use SIGURG so) is equivalent.
-pub fn install_pause_handler() -> io::Result<()> {
-    // SAFETY: `struct sigaction` is plain data, valid zeroed; the handler
-    // is an `extern "C"` function that does nothing, which is
-    // async-signal-safe.
-    check(unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_pause_signal as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(PAUSE_SIGNAL, &sa, std::ptr::null_mut())
-    })
-    .map(drop)
+/// Installs [`WAKE_SIGNAL`]'s handler, once per process: after it, a
+/// thread sent `WAKE_SIGNAL` leaves a blocking system call with EINTR.
+/// The engine's pauses use it, and a filesystem may for its own waits
+/// (the passthrough's lock waits do).
+pub fn install_wake_handler() -> io::Result<()> {
+    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        // SAFETY: `struct sigaction` is plain data, valid zeroed; the
+        // handler is an `extern "C"` function that does nothing, which is
+        // async-signal-safe.
+        check(unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_wake_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(WAKE_SIGNAL, &sa, std::ptr::null_mut())
+        })
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))
+    });
+    r.map_err(io::Error::from_raw_os_error)
 }
 
 /// Makes a system call that does nothing, so that a signal sent to this
@@ -513,13 +519,13 @@ pub fn take_pending_signals() {
     unsafe { libc::syscall(libc::SYS_getpid) };
 }
 
-/// Sends `thread` the pause signal. The caller holds the thread's
+/// Sends `thread` [`WAKE_SIGNAL`], for a pause. The caller holds the thread's
 /// `JoinHandle` and has not joined it, so the id is still valid (POSIX
 /// keeps it so until the join, also once the thread has returned).
 pub fn signal_pause(thread: &std::thread::JoinHandle<()>) -> io::Result<()> {
     use std::os::unix::thread::JoinHandleExt;
     // SAFETY: the id comes from an unjoined JoinHandle (see above).
-    let r = unsafe { libc::pthread_kill(thread.as_pthread_t(), PAUSE_SIGNAL) };
+    let r = unsafe { libc::pthread_kill(thread.as_pthread_t(), WAKE_SIGNAL) };
     if r == 0 {
         Ok(())
     } else {

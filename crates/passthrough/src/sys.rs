@@ -889,37 +889,7 @@ pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
     check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }).map(drop)
 }
 
-/// The signal that wakes a thread blocked in a lock wait (see
-/// `lock_wait`): SIGURG, whose default action is to be ignored, so that a
-/// stray one harms no thread of a program that embeds the filesystem.
-const WAKE_SIGNAL: libc::c_int = libc::SIGURG;
-
-extern "C" fn on_wake_signal(_: libc::c_int) {}
-
-/// Installs a handler for the wake signal without `SA_RESTART`, so that a
-/// blocking `fcntl(F_OFD_SETLKW)` or `flock` it hits returns EINTR. Once.
-pub(crate) fn install_wake_handler() -> io::Result<()> {
-    static INSTALLED: std::sync::OnceLock<Result<(), i32>> = std::sync::OnceLock::new();
-    let r = INSTALLED.get_or_init(|| {
-        // SAFETY: `struct sigaction` is plain data, valid zeroed; the
-        // handler is an `extern "C"` function that does nothing, which is
-        // async-signal-safe.
-        let r = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_wake_signal as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(WAKE_SIGNAL, &sa, std::ptr::null_mut())
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EINVAL))
-        }
-    });
-    r.map_err(io::Error::from_raw_os_error)
-}
+pub(crate) use fastfuse::{install_wake_handler, WAKE_SIGNAL};
 
 /// A running thread that can be sent the wake signal.
 #[derive(Clone, Copy)]
