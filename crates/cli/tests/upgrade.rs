@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fastfuse_bin, is_mounted, mountpoint, Tmpfs};
+use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, Tmpfs};
 use rustix::process::{Pid, WaitOptions};
 use support::wait_for;
 
@@ -51,17 +51,17 @@ impl Daemon {
         } else {
             &["--transport", "dev"]
         };
-        let child = Command::new(fastfuse_bin())
-            .args(transport)
-            .args(args)
-            .arg("--foreground")
-            .arg("--pid-file")
-            .arg(state.path().join("pid"))
-            .arg(&src)
-            .arg(mnt.path())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (child, ready) = spawn_reporting(
+            Command::new(fastfuse_bin())
+                .args(transport)
+                .args(args)
+                .arg("--foreground")
+                .arg("--pid-file")
+                .arg(state.path().join("pid"))
+                .arg(&src)
+                .arg(mnt.path())
+                .stdin(Stdio::null()),
+        );
         let mut d = Daemon {
             _source: source,
             src,
@@ -69,15 +69,12 @@ impl Daemon {
             state,
             first: Some(child),
         };
-        let up = wait_for(Duration::from_secs(20), || {
-            is_mounted(d.mnt()) && d.pid_file().is_some()
-        });
-        if !up {
-            if let Some(status) = d.first.as_mut().unwrap().try_wait().unwrap() {
-                panic!("fastfuse exited before mounting: {status}");
-            }
-            panic!("fastfuse did not mount in time");
+        let report = ready.wait();
+        if !report.as_deref().is_ok_and(|r| r.starts_with("ok")) {
+            let status = d.first.as_mut().unwrap().try_wait().unwrap();
+            panic!("fastfuse did not mount (exit: {status:?}): {report:?}");
         }
+        assert!(is_mounted(d.mnt()) && d.pid_file().is_some());
         d
     }
 

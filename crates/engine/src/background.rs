@@ -151,6 +151,7 @@ impl BackgroundSession {
         set: Arc<WorkerSet>,
         serving: Box<dyn Serving>,
         signals: Option<StoppableThread>,
+        stats_server: Option<StoppableThread>,
         make_stats_server: Box<dyn Fn() -> Option<StoppableThread> + Send>,
     ) -> BackgroundSession {
         BackgroundSession {
@@ -162,7 +163,7 @@ impl BackgroundSession {
             serving: Some(serving),
             paused_since: None,
             signals,
-            stats_server: make_stats_server(),
+            stats_server,
             make_stats_server,
         }
     }

@@ -544,6 +544,9 @@ impl<F: Filesystem> Session<F> {
                 tracing::info!("PR_SET_IO_FLUSHER not set ({e}); needs CAP_SYS_RESOURCE");
             }
         }
+        // Bound before any worker serves: whoever sees the mount answer
+        // (a script polling it, a test) finds its statistics too.
+        let stats_server = make_stats_server();
         let set = WorkerSet::new().map_err(|e| SessionError::Io("creating an eventfd", e))?;
         let serving = DevWorkers {
             server: self.server.clone(),
@@ -587,6 +590,7 @@ impl<F: Filesystem> Session<F> {
             set,
             Box::new(serving),
             signals,
+            stats_server,
             make_stats_server,
         ))
     }

@@ -2,6 +2,10 @@
 //! it, and cleanup that runs even when a test fails.
 #![allow(dead_code)]
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -92,6 +96,47 @@ pub fn mountpoint() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// The readiness report of a daemon started by [`spawn_reporting`].
+pub struct Ready(UnixStream);
+
+impl Ready {
+    /// Waits (up to 20 s) for the report: `ok` once the daemon serves, with
+    /// its statistics and control sockets bound, or why it failed; empty
+    /// if it exited first.
+    pub fn wait(mut self) -> std::io::Result<String> {
+        self.0.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut report = String::new();
+        self.0.read_to_string(&mut report)?;
+        Ok(report)
+    }
+}
+
+/// Spawns a `fastfuse --foreground` command with the readiness channel a
+/// daemonizing `fastfuse` gives its child, so that a test waits for the
+/// daemon's word rather than polling the mount.
+pub fn spawn_reporting(cmd: &mut Command) -> (Child, Ready) {
+    let (ready, theirs) = UnixStream::pair().unwrap();
+    let theirs_fd = theirs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only fcntl calls, which are async-signal-safe; `theirs` stays open in
+    // this process until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(theirs_fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(theirs_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .env("FASTFUSE_READY_FD", theirs_fd.to_string())
+        .spawn()
+        .unwrap();
+    drop(theirs);
+    (child, Ready(ready))
+}
+
 /// A fastfuse daemon in the foreground (so its pid is ours to end) serving
 /// a fresh tmpfs source on a temporary mountpoint.
 pub struct Served {
@@ -159,24 +204,22 @@ impl Served {
             }
             None => Command::new(fastfuse_bin()),
         };
-        let child = cmd
-            .args(args)
-            .arg("--foreground")
-            .arg(&self.src)
-            .arg(self.mnt.path())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let (child, ready) = spawn_reporting(
+            cmd.args(args)
+                .arg("--foreground")
+                .arg(&self.src)
+                .arg(self.mnt.path())
+                .stdin(Stdio::null()),
+        );
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !is_mounted(self.mnt.path()) {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!("fastfuse exited before mounting: {status}");
-            }
-            assert!(Instant::now() < deadline, "fastfuse did not mount in time");
-            std::thread::sleep(Duration::from_millis(20));
+        let report = ready.wait();
+        if report.as_deref().is_ok_and(|r| r.starts_with("ok")) {
+            assert!(is_mounted(self.mnt.path()), "ready but not mounted");
+            return;
         }
+        // Failed, exited or silent: Drop ends and reaps it.
+        let status = self.child.as_mut().unwrap().try_wait().unwrap();
+        panic!("fastfuse did not mount (exit: {status:?}): {report:?}");
     }
 
     /// Starts a new daemon on the same source and mountpoint, after the
