@@ -357,6 +357,32 @@ impl BackgroundSession {
         ))
     }
 
+    /// What a standby (a supervisor process) holds so that the mount
+    /// outlives this process: a duplicate of the /dev/fuse fd, the mount,
+    /// what INIT agreed, the statistics so far, taken while serving. If
+    /// this process dies, the kernel keeps the connection for the
+    /// standby's fd and queues new requests; a new process resumes it with
+    /// [`Session::resume`](crate::Session::resume). Serve with
+    /// [`Config::clone_every_fd`](crate::Config::clone_every_fd), so that
+    /// the requests this process had read end (ECONNABORTED) rather than
+    /// wait forever. Not over io_uring: the rings die with the process.
+    pub fn standby(&self) -> io::Result<Handover> {
+        let Some(serving) = self.serving.as_ref() else {
+            return Err(io::Error::other("the session has ended"));
+        };
+        if serving.uring() {
+            return Err(io::Error::other(
+                "an io_uring session's rings die with its process; serve through /dev/fuse to be restarted",
+            ));
+        }
+        Ok(Handover::of(
+            serving.dev().try_clone()?,
+            &self.mount,
+            serving.negotiated(),
+            &self.stats,
+        ))
+    }
+
     /// Ends this paused session without unmounting and without the
     /// filesystem's `destroy`: the successor serves the mount now.
     pub fn leave(mut self) {

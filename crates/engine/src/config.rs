@@ -12,6 +12,15 @@ pub struct Config {
     /// replies go back on the fd the request came from. Falls back to the
     /// shared fd when the ioctl fails.
     pub clone_fd: bool,
+    /// Every worker, the first too, reads on a clone of its own, and none on
+    /// the mount's fd itself (with `clone_fd`). For a mount whose fd another
+    /// process also holds (a supervisor, see
+    /// [`BackgroundSession::standby`](crate::BackgroundSession::standby)):
+    /// when this process dies, the kernel releases its clones and ends
+    /// every request they had read with ECONNABORTED (`fuse_dev_release`),
+    /// where a request read on the shared fd would wait for an answer
+    /// forever; the connection itself lives on in the other holder's fd.
+    pub clone_every_fd: bool,
     /// Pages per request to ask for; capped by `fs.fuse.max_pages_limit`.
     pub max_pages: u32,
     /// Largest WRITE to accept (0: max_pages * 4096).
@@ -71,6 +80,7 @@ impl Default for Config {
         Config {
             threads: 0,
             clone_fd: true,
+            clone_every_fd: false,
             max_pages: 256,
             max_write: 0,
             max_background: 0,

@@ -625,7 +625,7 @@ impl<F: Filesystem> DevWorkers<F> {
         let mut workers = Vec::with_capacity(count);
         let mut readers = Vec::with_capacity(count);
         for i in 0..count {
-            let fd = if i == 0 || !self.config.clone_fd {
+            let fd = if (i == 0 && !self.config.clone_every_fd) || !self.config.clone_fd {
                 self.dev.clone()
             } else {
                 match sys::clone_dev_fd(self.dev.as_fd()) {
