@@ -376,10 +376,7 @@ fn a_crashed_server_is_recovered_with_the_kernels_nodes_and_handles() {
         fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        fs.inode_count() >= got.nodes + 1,
-        "a recovered node was dropped"
-    );
+    assert!(fs.inode_count() > got.nodes, "a recovered node was dropped");
     assert!(fs.inode_count() <= recovered);
     assert_eq!(fs::metadata(rig.at(DEEP)).unwrap().ino(), deep_ino);
     assert_eq!(fs::metadata(rig.at("h1")).unwrap().ino(), h);
