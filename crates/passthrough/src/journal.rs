@@ -1440,4 +1440,49 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("(device 0, inode 0)"), "{err}");
     }
+
+    /// What journaling costs per new node and per create + release: run
+    /// with `--ignored --nocapture`; printed, not asserted.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn journaling_cost() {
+        const N: usize = 4_000;
+        crate::raise_nofile_limit().unwrap();
+        // The first round warms the caches up.
+        for journaled in [false, false, true, false, true, false, true] {
+            let src = tempfile::tempdir().unwrap();
+            for i in 0..N {
+                std::fs::write(src.path().join(format!("f{i}")), b"").unwrap();
+            }
+            let fs = if journaled {
+                PassthroughFs::journaled(src.path(), Options::default(), Journal::create().unwrap())
+            } else {
+                PassthroughFs::new(src.path(), Options::default())
+            }
+            .unwrap();
+            let start = std::time::Instant::now();
+            for i in 0..N {
+                lookup(&fs, NodeId::ROOT, &format!("f{i}"));
+            }
+            let lookups = start.elapsed();
+            let start = std::time::Instant::now();
+            for i in 0..N {
+                let name = format!("c{i}");
+                let flags = OpenFlags {
+                    flags: (libc::O_RDWR | libc::O_CREAT) as u32,
+                    kill_suidgid: false,
+                };
+                let (entry, opened) = fs
+                    .create(&req(), NodeId::ROOT, OsStr::new(&name), 0o644, 0, flags)
+                    .unwrap();
+                fs.release(&req(), entry.node, opened.fh, 0, 0, 0).unwrap();
+            }
+            let creates = start.elapsed();
+            println!(
+                "journaled {journaled:5}: LOOKUP of a new node {:6.2} µs, CREATE+RELEASE {:6.2} µs",
+                lookups.as_secs_f64() * 1e6 / N as f64,
+                creates.as_secs_f64() * 1e6 / N as f64,
+            );
+        }
+    }
 }

@@ -84,6 +84,7 @@ struct Rig {
     handover: Option<Handover>,
     child: Option<Child>,
     connection: u32,
+    config: fastfuse::Config,
     mnt: tempfile::TempDir,
     src: Tmpfs,
 }
@@ -170,6 +171,14 @@ fn populate(src: &Path) {
 /// Mounts a journaled filesystem over a fresh, populated tmpfs; the
 /// filesystem and the supervisor's descriptor of the journal.
 fn mount_journaled(options: Options) -> (Rig, Arc<PassthroughFs>, OwnedFd) {
+    mount_journaled_with(common::config(true), options)
+}
+
+/// [`mount_journaled`] with the engine configured as `config` says.
+fn mount_journaled_with(
+    config: fastfuse::Config,
+    options: Options,
+) -> (Rig, Arc<PassthroughFs>, OwnedFd) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -187,7 +196,7 @@ fn mount_journaled(options: Options) -> (Rig, Arc<PassthroughFs>, OwnedFd) {
         fsname: common::FSNAME.into(),
         ..Default::default()
     };
-    let session = Session::mount(fs.clone(), mnt.path(), &mount, common::config(true))
+    let session = Session::mount(fs.clone(), mnt.path(), &mount, config.clone())
         .unwrap()
         .spawn()
         .unwrap();
@@ -197,6 +206,7 @@ fn mount_journaled(options: Options) -> (Rig, Arc<PassthroughFs>, OwnedFd) {
         handover: None,
         child: None,
         connection,
+        config,
         mnt,
         src,
     };
@@ -234,7 +244,7 @@ impl Rig {
         let (fs, recovery) = recovered.unwrap_or_else(|e| self.abort(&e));
         let fs = Arc::new(fs);
         let handover = self.handover.take().unwrap();
-        let session = Session::resume(fs.clone(), handover, common::config(true))
+        let session = Session::resume(fs.clone(), handover, self.config.clone())
             .and_then(Session::spawn)
             .unwrap_or_else(|e| self.abort(&e));
         self.session = Some(session);
@@ -482,5 +492,62 @@ fn a_journal_of_another_source_is_refused() {
     (&leaf).read_to_string(&mut back).unwrap();
     assert_eq!(back, "leaf");
     drop(leaf);
+    rig.session.take().unwrap().unmount().unwrap();
+}
+
+/// Kernel passthrough: the kernel does the I/O of such files itself, so
+/// they work across the crash anyway; the recovered server knows their
+/// backing id and its users, and closes it with the last release.
+#[test]
+fn kernel_passthrough_files_keep_their_backing_id() {
+    let options = Options {
+        kernel_passthrough: true,
+        ..Options::default()
+    };
+    let config = fastfuse::Config {
+        passthrough: true,
+        ..common::config(false)
+    };
+    let (mut rig, fs, kept) = mount_journaled_with(config, options);
+    let w = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(rig.at("p"))
+        .unwrap();
+    let r = File::open(rig.at("p")).unwrap();
+    w.write_all_at(b"through the kernel", 0).unwrap();
+
+    rig.crash(fs);
+    let (fs, got) = rig.recover(&kept, options);
+    assert_eq!((got.files, got.backing_ids), (2, 1), "{got:?}");
+    w.write_all_at(b"!", 18).unwrap();
+    let mut buf = [0u8; 19];
+    r.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"through the kernel!");
+    assert_eq!(
+        rig.count("READ") + rig.count("WRITE"),
+        0,
+        "the kernel did the I/O"
+    );
+    // One user goes: the id stays for the other.
+    drop(w);
+    rig.crash(fs);
+    let (fs, got) = rig.recover(&kept, options);
+    assert_eq!((got.files, got.backing_ids), (1, 1), "{got:?}");
+    r.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"through the kernel!");
+    // The last goes: the id is closed.
+    drop(r);
+    rig.crash(fs);
+    let (_fs, got) = rig.recover(&kept, options);
+    assert_eq!((got.files, got.backing_ids), (0, 0), "{got:?}");
+    // A new open registers one anew.
+    let again = File::open(rig.at("p")).unwrap();
+    again.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"through the kernel!");
+    assert_eq!(rig.count("READ"), 0);
+    drop(again);
     rig.session.take().unwrap().unmount().unwrap();
 }
