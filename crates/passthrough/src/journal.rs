@@ -72,8 +72,8 @@
 //!
 //! # Layout
 //!
-//! The memfd is one header page, then [`NODE_WORDS`]-word node slots,
-//! then [`OPEN_WORDS`]-word open slots, all 64-bit words used only
+//! The memfd is one header page, then 24-word (192-byte) node slots,
+//! then 4-word open slots, all 64-bit words used only
 //! through atomics. A slot is written field by field, then published by
 //! a Release store of its state word, and cleared by storing 0 in it: a
 //! writer killed mid-write leaves an unpublished slot, which recovery

@@ -53,7 +53,7 @@ mod error;
 mod fs;
 mod handle;
 mod inode;
-mod journal;
+pub mod journal;
 mod lock_wait;
 mod mtime;
 mod ops;
