@@ -74,6 +74,41 @@ pub enum PassthroughError {
     /// descriptors that came with it.
     #[error("the saved state does not fit: {0}")]
     InvalidState(String),
+    /// A crash journal could not be made or mapped.
+    #[error("crash journal: {what} failed: {source}")]
+    Journal {
+        /// The call that failed.
+        what: &'static str,
+        /// What it said.
+        #[source]
+        source: io::Error,
+    },
+    /// A descriptor given to
+    /// [`Journal::from_fd`](crate::Journal::from_fd) is not a journal
+    /// this build reads.
+    #[error("not a crash journal this build reads: {0}")]
+    InvalidJournal(String),
+    /// The source given to
+    /// [`PassthroughFs::recover`](crate::PassthroughFs::recover) is not
+    /// the root the journal was kept for.
+    #[error(
+        "the source {} (device {}, inode {}) is not the root the crash journal was kept for \
+         (device {}, inode {})",
+        path.display(), found.0, found.1, journaled.0, journaled.1
+    )]
+    JournalRoot {
+        /// The path given.
+        path: PathBuf,
+        /// The journal's root (st_dev, st_ino); (0, 0) when no filesystem
+        /// used the journal.
+        journaled: (u64, u64),
+        /// The given source's (st_dev, st_ino).
+        found: (u64, u64),
+    },
+    /// [`PassthroughFs::save`](crate::PassthroughFs::save) of a journaled
+    /// filesystem (a supervised mount), which is not supported.
+    #[error("a journaled (supervised) filesystem cannot hand its state over")]
+    Journaled,
     /// A `--bypass-rw` level other than 0, 1 or 2.
     #[error("bypass-rw level {0} is not one of 0 (off), 1 (copy only), 2 (no I/O)")]
     InvalidBypassRw(u8),

@@ -16,6 +16,7 @@ use crate::creds::{AsCaller, Groups, Identity};
 use crate::error::PassthroughError;
 use crate::handle::{self, HandleTable, OpenDir, OpenFile};
 use crate::inode::{Inode, InodeTable};
+use crate::journal::Journal;
 use crate::lock_wait::LockWaiters;
 use crate::options::Options;
 use crate::procfd::ProcFd;
@@ -50,6 +51,9 @@ pub struct PassthroughFs {
     /// engine may resume this session (the hand-over failed), calling
     /// `ready` again with the same connection.
     pub(crate) saved: AtomicBool,
+    /// The crash journal every node and open goes into, when journaled
+    /// (see `journal`).
+    pub(crate) journal: Option<Arc<Journal>>,
 }
 
 /// What the session agreed, as far as the filesystem cares.
@@ -92,19 +96,36 @@ impl PassthroughFs {
     /// here and names this process.
     pub fn new(source: &Path, options: Options) -> Result<PassthroughFs, PassthroughError> {
         let (root, st) = open_root(source)?;
-        let (files, dirs) = handle::tables();
-        let inodes = InodeTable::new(root, &st, options.remembered_handles);
-        PassthroughFs::assemble(source, options, inodes, files, dirs)
+        PassthroughFs::new_with(source, options, root, &st, None)
     }
 
-    /// A filesystem over these tables (new or restored).
+    /// A new filesystem over the source root `root` (`st` its stat),
+    /// journaled into `journal` if given.
+    pub(crate) fn new_with(
+        source: &Path,
+        options: Options,
+        root: std::os::fd::OwnedFd,
+        st: &libc::stat,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<PassthroughFs, PassthroughError> {
+        let (files, dirs) = handle::tables();
+        let inodes = InodeTable::new(root, st, options.remembered_handles);
+        PassthroughFs::assemble(source, options, inodes, files, dirs, journal)
+    }
+
+    /// A filesystem over these tables (new or restored), journaled into
+    /// `journal` if given.
     pub(crate) fn assemble(
         source: &Path,
         options: Options,
-        inodes: InodeTable,
+        mut inodes: InodeTable,
         files: HandleTable<OpenFile>,
         dirs: HandleTable<OpenDir>,
+        journal: Option<Arc<Journal>>,
     ) -> Result<PassthroughFs, PassthroughError> {
+        if let Some(journal) = &journal {
+            inodes.set_journal(journal.clone());
+        }
         let proc = ProcFd::open().map_err(PassthroughError::Proc)?;
         let daemon = if options.switch_credentials {
             Some(Identity::current().map_err(PassthroughError::Credentials)?)
@@ -123,6 +144,7 @@ impl PassthroughFs {
             passthrough_warned: AtomicBool::new(false),
             lock_waits: LockWaiters::default(),
             saved: AtomicBool::new(false),
+            journal,
         })
     }
 

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use fastfuse::{Errno, FileHandle};
@@ -39,16 +39,25 @@ pub(crate) struct OpenFile {
     /// The POSIX lock owners that took locks through this handle; their
     /// lock descriptions go when the handle is released (see `ops::lock`).
     pub(crate) lock_owners: Mutex<Vec<u64>>,
+    /// Its open slot in the crash journal, if any (see `journal`).
+    pub(crate) journal_slot: AtomicU32,
 }
 
 impl OpenFile {
-    /// A handle for `fd`, an open file of `inode`.
-    pub(crate) fn new(fd: OwnedFd, inode: Arc<Inode>, passthrough: bool) -> OpenFile {
+    /// A handle for `fd`, an open file of `inode`, journaled in
+    /// `journal_slot` (`NO_SLOT`: not).
+    pub(crate) fn new(
+        fd: OwnedFd,
+        inode: Arc<Inode>,
+        passthrough: bool,
+        journal_slot: u32,
+    ) -> OpenFile {
         OpenFile {
             fd,
             inode,
             passthrough,
             lock_owners: Mutex::new(Vec::new()),
+            journal_slot: AtomicU32::new(journal_slot),
         }
     }
 }
@@ -59,6 +68,19 @@ pub(crate) struct OpenDir {
     /// The stream; a mutex because the directory fd's position is shared
     /// by every READDIR on this handle.
     pub(crate) stream: Mutex<DirStream>,
+    /// Its open slot in the crash journal, if any (see `journal`).
+    pub(crate) journal_slot: AtomicU32,
+}
+
+impl OpenDir {
+    /// A handle for `stream`, journaled in `journal_slot` (`NO_SLOT`:
+    /// not).
+    pub(crate) fn new(stream: DirStream, journal_slot: u32) -> OpenDir {
+        OpenDir {
+            stream: Mutex::new(stream),
+            journal_slot: AtomicU32::new(journal_slot),
+        }
+    }
 }
 
 impl OpenDir {
@@ -111,12 +133,19 @@ impl<T> HandleTable<T> {
     }
 
     /// Stores `handle` and returns its new fh.
+    #[cfg(test)]
     pub(crate) fn insert(&self, handle: T) -> FileHandle {
+        self.insert_with(|_| handle)
+    }
+
+    /// Stores the handle `make` builds for its new fh, and returns the fh.
+    pub(crate) fn insert_with(&self, make: impl FnOnce(u64) -> T) -> FileHandle {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        let handle = Arc::new(make(fh));
         self.shard(fh)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(fh, Arc::new(handle));
+            .insert(fh, handle);
         FileHandle(fh)
     }
 

@@ -45,7 +45,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::mtime::KeptMtime;
@@ -53,6 +53,7 @@ use crate::mtime::KeptMtime;
 use fastfuse::{Errno, NodeId};
 
 use crate::error::PassthroughError;
+use crate::journal::{Journal, NO_SLOT, UNRECORDED};
 use crate::saved::{
     invalid, SavedForgotten, SavedKept, SavedKey, SavedNode, SavedShard, SavedTable, Saver,
 };
@@ -84,6 +85,16 @@ impl From<SavedKey> for InodeKey {
 }
 
 impl InodeKey {
+    /// (st_dev, st_ino).
+    pub(crate) fn parts(self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    /// The key (st_dev, st_ino).
+    pub(crate) fn from_parts(dev: u64, ino: u64) -> InodeKey {
+        InodeKey { dev, ino }
+    }
+
     /// The key of the inode `st` describes.
     pub(crate) fn of(st: &libc::stat) -> InodeKey {
         InodeKey {
@@ -104,7 +115,7 @@ impl InodeKey {
 
 /// How many shards the table has; a power of two, since a node id's low
 /// [`SHARD_BITS`] bits name its shard.
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 
 /// The shard a node id lives in.
@@ -114,6 +125,22 @@ const fn shard_of_id(node: NodeId) -> usize {
 
 /// The root's shard, fixed by its id.
 const ROOT_SHARD: usize = shard_of_id(NodeId::ROOT);
+
+/// A node id's shard and its index within the shard (what the shard's
+/// next id counts).
+pub(crate) fn shard_and_index(node: NodeId) -> (usize, u64) {
+    (shard_of_id(node), node.0 >> SHARD_BITS)
+}
+
+/// Whether `node` may stand for `key` in a table whose root is `root`:
+/// the id is in the key's shard and is the root's exactly when the key is
+/// (what [`InodeTable::restore`] insists on).
+pub(crate) fn belongs(node: NodeId, key: InodeKey, root: InodeKey) -> bool {
+    let shard = if key == root { ROOT_SHARD } else { key.shard() };
+    node.0 >> SHARD_BITS != 0
+        && shard_of_id(node) == shard
+        && (key == root) == (node == NodeId::ROOT)
+}
 
 /// One source inode the kernel knows by a node id.
 #[derive(Debug)]
@@ -133,6 +160,9 @@ pub(crate) struct Inode {
     /// Under the writeback cache: the mtime cache WRITEs must not change
     /// (see `mtime`).
     pub(crate) kept_mtime: KeptMtime,
+    /// Its node slot in the crash journal, when there is one (see
+    /// `journal`): an index, `NO_SLOT` while not recorded.
+    pub(crate) journal_slot: AtomicU32,
 }
 
 impl Inode {
@@ -141,13 +171,14 @@ impl Inode {
         self.kind == libc::S_IFREG
     }
 
-    fn new(fd: OwnedFd, st: &libc::stat) -> Inode {
+    pub(crate) fn new(fd: OwnedFd, st: &libc::stat) -> Inode {
         Inode {
             fd,
             kind: st.st_mode & libc::S_IFMT,
             backing: Mutex::new(None),
             posix_locks: Mutex::new(HashMap::new()),
             kept_mtime: KeptMtime::default(),
+            journal_slot: AtomicU32::new(NO_SLOT),
         }
     }
 }
@@ -289,6 +320,9 @@ pub(crate) struct InodeTable {
     /// The most forgotten nodes remembered, over all shards; the oldest go
     /// first.
     max_forgotten: usize,
+    /// The crash journal, which every node handed out goes into (see
+    /// `journal`).
+    journal: Option<Arc<Journal>>,
 }
 
 impl InodeTable {
@@ -310,11 +344,22 @@ impl InodeTable {
             next_seq: AtomicU64::new(0),
             handles,
             max_forgotten,
+            journal: None,
         };
         table
             .write(ROOT_SHARD)
             .insert_live(NodeId::ROOT, key, inode);
         table
+    }
+
+    /// Journals every node this table hands out from now on into
+    /// `journal` (the root excepted, which recovery opens from the source
+    /// path).
+    pub(crate) fn set_journal(&mut self, journal: Arc<Journal>) {
+        if let Ok(root) = self.get(NodeId::ROOT) {
+            root.journal_slot.store(UNRECORDED, Ordering::Relaxed);
+        }
+        self.journal = Some(journal);
     }
 
     /// The shard `key`'s node lives in.
@@ -365,6 +410,15 @@ impl InodeTable {
     /// (after the lock is released) and the entry's own fd kept. An inode
     /// the kernel forgot gets its old node id back.
     pub(crate) fn acquire(&self, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
+        let (node, inode) = self.acquire_unjournaled(fd, st);
+        if let Some(journal) = &self.journal {
+            journal.record_node(node, Some(InodeKey::of(st)), &inode);
+        }
+        (node, inode)
+    }
+
+    /// [`acquire`](Self::acquire) but for the journal.
+    fn acquire_unjournaled(&self, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
         let key = InodeKey::of(st);
         let shard = self.shard_of_key(key);
         // A live inode, the common case, needs only the shared lock.
@@ -432,6 +486,15 @@ impl InodeTable {
     /// a forgotten one, revived from its source handle under its old id.
     /// ESTALE when the node is unknown or its inode no longer exists.
     pub(crate) fn acquire_or_revive(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
+        let inode = self.acquire_or_revive_unjournaled(node)?;
+        if let Some(journal) = &self.journal {
+            journal.record_node(node, None, &inode);
+        }
+        Ok(inode)
+    }
+
+    /// [`acquire_or_revive`](Self::acquire_or_revive) but for the journal.
+    fn acquire_or_revive_unjournaled(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
         let shard = shard_of_id(node);
         let live = self.read(shard).acquire_id(node);
         if let Some(inode) = live {
@@ -509,9 +572,16 @@ impl InodeTable {
     /// Counts one more lookup of a node the kernel already holds (LINK
     /// returns the linked node again). ESTALE if it is unknown.
     pub(crate) fn acquire_existing(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
-        self.read(shard_of_id(node))
+        let inode = self
+            .read(shard_of_id(node))
             .acquire_id(node)
-            .ok_or(Errno::ESTALE)
+            .ok_or(Errno::ESTALE)?;
+        if let Some(journal) = &self.journal {
+            // Live, so recorded already, or being recorded by the thread
+            // that made it live: this waits for that.
+            journal.record_node(node, None, &inode);
+        }
+        Ok(inode)
     }
 
     /// Subtracts `nlookup` from `node`'s count; at zero the entry becomes a
@@ -532,6 +602,10 @@ impl InodeTable {
             let mut nodes = self.write(shard_of_id(group[0].0));
             for &(node, nlookup) in group {
                 if let Some(inode) = nodes.forget(node, nlookup, remember, &self.next_seq) {
+                    if let Some(journal) = &self.journal {
+                        // Under the lock: a revival cannot come between.
+                        journal.forget_node(&inode);
+                    }
                     released.push((node, inode));
                 }
             }
@@ -735,6 +809,7 @@ impl InodeTable {
             next_seq: AtomicU64::new(saved.next_seq),
             handles,
             max_forgotten,
+            journal: None,
         };
         let mut taking = Vec::new();
         for (shard, s) in saved.shards.into_iter().enumerate() {
@@ -854,7 +929,14 @@ impl InodeTable {
     /// not handed out again even so.
     pub(crate) fn clear(&self) {
         for shard in 0..SHARDS {
-            let released = self.write(shard).clear_but_root();
+            let mut nodes = self.write(shard);
+            let released = nodes.clear_but_root();
+            if let Some(journal) = &self.journal {
+                for slot in &released.0 {
+                    journal.forget_node(&slot.inode);
+                }
+            }
+            drop(nodes);
             drop(released);
         }
     }

@@ -41,7 +41,10 @@
 //! - the system calls (`sys`), the only `unsafe` code;
 //! - the operations themselves (`ops`);
 //! - handing the state to a successor process without unmounting
-//!   (`saved`: [`PassthroughFs::save`], [`PassthroughFs::restore`]).
+//!   (`saved`: [`PassthroughFs::save`], [`PassthroughFs::restore`]);
+//! - a crash journal in shared memory, from which a new process goes on
+//!   serving the connection of one that died (`journal`: [`Journal`],
+//!   [`PassthroughFs::journaled`], [`PassthroughFs::recover`]).
 #![deny(unsafe_code)]
 
 mod creds;
@@ -50,6 +53,7 @@ mod error;
 mod fs;
 mod handle;
 mod inode;
+pub mod journal;
 mod lock_wait;
 mod mtime;
 mod ops;
@@ -61,6 +65,7 @@ mod sys;
 
 pub use error::PassthroughError;
 pub use fs::PassthroughFs;
+pub use journal::{Journal, Recovery, JOURNAL_VERSION};
 pub use options::{BypassRw, Options};
 pub use saved::{SavedFds, SavedState, STATE_VERSION};
 

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::dir::DirStream;
@@ -38,6 +38,7 @@ use crate::error::PassthroughError;
 use crate::fs::PassthroughFs;
 use crate::handle::{self, OpenDir, OpenFile};
 use crate::inode::{Backing, Inode, InodeKey, InodeTable};
+use crate::journal::{Journal, NO_SLOT};
 use crate::mtime::KeptMtime;
 use crate::options::Options;
 use crate::sys;
@@ -394,6 +395,7 @@ fn restore_inode(
         })),
         posix_locks: Mutex::new(posix_locks),
         kept_mtime: KeptMtime::restore(&saved.mtime),
+        journal_slot: AtomicU32::new(NO_SLOT),
     };
     Ok((Arc::new(inode), key))
 }
@@ -426,6 +428,9 @@ impl PassthroughFs {
     /// with [`PassthroughError::SaveDescriptor`] when an open directory's
     /// descriptor cannot be duplicated (out of descriptors).
     pub fn save(&self) -> Result<(SavedState, SavedFds), PassthroughError> {
+        if self.journal.is_some() {
+            return Err(PassthroughError::Journaled);
+        }
         let waiting = self.lock_waits.pending();
         if waiting > 0 {
             return Err(PassthroughError::LockWaitPending(waiting));
@@ -502,6 +507,18 @@ impl PassthroughFs {
         state: SavedState,
         fds: Vec<OwnedFd>,
     ) -> Result<PassthroughFs, PassthroughError> {
+        PassthroughFs::restore_with(source, options, state, fds, None)
+    }
+
+    /// [`PassthroughFs::restore`], journaling into `journal` if given
+    /// (a recovery, see `journal`).
+    pub(crate) fn restore_with(
+        source: &Path,
+        options: Options,
+        state: SavedState,
+        fds: Vec<OwnedFd>,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<PassthroughFs, PassthroughError> {
         if state.version != STATE_VERSION {
             return Err(PassthroughError::StateVersion {
                 found: state.version,
@@ -557,6 +574,7 @@ impl PassthroughFs {
                 inode: inode.clone(),
                 passthrough: f.passthrough,
                 lock_owners: Mutex::new(f.lock_owners),
+                journal_slot: AtomicU32::new(NO_SLOT),
             };
             if !files.insert_at(f.fh, file) {
                 return Err(invalid(format!("{what} twice")));
@@ -570,12 +588,13 @@ impl PassthroughFs {
                 .ok_or_else(|| invalid(format!("{what} has more unsent entries than fit")))?;
             let dir = OpenDir {
                 stream: Mutex::new(stream),
+                journal_slot: AtomicU32::new(NO_SLOT),
             };
             if files.get(fastfuse::FileHandle(d.fh)).is_ok() || !dirs.insert_at(d.fh, dir) {
                 return Err(invalid(format!("{what} twice")));
             }
         }
-        PassthroughFs::assemble(source, options, table, files, dirs)
+        PassthroughFs::assemble(source, options, table, files, dirs, journal)
     }
 }
 

@@ -927,3 +927,87 @@ impl WakeableThread {
         }
     }
 }
+
+/// `memfd_create(name, MFD_CLOEXEC)` — [memfd_create(2)]: an anonymous
+/// file in memory, alive while any descriptor or mapping of it is.
+///
+/// [memfd_create(2)]: https://man7.org/linux/man-pages/man2/memfd_create.2.html
+pub(crate) fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    let fd = check(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: a fresh descriptor from memfd_create(2) that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A whole file mapped `MAP_SHARED` read-write, seen as 64-bit atomic
+/// words: memory that other processes mapping the same file see too, and
+/// that outlives this process when another holds a descriptor of the file.
+#[derive(Debug)]
+pub(crate) struct SharedWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is plain memory accessed only through atomics, so
+// any thread may use it; it is unmapped only on drop, by its one owner.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: every access through `words()` is atomic.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, fd, 0)` —
+    /// [mmap(2)] of the first `len` bytes of `fd` (a multiple of 8 and of
+    /// the page size, which the caller checked against the file's size).
+    ///
+    /// [mmap(2)]: https://man7.org/linux/man-pages/man2/mmap.2.html
+    pub(crate) fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedWords> {
+        if len == 0 || !len.is_multiple_of(8) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a new mapping at an address of the kernel's choosing,
+        // which cannot overlap any Rust object; `fd` is open for the call
+        // (the mapping keeps the file alive by itself after it).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        Ok(SharedWords {
+            ptr,
+            words: len / 8,
+        })
+    }
+
+    /// The mapping's words.
+    pub(crate) fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: `ptr` is the start of a live mapping of `words * 8`
+        // bytes, page-aligned (so aligned for AtomicU64), unmapped only
+        // when `self` drops, so it lives as long as the borrow; AtomicU64
+        // has the layout of u64, every bit pattern is valid, and other
+        // threads and processes touch this memory only through atomics.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no borrow of
+        // `words()` outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.words * 8) };
+    }
+}
+
+/// `fstat(fd).st_size` — the size of the file `fd` refers to.
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(stat_fd(fd)?.st_size as u64)
+}

@@ -2,7 +2,6 @@
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use fastfuse::{
@@ -13,6 +12,7 @@ use crate::dir::{DirEntry, DirStream, Taken};
 use crate::fs::PassthroughFs;
 use crate::handle::OpenDir;
 use crate::inode::Inode;
+use crate::journal::NO_SLOT;
 use crate::sys;
 
 /// OPENDIR: the directory reopened for reading through /proc/self/fd.
@@ -26,8 +26,11 @@ pub(super) fn opendir(
     let fd = fs
         .proc
         .reopen(inode.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let fh = fs.dirs.insert(OpenDir {
-        stream: Mutex::new(DirStream::new(fd)),
+    let fh = fs.dirs.insert_with(|fh| {
+        let slot = fs.journal.as_ref().map_or(NO_SLOT, |j| {
+            j.record_open(true, fh, node, libc::O_RDONLY | libc::O_DIRECTORY, false)
+        });
+        OpenDir::new(DirStream::new(fd), slot)
     });
     Ok(Opened {
         fh,
@@ -127,7 +130,10 @@ pub(super) fn releasedir(
     fh: FileHandle,
     _flags: u32,
 ) -> Result<(), Errno> {
-    fs.dirs.remove(fh);
+    let dir = fs.dirs.remove(fh);
+    if let (Some(dir), Some(journal)) = (dir, &fs.journal) {
+        journal.release_open(&dir.journal_slot);
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use super::lock;
 use crate::fs::{component, warn_once, PassthroughFs, SessionInfo};
 use crate::handle::OpenFile;
 use crate::inode::{Backing, Inode};
+use crate::journal::NO_SLOT;
 use crate::sys;
 
 /// The flags to open the source file with, from the caller's.
@@ -60,22 +61,20 @@ pub(super) fn open(
     flags: OpenFlags,
 ) -> Result<Opened, Errno> {
     let inode = fs.inode(node)?;
-    let wanted = source_flags(flags.flags, fs.writeback());
+    let mut wanted = source_flags(flags.flags, fs.writeback());
     let fd = match fs.proc.reopen(inode.fd.as_fd(), wanted) {
         // A write-only file the daemon may not read (a non-root daemon):
         // serve it write-only; partial-page writes then fail to fill.
         Err(e) if e.raw_os_error() == Some(libc::EACCES) && upgraded(flags.flags, wanted) => {
-            fs.proc.reopen(
-                inode.fd.as_fd(),
-                (wanted & !libc::O_ACCMODE) | libc::O_WRONLY,
-            )?
+            wanted = (wanted & !libc::O_ACCMODE) | libc::O_WRONLY;
+            fs.proc.reopen(inode.fd.as_fd(), wanted)?
         }
         other => other?,
     };
     if flags.kill_suidgid && flags.flags as libc::c_int & libc::O_TRUNC != 0 {
         kill_suidgid(&fd, req)?;
     }
-    Ok(finish_open(fs, inode, fd))
+    Ok(finish_open(fs, node, inode, fd, wanted))
 }
 
 /// Clears set-user-ID/set-group-ID on an open file as a write or
@@ -104,7 +103,16 @@ pub(crate) fn kill_suidgid(fd: &OwnedFd, caller: &Caller<'_>) -> Result<bool, Er
 ///   dropping it at each open would only cost re-reads. Without the
 ///   writeback cache, the cache is dropped at open, so that changes made
 ///   to the source directly show after a reopen (close-to-open).
-pub(crate) fn finish_open(fs: &PassthroughFs, inode: Arc<Inode>, fd: OwnedFd) -> Opened {
+///
+/// When journaled, the handle goes into the journal with `node` and
+/// `flags` (those `fd` was opened with) before the reply.
+pub(crate) fn finish_open(
+    fs: &PassthroughFs,
+    node: NodeId,
+    inode: Arc<Inode>,
+    fd: OwnedFd,
+    flags: libc::c_int,
+) -> Opened {
     let mut opened = Opened::default();
     let mut passthrough = false;
     if let Some(session) = fs.session.get().filter(|s| s.passthrough) {
@@ -129,7 +137,12 @@ pub(crate) fn finish_open(fs: &PassthroughFs, inode: Arc<Inode>, fd: OwnedFd) ->
             opened.open_flags |= FOPEN_KEEP_CACHE;
         }
     }
-    opened.fh = fs.files.insert(OpenFile::new(fd, inode, passthrough));
+    opened.fh = fs.files.insert_with(|fh| {
+        let slot = fs.journal.as_ref().map_or(NO_SLOT, |j| {
+            j.record_open(false, fh, node, flags, passthrough)
+        });
+        OpenFile::new(fd, inode, passthrough, slot)
+    });
     opened
 }
 
@@ -161,6 +174,9 @@ fn acquire_backing(
     // The kernel takes its own reference to the file; ours closes here.
     let id = session.conn.backing_open(file.as_fd())?;
     *backing = Some(Backing { id, users: 1 });
+    if let Some(journal) = &fs.journal {
+        journal.set_backing(inode, Some(id));
+    }
     Ok(id)
 }
 
@@ -173,6 +189,9 @@ fn release_backing(fs: &PassthroughFs, inode: &Inode) {
     if b.users == 0 {
         let id = b.id;
         *backing = None;
+        if let Some(journal) = &fs.journal {
+            journal.set_backing(inode, None);
+        }
         if let Some(session) = fs.session.get() {
             if let Err(e) = session.conn.backing_close(id) {
                 tracing::debug!("backing_close({id}): {e}");
@@ -185,9 +204,10 @@ fn release_backing(fs: &PassthroughFs, inode: &Inode) {
 /// and is open, count the lookup of its inode (found from the open fd, not
 /// the name, which another process may already have replaced) and store
 /// the handle.
-fn created(fs: &PassthroughFs, fd: OwnedFd) -> Result<(Entry, Opened), Errno> {
+fn created(fs: &PassthroughFs, fd: OwnedFd, flags: libc::c_int) -> Result<(Entry, Opened), Errno> {
     let (entry, inode) = fs.lookup_open_file(fd.as_fd())?;
-    Ok((entry, finish_open(fs, inode, fd)))
+    let opened = finish_open(fs, entry.node, inode, fd, flags);
+    Ok((entry, opened))
 }
 
 /// CREATE, as the caller: `openat(parent, name, flags | O_CREAT |
@@ -210,7 +230,7 @@ pub(super) fn create(
     let fd = fs.create_as(req, umask, || {
         Ok(sys::openat(dir.fd.as_fd(), &name, wanted, mode)?)
     })?;
-    created(fs, fd)
+    created(fs, fd, wanted)
 }
 
 /// TMPFILE (O_TMPFILE), as the caller: an unnamed file in `parent`.
@@ -229,7 +249,7 @@ pub(super) fn tmpfile(
     let fd = fs.create_as(req, umask, || {
         Ok(sys::openat(dir.fd.as_fd(), c".", wanted, mode)?)
     })?;
-    created(fs, fd)
+    created(fs, fd, wanted)
 }
 
 /// FLUSH (every close(2) of a descriptor of the file): drops the POSIX
@@ -266,6 +286,9 @@ pub(super) fn release(
         tracing::debug!(fh = fh.0, "RELEASE of an unknown handle");
         return Ok(());
     };
+    if let Some(journal) = &fs.journal {
+        journal.release_open(&file.journal_slot);
+    }
     if release_flags & FUSE_RELEASE_FLUSH != 0 {
         lock::release_owner(&file.inode, lock_owner);
     }
@@ -280,6 +303,9 @@ pub(super) fn release(
 /// Every handle at once (the session ended).
 pub(super) fn release_all(fs: &PassthroughFs) {
     for file in fs.files.drain() {
+        if let Some(journal) = &fs.journal {
+            journal.release_open(&file.journal_slot);
+        }
         file.inode.kept_mtime.settle(file.fd.as_fd());
         lock::release_handle_owners(&file);
         if file.passthrough {

@@ -83,6 +83,7 @@ pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> 
     // session resumed after a hand-over that did not happen (`save` was
     // called since): the connection is the one kept, which stays.
     let Err(info) = fs.session.set(info) else {
+        close_orphan_backing(fs, conn);
         return Ok(());
     };
     let same = fs
@@ -101,6 +102,21 @@ pub(super) fn ready(fs: &PassthroughFs, conn: &Connection) -> Result<(), Errno> 
 /// DESTROY (or the connection went away): every handle and node goes.
 pub(super) fn destroy(fs: &PassthroughFs) {
     file::release_all(fs);
-    fs.dirs.drain();
+    for dir in fs.dirs.drain() {
+        if let Some(journal) = &fs.journal {
+            journal.release_open(&dir.journal_slot);
+        }
+    }
     fs.inodes.clear();
+}
+
+/// A recovered filesystem's first `ready`: the backing ids the dead
+/// server registered that no recovered file uses are closed.
+fn close_orphan_backing(fs: &PassthroughFs, conn: &Connection) {
+    let Some(journal) = &fs.journal else { return };
+    for id in journal.take_orphan_backing() {
+        if let Err(e) = conn.backing_close(id) {
+            tracing::debug!("backing_close({id}) of a dead server's backing id: {e}");
+        }
+    }
 }
