@@ -108,6 +108,17 @@ impl Listener {
     }
 }
 
+/// Whether this daemon hands its mount over on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrades {
+    /// It does (`fastfuse upgrade`).
+    Allowed,
+    /// It serves under a supervisor (`--supervise`), which holds the
+    /// connection and the crash journal and would lose track of a
+    /// successor: refused, with a message.
+    Supervised,
+}
+
 /// Serves until the mount ends (then joins the session, which runs the
 /// filesystem's destroy) or until it was handed over to a successor
 /// (then leaves it mounted), answering on `listener`. `exe` is the
@@ -117,6 +128,7 @@ pub fn serve(
     fs: Arc<PassthroughFs>,
     mut listener: Listener,
     exe: PathBuf,
+    upgrades: Upgrades,
 ) -> anyhow::Result<()> {
     let owner = rustix::process::geteuid();
     loop {
@@ -184,6 +196,15 @@ pub fn serve(
             }
         };
         let Request::Upgrade { binary } = request;
+        if upgrades == Upgrades::Supervised {
+            reply(
+                &mut conn,
+                &Answer::Error(
+                    "this mount runs under --supervise: a live upgrade of a supervised mount is not supported; restart the supervisor with the new binary instead".into(),
+                ),
+            );
+            continue;
+        }
         let binary = binary.unwrap_or_else(|| exe.clone());
         tracing::info!("upgrading to {}", binary.display());
         let result = upgrade::hand_over(&mut bg, &fs, &binary, &mut || listener.sock = None);

@@ -12,6 +12,7 @@ mod control;
 mod daemon;
 mod mount_cmd;
 mod stats_cmd;
+mod supervise;
 mod upgrade;
 
 use clap::{Parser, Subcommand};

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use fastfuse::{Config, MountOptions, Session, TransportKind};
-use fastfuse_passthrough::{BypassRw, Options, PassthroughFs};
+use fastfuse_passthrough::{BypassRw, Journal, Options, PassthroughFs};
 
 use crate::daemon::{self, Readiness};
-use crate::{control, upgrade};
+use crate::{control, supervise, upgrade};
 
 /// Arguments of a mount.
 #[derive(clap::Args, Debug, Default)]
@@ -85,9 +85,15 @@ pub struct MountArgs {
     /// Where a daemonized fastfuse writes its log (default: nowhere).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
-    /// Write the serving process's pid here once the mount is live.
+    /// Write the serving process's pid here once the mount is live (with
+    /// --supervise: the supervisor's).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
+    /// Survive a crash of the daemon: a small supervisor process holds the
+    /// mount and starts a new server when the one serving dies (also
+    /// `-o supervise`, e.g. from fstab). Serves through /dev/fuse.
+    #[arg(long)]
+    supervise: bool,
 }
 
 /// Everything a mount needs, resolved from the arguments.
@@ -98,6 +104,8 @@ struct Plan {
     mount: MountOptions,
     config: Config,
     fs: Options,
+    /// Run under a supervisor that restarts the server (`--supervise`).
+    supervise: bool,
 }
 
 fn parse_num<T: std::str::FromStr>(opt: &str, value: Option<&str>) -> anyhow::Result<T> {
@@ -133,6 +141,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let mut source = None;
     let mut default_permissions = None;
     let mut bypass = args.bypass_rw;
+    let mut supervise = args.supervise;
     for opt in args.options.iter().flat_map(|o| o.split(',')) {
         if opt == "default_permissions" {
             default_permissions = Some(true);
@@ -172,6 +181,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
                     .parse()
                     .map_err(|e: String| anyhow::anyhow!(e))?
             }
+            "supervise" => supervise = true,
             "readdirplus" => config.readdirplus = true,
             "no_readdirplus" => config.readdirplus = false,
             "no_default_permissions" => default_permissions = Some(false),
@@ -237,12 +247,30 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     }
     let is_root = rustix::process::geteuid().is_root();
     fs.switch_credentials = is_root && mount.allow_other;
+    if supervise {
+        match config.transport {
+            TransportKind::Uring => bail!(
+                "--supervise serves through /dev/fuse: io_uring rings die with the process that registered them (drop --transport uring / -o io_uring)"
+            ),
+            TransportKind::Auto | TransportKind::Dev => config.transport = TransportKind::Dev,
+        }
+        if mount.auto_unmount {
+            bail!("--supervise and auto_unmount exclude each other: fusermount3 would unmount when the first server dies");
+        }
+        if !is_root {
+            bail!("--supervise needs root: a restarted server reopens files by their handles (open_by_handle_at, CAP_DAC_READ_SEARCH)");
+        }
+        // What a dead server had read must end with it (see `supervise`).
+        config.clone_fd = true;
+        config.clone_every_fd = true;
+    }
     Ok(Plan {
         source,
         mountpoint,
         mount,
         config,
         fs,
+        supervise,
     })
 }
 
@@ -283,10 +311,35 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
                 pid_file: args.pid_file.as_deref(),
             },
         )?;
-        return control::serve(bg, fs, listener, exe);
+        return control::serve(bg, fs, listener, exe, control::Upgrades::Allowed);
+    }
+    if let Some(fd) = std::env::var_os(supervise::SUPERVISED_FD) {
+        // Before any thread starts, as above.
+        std::env::remove_var(supervise::SUPERVISED_FD);
+        let fd = fd
+            .to_str()
+            .and_then(|v| v.parse().ok())
+            .context("FASTFUSE_SUPERVISED_FD is not a descriptor number")?;
+        let sock = fastfuse::adopt_inherited_socket(fd).context("the supervisor's socket")?;
+        raise_nofile();
+        let source = plan.source.clone();
+        let (options, config) = (plan.fs, plan.config.clone());
+        let (bg, fs, listener) = supervise::serve(
+            sock,
+            supervise::Server {
+                source: &source,
+                options,
+                config,
+                mount: &|journal| mount(&plan, Some(journal)),
+            },
+        )?;
+        return control::serve(bg, fs, listener, exe, control::Upgrades::Supervised);
     }
     let mut readiness = Readiness::from_env();
-    match mount(plan) {
+    if plan.supervise {
+        return supervise::supervise(&mut readiness, args.pid_file.as_deref());
+    }
+    match mount(&plan, None) {
         Ok((session, fs)) => {
             if let Some(path) = &args.pid_file {
                 daemon::write_pid_file(path)?;
@@ -296,7 +349,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
             // next line of its script finds it.
             let listener = control::Listener::bind(bg.mount_id());
             readiness.ready();
-            control::serve(bg, fs, listener, exe)
+            control::serve(bg, fs, listener, exe, control::Upgrades::Allowed)
         }
         Err(e) => {
             readiness.failed(&e);
@@ -312,7 +365,11 @@ fn raise_nofile() {
     }
 }
 
-fn mount(plan: Plan) -> anyhow::Result<(Session<Arc<PassthroughFs>>, Arc<PassthroughFs>)> {
+/// Mounts as `plan` says; with a crash journal when supervised.
+fn mount(
+    plan: &Plan,
+    journal: Option<Journal>,
+) -> anyhow::Result<(Session<Arc<PassthroughFs>>, Arc<PassthroughFs>)> {
     tracing::debug!(?plan, "mounting");
     if plan.fs.bypass_rw != BypassRw::Off {
         tracing::warn!(
@@ -324,11 +381,12 @@ fn mount(plan: Plan) -> anyhow::Result<(Session<Arc<PassthroughFs>>, Arc<Passthr
         bail!("kernel passthrough (--passthrough) needs CAP_SYS_ADMIN: run as root, or drop --passthrough");
     }
     raise_nofile();
-    let fs = Arc::new(
-        PassthroughFs::new(&plan.source, plan.fs)
-            .with_context(|| format!("source {}", plan.source.display()))?,
-    );
-    let config = plan.config;
+    let fs = match journal {
+        Some(journal) => PassthroughFs::journaled(&plan.source, plan.fs, journal),
+        None => PassthroughFs::new(&plan.source, plan.fs),
+    };
+    let fs = Arc::new(fs.with_context(|| format!("source {}", plan.source.display()))?);
+    let config = plan.config.clone();
     let asked_timeout = config.request_timeout;
     let session = Session::mount(fs.clone(), &plan.mountpoint, &plan.mount, config)?;
     let n = session.connection().negotiated();
@@ -432,6 +490,22 @@ mod tests {
             parse(&["/s", "/m"]).unwrap().config.transport,
             TransportKind::Auto
         );
+    }
+
+    #[test]
+    fn supervise() {
+        for line in [
+            &["--supervise", "/s", "/m"][..],
+            &["-o", "supervise", "/s", "/m"],
+        ] {
+            let p = parse(line).unwrap();
+            assert!(p.supervise && p.config.clone_fd && p.config.clone_every_fd);
+            assert_eq!(p.config.transport, TransportKind::Dev);
+        }
+        assert!(!parse(&["/s", "/m"]).unwrap().config.clone_every_fd);
+        let err = parse(&["--supervise", "-o", "io_uring", "/s", "/m"]).unwrap_err();
+        assert!(err.to_string().contains("io_uring"), "{err}");
+        assert!(parse(&["--supervise", "-o", "auto_unmount", "/s", "/m"]).is_err());
     }
 
     #[test]

@@ -66,9 +66,12 @@
 //!   open file of such a node is lost too: requests on its fh get EBADF
 //!   (the application's read/write fail with EBADF), requests on the node
 //!   ESTALE.
-//! - A request being served at the crash: its reply never left, and it
-//!   is not answered (the kernel's request waits until the connection is
-//!   aborted, or is interrupted).
+//! - A request being served at the crash: its reply never left. If the
+//!   server read it on a cloned /dev/fuse fd of its own (the engine's
+//!   `Config::clone_every_fd`), the kernel ends it with ECONNABORTED when
+//!   that fd closes with the process (`fuse_dev_release`); one read on an
+//!   fd the supervisor also holds would wait until the connection is
+//!   aborted.
 //!
 //! # Layout
 //!

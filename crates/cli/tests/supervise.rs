@@ -1,0 +1,694 @@
+//! Crash survival (`--supervise`), end to end: the server is killed with
+//! SIGKILL under load, and the mount must answer again, with the files
+//! opened before the kill still readable and writable through their old
+//! descriptors, and with exactly the losses the README lists (requests
+//! the dead server had read fail with ECONNABORTED once; POSIX locks are
+//! gone).
+#![allow(unsafe_code)]
+
+mod common;
+mod support;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, Tmpfs};
+use support::wait_for;
+
+/// A supervised mount: the supervisor is this test's child; the server is
+/// the supervisor's.
+struct Supervised {
+    _source: Tmpfs,
+    src: PathBuf,
+    mnt: tempfile::TempDir,
+    state: tempfile::TempDir,
+    supervisor: Option<Child>,
+}
+
+impl Supervised {
+    fn start(args: &[&str]) -> Supervised {
+        let source = Tmpfs::new("3g");
+        let src = source.path().to_path_buf();
+        let mnt = mountpoint();
+        let state = tempfile::tempdir().unwrap();
+        let (child, ready) = spawn_reporting(
+            Command::new(fastfuse_bin())
+                .arg("--supervise")
+                .args(args)
+                .arg("--foreground")
+                .arg("--pid-file")
+                .arg(state.path().join("pid"))
+                .arg(&src)
+                .arg(mnt.path())
+                .stdin(Stdio::null()),
+        );
+        let mut s = Supervised {
+            _source: source,
+            src,
+            mnt,
+            state,
+            supervisor: Some(child),
+        };
+        let report = ready.wait();
+        if !report.as_deref().is_ok_and(|r| r.starts_with("ok")) {
+            let status = s.supervisor.as_mut().unwrap().try_wait().unwrap();
+            panic!("fastfuse --supervise did not mount (exit: {status:?}): {report:?}");
+        }
+        assert!(is_mounted(s.mnt()));
+        assert_eq!(
+            std::fs::read_to_string(s.state.path().join("pid"))
+                .unwrap()
+                .trim(),
+            s.supervisor_pid().to_string(),
+            "the pid file names the supervisor"
+        );
+        s
+    }
+
+    fn mnt(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    fn supervisor_pid(&self) -> u32 {
+        self.supervisor.as_ref().unwrap().id()
+    }
+
+    /// The server serving now (the supervisor's one child), if any.
+    fn server(&self) -> Option<u32> {
+        server_of(self.supervisor_pid())
+    }
+
+    /// SIGKILLs the server; returns its pid and when.
+    fn kill_server(&self) -> (u32, Instant) {
+        let pid = self.server().expect("no server runs");
+        let at = Instant::now();
+        kill(pid, libc::SIGKILL);
+        (pid, at)
+    }
+
+    /// Waits for a server other than `old` to run.
+    fn next_server(&self, old: u32) -> u32 {
+        let mut new = None;
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                new = self.server().filter(|&p| p != old);
+                new.is_some()
+            }),
+            "no new server replaced {old}"
+        );
+        new.unwrap()
+    }
+
+    /// Unmounts and waits for the supervisor to exit by itself.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("umount").arg(self.mnt()).status().unwrap();
+        if !status.success() {
+            // Busy: a child another test forked may hold a descriptor here.
+            assert!(Command::new("umount")
+                .arg("-l")
+                .arg(self.mnt())
+                .status()
+                .unwrap()
+                .success());
+        }
+        let mut child = self.supervisor.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                if let Some(server) = server_of(child.id()) {
+                    kill(server, libc::SIGKILL);
+                }
+                let _ = child.kill();
+                panic!("the supervisor did not exit after unmount");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let Some(mut child) = self.supervisor.take() else {
+            return;
+        };
+        // The supervisor first, so that it starts no other server.
+        let server = server_of(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(server) = server {
+            kill(server, libc::SIGKILL);
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
+    }
+}
+
+/// The one child of `pid` (its main thread's), from /proc.
+fn server_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) of a process this test started (the supervisor) or
+    // its child (the server), by pid.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Takes a write lock on all of `fd` (F_SETLK, this process).
+fn posix_lock(fd: i32) {
+    // SAFETY: flock is plain data; fcntl reads it.
+    let r = unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        libc::fcntl(fd, libc::F_SETLK, &fl)
+    };
+    assert_eq!(r, 0, "F_SETLK: {}", std::io::Error::last_os_error());
+}
+
+/// From another process: whether F_GETLK on `path` sees a write lock
+/// held by `holder`.
+fn lock_seen_by_another(path: &Path, holder: u32) -> bool {
+    let path = c(path);
+    let pid = support::fork(|| {
+        // SAFETY: raw system calls on a path prepared before the fork.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return 2;
+            }
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            if libc::fcntl(fd, libc::F_GETLK, &mut fl) != 0 {
+                return 3;
+            }
+            if fl.l_type == libc::F_WRLCK as i16 && fl.l_pid == holder as i32 {
+                0
+            } else {
+                1
+            }
+        }
+    });
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "the F_GETLK child died");
+    match libc::WEXITSTATUS(status) {
+        0 => true,
+        1 => false,
+        e => panic!("the F_GETLK child failed ({e})"),
+    }
+}
+
+/// `fastfuse stats --json MNT` (null if it cannot be had).
+fn stats(mnt: &Path) -> serde_json::Value {
+    let out = Command::new(fastfuse_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn restarts(mnt: &Path) -> Vec<f64> {
+    stats(mnt)["handovers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|h| h["kind"] == "restart")
+                .filter_map(|h| h["pause_ms"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A tarball of /usr/include (the bench's untar tree), outside the mount.
+fn tarball(dir: &Path) -> PathBuf {
+    let tar = dir.join("include.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg("/usr")
+        .arg("include")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -c /usr/include failed");
+    tar
+}
+
+/// When each probe ended, and its errno if it failed.
+type ProbeLog = Vec<(Instant, Option<i32>)>;
+
+/// Creates, writes, reads back and removes small files in `dir` over and
+/// over, recording when each failure happened and with what errno, and
+/// when each success did.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<ProbeLog>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(dir: &Path) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l, dir) = (stop.clone(), log.clone(), dir.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !s.load(Ordering::Acquire) {
+                i += 1;
+                let path = dir.join(format!("p{i}"));
+                let body = format!("probe {i}");
+                let r = std::fs::write(&path, &body)
+                    .and_then(|()| std::fs::read_to_string(&path))
+                    .and_then(|got| {
+                        assert_eq!(got, body, "probe {i} read back something else");
+                        std::fs::remove_file(&path)
+                    });
+                let at = Instant::now();
+                l.lock()
+                    .unwrap()
+                    .push((at, r.err().map(|e| e.raw_os_error().unwrap_or(-1))));
+            }
+        });
+        Prober {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    fn successes(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.is_none())
+            .count()
+    }
+
+    /// The first success after `t`.
+    fn first_success_after(&self, t: Instant) -> Option<Instant> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, e)| *at > t && e.is_none())
+            .map(|(at, _)| *at)
+    }
+
+    fn finish(mut self) -> ProbeLog {
+        self.stop.store(true, Ordering::Release);
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("the prober failed");
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_killed_server_is_replaced_and_open_files_carry_on() {
+    let mut s = Supervised::start(&[]);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(240),
+        "a_killed_server_is_replaced",
+        s.supervisor_pid(),
+        &[s.mnt()],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let tar = tarball(work.path());
+    let mnt = s.mnt().to_path_buf();
+    for dir in ["fio", "untar", "cwd", "probe", "deep/a/b/c"] {
+        std::fs::create_dir_all(mnt.join(dir)).unwrap();
+    }
+    std::fs::write(mnt.join("deep/a/b/c/leaf"), b"leaf").unwrap();
+
+    // Open before the kills; used after each.
+    let mut kept = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mnt.join("kept"))
+        .unwrap();
+    kept.write_all(&[b'a'; 4096]).unwrap();
+    kept.sync_all().unwrap();
+    let reader = std::fs::File::open(mnt.join("deep/a/b/c/leaf")).unwrap();
+    let locked = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mnt.join("locked"))
+        .unwrap();
+    posix_lock(locked.as_raw_fd());
+    let me = std::process::id();
+    assert!(lock_seen_by_another(&mnt.join("locked"), me));
+
+    // The load: fio writing and verifying, two untars one after the other
+    // (each node holds an O_PATH fd in the server: a third tree would pass
+    // this machine's RLIMIT_NOFILE of 20,000), a shell with its cwd
+    // inside, and the prober.
+    let mut fio = Command::new("fio")
+        .args([
+            "--name=verify",
+            "--ioengine=psync",
+            "--rw=write",
+            "--bs=64k",
+            "--size=384M",
+            "--numjobs=2",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--fsync_on_close=1",
+        ])
+        .arg(format!("--directory={}", mnt.join("fio").display()))
+        // fio leaves its verify state files in its working directory.
+        .current_dir(work.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut untar = Command::new("sh")
+        .arg("-c")
+        .arg("for n in 1 2; do mkdir \"$2/$n\" && tar -xf \"$1\" -C \"$2/$n\" || echo \"tar $n failed\" >&2; done")
+        .arg("sh")
+        .arg(&tar)
+        .arg(mnt.join("untar"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "i=0; bad=0; while [ ! -e stop ]; do i=$((i+1)); echo $i > f 2>/dev/null; \
+             read x < f 2>/dev/null; [ \"$x\" = \"$i\" ] || bad=$((bad+1)); done; \
+             echo last > f && read x < f && [ \"$x\" = last ] || exit 3; echo $i $bad",
+        )
+        .current_dir(mnt.join("cwd"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prober = Prober::start(&mnt.join("probe"));
+
+    let mut answered_after = Vec::new();
+    let mut kills = Vec::new();
+    for round in 0..2u8 {
+        let seen = prober.successes();
+        assert!(
+            wait_for(Duration::from_secs(20), || prober.successes() > seen + 300),
+            "the prober made no progress before kill {round}"
+        );
+        assert!(
+            untar.try_wait().unwrap().is_none(),
+            "the untars ended before kill {round}: the load must outlast the kills"
+        );
+        if round == 0 {
+            assert!(
+                fio.try_wait().unwrap().is_none(),
+                "fio ended before the first kill: the load must be under way"
+            );
+        }
+        let (old, at) = s.kill_server();
+        kills.push(at);
+        let new = s.next_server(old);
+        assert_ne!(new, old);
+        // The mount answers again: the prober's next success.
+        assert!(
+            wait_for(Duration::from_secs(20), || prober
+                .first_success_after(at)
+                .is_some()),
+            "the mount did not answer again after kill {round}"
+        );
+        let back = prober.first_success_after(at).unwrap() - at;
+        answered_after.push(back.as_secs_f64() * 1e3);
+        assert!(
+            back < Duration::from_secs(5),
+            "the mount took {back:?} to answer after kill {round}"
+        );
+
+        // Files opened before the kill: read and written through their
+        // old descriptors.
+        let mut got = vec![0u8; 4096];
+        kept.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, [b'a'; 4096], "kept file after kill {round}");
+        kept.seek(SeekFrom::End(0)).unwrap();
+        kept.write_all(&[b'b' + round; 4096]).unwrap();
+        kept.sync_all().unwrap();
+        let mut leaf = String::new();
+        (&reader).seek(SeekFrom::Start(0)).unwrap();
+        (&reader).read_to_string(&mut leaf).unwrap();
+        assert_eq!(leaf, "leaf");
+        assert_eq!(
+            std::fs::read(mnt.join("deep/a/b/c/leaf")).unwrap(),
+            b"leaf",
+            "a deep path looked up before the kill"
+        );
+        // What the README says a crash loses: the POSIX lock is gone (its
+        // open file description died with the server), and it can be
+        // taken again.
+        assert!(
+            !lock_seen_by_another(&mnt.join("locked"), me),
+            "a POSIX lock survived kill {round}: the README says it does not"
+        );
+        posix_lock(locked.as_raw_fd());
+        assert!(lock_seen_by_another(&mnt.join("locked"), me));
+    }
+
+    let fio_out = fio.wait_with_output().unwrap();
+    let untar_out = untar.wait_with_output().unwrap();
+    std::fs::write(mnt.join("cwd/stop"), b"").unwrap();
+    let shell_out = shell.wait_with_output().unwrap();
+    let log = prober.finish();
+
+    // Every failure the load saw is one the README lists, and came between
+    // a kill and the mount's next answer.
+    let failures: Vec<_> = log.iter().filter(|(_, e)| e.is_some()).collect();
+    for (at, e) in &failures {
+        assert_eq!(
+            *e,
+            Some(libc::ECONNABORTED),
+            "a probe failed with errno {e:?}, not ECONNABORTED"
+        );
+        let near_a_kill = kills
+            .iter()
+            .zip(&answered_after)
+            .any(|(&k, &ms)| *at >= k && *at <= k + Duration::from_secs_f64(ms / 1e3 + 0.001));
+        assert!(near_a_kill, "a probe failed away from any kill");
+    }
+    let tar_err = String::from_utf8_lossy(&untar_out.stderr);
+    for line in tar_err.lines() {
+        assert!(
+            line.contains("connection abort")
+                || line.contains("Exiting with failure status due to previous errors")
+                || line.starts_with("tar ") && line.ends_with(" failed"),
+            "tar saw another error than ECONNABORTED: {line}"
+        );
+    }
+    assert!(shell_out.status.success(), "the shell in the mount failed");
+    // fio: verified, or failed only by an aborted request (ECONNABORTED,
+    // or EIO from a writeback WRITE the dead server had read), never by
+    // data that reads back wrong.
+    let fio_said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&fio_out.stdout),
+        String::from_utf8_lossy(&fio_out.stderr)
+    );
+    for bad in ["verify failed", "bad magic", "bad header", "verify: bad"] {
+        assert!(
+            !fio_said.contains(bad),
+            "fio read back wrong data:\n{fio_said}"
+        );
+    }
+    if !fio_out.status.success() {
+        assert!(
+            fio_said.contains("Software caused connection abort")
+                || fio_said.contains("Input/output error"),
+            "fio failed otherwise than by an aborted request:\n{fio_said}"
+        );
+    }
+    let shell_said = String::from_utf8_lossy(&shell_out.stdout);
+    println!(
+        "answered again after {answered_after:?} ms; probe failures {}; fio {}; shell (iterations, misses) {}; tar: {}",
+        failures.len(),
+        if fio_out.status.success() { "verified" } else { "failed by an aborted request" },
+        shell_said.trim(),
+        if tar_err.is_empty() { "no error" } else { tar_err.trim() }
+    );
+
+    // Every tree tar finished equals the source.
+    for n in ["1", "2"] {
+        if tar_err.contains(&format!("tar {n} failed")) {
+            continue;
+        }
+        let diff = Command::new("diff")
+            .arg("-r")
+            .arg("--no-dereference")
+            .arg("/usr/include")
+            .arg(mnt.join("untar").join(n).join("include"))
+            .output()
+            .unwrap();
+        assert!(
+            diff.status.success(),
+            "extracted tree {n} differs: {}",
+            String::from_utf8_lossy(&diff.stdout)
+        );
+    }
+    // The kept file holds what went through its descriptor, on the source
+    // too.
+    let mut want = vec![b'a'; 4096];
+    want.extend([b'b'; 4096]);
+    want.extend([b'c'; 4096]);
+    assert_eq!(std::fs::read(mnt.join("kept")).unwrap(), want);
+    assert_eq!(std::fs::read(s.src.join("kept")).unwrap(), want);
+    // The stats list both restarts with their pauses.
+    let pauses = restarts(&mnt);
+    assert_eq!(pauses.len(), 2, "restarts in the stats: {pauses:?}");
+    println!("restart pauses (server death to new server serving): {pauses:?} ms");
+
+    drop((kept, reader, locked));
+    let status = s.stop();
+    assert!(status.success(), "the supervisor exited {status}");
+}
+
+/// A request the dead server had read, and not answered, fails once with
+/// ECONNABORTED: here a blocking lock wait, which a server holds for as
+/// long as the lock is taken. The waiter then waits again and gets it.
+#[test]
+fn a_request_in_flight_when_the_server_dies_fails_with_econnaborted() {
+    let mut s = Supervised::start(&[]);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(60),
+        "a_request_in_flight",
+        s.supervisor_pid(),
+        &[s.mnt()],
+    );
+    let path = s.mnt().join("contended");
+    let held = std::fs::File::create(&path).unwrap();
+    posix_lock(held.as_raw_fd());
+    let p = c(&path);
+    let waiter = support::fork(|| {
+        // SAFETY: raw system calls on a path prepared before the fork.
+        unsafe {
+            let fd = libc::open(p.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return 100;
+            }
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            if libc::fcntl(fd, libc::F_SETLKW, &fl) == 0 {
+                return 0;
+            }
+            *libc::__errno_location()
+        }
+    });
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            stats(s.mnt())["ops"]["SETLKW"]["count"].as_u64() >= Some(1)
+        }),
+        "the waiter's SETLKW never reached the server"
+    );
+    let (old, _) = s.kill_server();
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(waiter, &mut status, 0) };
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        libc::ECONNABORTED,
+        "the lock wait the dead server held ended otherwise"
+    );
+    s.next_server(old);
+    // The mount serves; the lock the test held went with the server.
+    std::fs::write(s.mnt().join("after"), b"served").unwrap();
+    assert_eq!(std::fs::read(s.mnt().join("after")).unwrap(), b"served");
+    assert!(!lock_seen_by_another(&path, std::process::id()));
+    drop(held);
+    let status = s.stop();
+    assert!(status.success(), "the supervisor exited {status}");
+}
+
+/// SIGTERM to the supervisor ends the mount as SIGTERM to a plain daemon
+/// does (flush, unmount, exit 0); an upgrade is refused with a message.
+#[test]
+fn a_supervised_mount_refuses_upgrades_and_stops_on_sigterm() {
+    let mut s = Supervised::start(&[]);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(60),
+        "a_supervised_mount_stops",
+        s.supervisor_pid(),
+        &[s.mnt()],
+    );
+    let out = Command::new(fastfuse_bin())
+        .arg("upgrade")
+        .arg(s.mnt())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an upgrade of a supervised mount went through"
+    );
+    assert!(text.contains("--supervise"), "the refusal says why: {text}");
+    let mut f = std::fs::File::create(s.mnt().join("dirty")).unwrap();
+    f.write_all(&[7u8; 1 << 20]).unwrap();
+    drop(f);
+    let server = s.server().unwrap();
+    kill(s.supervisor_pid(), libc::SIGTERM);
+    let mut child = s.supervisor.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the supervisor exited {status} on SIGTERM"
+    );
+    assert!(!is_mounted(s.mnt()), "SIGTERM left the mount");
+    assert!(
+        !Path::new(&format!("/proc/{server}")).exists(),
+        "the server outlived its supervisor"
+    );
+    assert_eq!(
+        std::fs::read(s.src.join("dirty")).unwrap(),
+        vec![7u8; 1 << 20]
+    );
+}
+
+#[test]
+fn supervise_refuses_io_uring_with_a_reason() {
+    let out = Command::new(fastfuse_bin())
+        .args([
+            "--supervise",
+            "--transport",
+            "uring",
+            "--foreground",
+            "/tmp",
+            "/mnt",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("io_uring"), "{text}");
+}
