@@ -692,3 +692,118 @@ fn supervise_refuses_io_uring_with_a_reason() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("io_uring"), "{text}");
 }
+
+/// The fstab path: what mount(8) runs for a `fuse.fastfuse` line with
+/// `supervise` among its options (mount.fuse3, which runs `fastfuse SRC
+/// MNT -o OPTIONS` from PATH) mounts supervised: the mount outlives its
+/// server.
+#[test]
+fn mount_fuse3_with_o_supervise_survives_its_server() {
+    // The daemonized supervisor becomes this process's child, to be
+    // found and reaped here.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
+    let source = Tmpfs::new("64m");
+    let mnt = mountpoint();
+    let bin = Path::new(fastfuse_bin()).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    /// Ends the supervisor and its server by pid, and the mount.
+    struct Cleanup(Option<u32>, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Some(sup) = self.0 {
+                let server = server_of(sup);
+                kill(sup, libc::SIGKILL);
+                if let Some(server) = server {
+                    kill(server, libc::SIGKILL);
+                }
+                reap(sup);
+            }
+            let _ = Command::new("umount").arg("-l").arg(&self.1).status();
+        }
+    }
+    let mut cleanup = Cleanup(None, mnt.path().to_path_buf());
+    let status = Command::new("mount.fuse3")
+        .arg(format!("fastfuse#{}", source.path().display()))
+        .arg(mnt.path())
+        .args(["-o", "supervise"])
+        .env("PATH", path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount.fuse3 failed: {status}");
+    assert!(is_mounted(mnt.path()));
+    // Ours, and the one serving this mountpoint (several tests run at
+    // once): told apart by its command line, then known by pid.
+    let me = std::process::id();
+    let sup = std::fs::read_dir(format!("/proc/{me}/task"))
+        .unwrap()
+        .map(|t| {
+            let t = t.unwrap().path();
+            std::fs::read_to_string(t.join("children")).unwrap_or_default()
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).into_owned();
+                c.contains(&*mnt.path().to_string_lossy()) && c.contains("supervise")
+            })
+        })
+        .expect("the supervisor is not this test's child");
+    cleanup.0 = Some(sup);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(60),
+        "mount_fuse3_with_o_supervise",
+        sup,
+        &[mnt.path()],
+    );
+    let kept = mnt.path().join("kept");
+    std::fs::write(&kept, b"before").unwrap();
+    let mut open = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&kept)
+        .unwrap();
+    let old = server_of(sup).expect("no server runs");
+    kill(old, libc::SIGKILL);
+    assert!(
+        wait_for(Duration::from_secs(20), || server_of(sup)
+            .is_some_and(|p| p != old)),
+        "no new server"
+    );
+    let mut got = String::new();
+    open.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "before");
+    open.write_all(b", after").unwrap();
+    drop(open);
+    assert_eq!(std::fs::read(&kept).unwrap(), b"before, after");
+    assert_eq!(
+        std::fs::read(source.path().join("kept")).unwrap(),
+        b"before, after"
+    );
+    assert!(Command::new("umount")
+        .arg(mnt.path())
+        .status()
+        .unwrap()
+        .success());
+    let status = reap(sup);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the supervisor exited {status:#x}"
+    );
+    cleanup.0 = None;
+}
+
+/// Waits for our child `pid` and returns its wait status.
+fn reap(pid: u32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child of this process, by pid; `status` is a
+    // valid out-pointer.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    status
+}
