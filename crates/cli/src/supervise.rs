@@ -131,6 +131,13 @@ pub fn supervise(readiness: &mut Readiness, pid_file: Option<&Path>) -> anyhow::
     let mut recent: Vec<Instant> = Vec::new();
     loop {
         signals.serving(child.id());
+        // A signal that came while no server was named (before the first
+        // served, or during a restart). Both sides store, then load, with
+        // SeqCst: at least one of them sees the other, so the server is
+        // told at least once.
+        if signals.stopping() {
+            signals.forward_to(child.id());
+        }
         let status = child.wait().context("waiting for the server")?;
         let died_at_ns = monotonic_ns();
         signals.serving(0);
@@ -163,9 +170,6 @@ pub fn supervise(readiness: &mut Readiness, pid_file: Option<&Path>) -> anyhow::
                 }
             }
         };
-        if signals.stopping() {
-            signals.forward_to(child.id());
-        }
     }
 }
 
