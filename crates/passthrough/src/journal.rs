@@ -220,6 +220,24 @@ impl Slots {
         }
     }
 
+    /// The slots of a region whose first `used` (at most `capacity`) were
+    /// handed out: those in `keep` stay taken, every other one is cleared
+    /// (`clear`) and free.
+    fn rebuilt(capacity: u32, used: u32, keep: &HashSet<u32>, clear: impl Fn(u32)) -> Slots {
+        let used = used.min(capacity);
+        let free = (0..used)
+            .rev()
+            .filter(|slot| !keep.contains(slot))
+            .inspect(|&slot| clear(slot))
+            .collect();
+        Slots {
+            free: Mutex::new(free),
+            used: AtomicU32::new(used),
+            capacity,
+            warned: AtomicBool::new(false),
+        }
+    }
+
     /// A free slot, or `None` when the region is full.
     fn take(&self) -> Option<u32> {
         if let Some(i) = self
@@ -692,38 +710,14 @@ impl Journal {
     /// are the published ones still in use; any other published slot is
     /// cleared.
     fn rebuild(&mut self, keep_nodes: &HashSet<u32>, keep_opens: &HashSet<u32>) {
-        let used =
-            (self.header(H_NODES_USED).load(Ordering::Relaxed) as u32).min(self.nodes.capacity);
-        let mut free = Vec::new();
-        for slot in (0..used).rev() {
-            if !keep_nodes.contains(&slot) {
-                self.node(slot)[N_STATE].store(0, Ordering::Release);
-                free.push(slot);
-            }
-        }
-        self.nodes = Slots::new(self.nodes.capacity);
-        self.nodes.used.store(used, Ordering::Relaxed);
-        *self
-            .nodes
-            .free
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = free;
-        let used =
-            (self.header(H_OPENS_USED).load(Ordering::Relaxed) as u32).min(self.opens.capacity);
-        let mut free = Vec::new();
-        for slot in (0..used).rev() {
-            if !keep_opens.contains(&slot) {
-                self.open(slot)[O_STATE].store(0, Ordering::Release);
-                free.push(slot);
-            }
-        }
-        self.opens = Slots::new(self.opens.capacity);
-        self.opens.used.store(used, Ordering::Relaxed);
-        *self
-            .opens
-            .free
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = free;
+        let used = self.header(H_NODES_USED).load(Ordering::Relaxed) as u32;
+        self.nodes = Slots::rebuilt(self.nodes.capacity, used, keep_nodes, |slot| {
+            self.node(slot)[N_STATE].store(0, Ordering::Release)
+        });
+        let used = self.header(H_OPENS_USED).load(Ordering::Relaxed) as u32;
+        self.opens = Slots::rebuilt(self.opens.capacity, used, keep_opens, |slot| {
+            self.open(slot)[O_STATE].store(0, Ordering::Release)
+        });
     }
 
     /// The dead server's backing ids that no recovered file uses, once.
@@ -1073,11 +1067,10 @@ fn reopen_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::saved::tests::list;
     use std::ffi::OsStr;
 
-    use fastfuse::{Caller, FileHandle, Filesystem, OpenFlags};
-
-    use crate::dir::Taken;
+    use fastfuse::{Caller, Filesystem, OpenFlags};
 
     fn c_path(path: &Path) -> std::ffi::CString {
         std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
@@ -1301,25 +1294,6 @@ mod tests {
             flags: libc::O_RDWR as u32,
             kill_suidgid: false,
         }
-    }
-
-    /// Up to `count` names of the directory `fh` from `offset`, and the
-    /// cookie after the last.
-    fn list(fs: &PassthroughFs, fh: FileHandle, offset: u64, count: usize) -> (Vec<Vec<u8>>, u64) {
-        let dir = fs.dirs.get(fh).unwrap();
-        let mut stream = dir.lock();
-        let (mut names, mut next) = (Vec::new(), offset);
-        stream
-            .read_from(offset, |e| {
-                if names.len() == count {
-                    return Ok(Taken::Full);
-                }
-                names.push(e.name.to_vec());
-                next = e.next_offset;
-                Ok(Taken::Yes)
-            })
-            .unwrap();
-        (names, next)
     }
 
     fn recover(src: &Path, fs: PassthroughFs) -> (PassthroughFs, Recovery) {

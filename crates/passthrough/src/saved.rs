@@ -599,7 +599,7 @@ impl PassthroughFs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     /// A saved state with descriptors of its own, as a successor in
     /// another process would receive them.
     fn owned((state, fds): (SavedState, SavedFds)) -> (SavedState, Vec<OwnedFd>) {
@@ -664,7 +664,12 @@ mod tests {
 
     /// Reads up to `count` entries of `fh` from `offset`: their names and
     /// the cookie after the last.
-    fn list(fs: &PassthroughFs, fh: FileHandle, offset: u64, count: usize) -> (Vec<Vec<u8>>, u64) {
+    pub(crate) fn list(
+        fs: &PassthroughFs,
+        fh: FileHandle,
+        offset: u64,
+        count: usize,
+    ) -> (Vec<Vec<u8>>, u64) {
         let dir = fs.dirs.get(fh).unwrap();
         let mut stream = dir.lock();
         let (mut names, mut next) = (Vec::new(), offset);
