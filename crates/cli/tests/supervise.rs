@@ -9,10 +9,8 @@
 mod common;
 mod support;
 
-use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, Tmpfs};
-use support::wait_for;
+use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, stats, tarball, Tmpfs};
+use support::{c, lock_seen_by_another, posix_lock, wait_for};
 
 /// A supervised mount: the supervisor is this test's child; the server is
 /// the supervisor's.
@@ -31,6 +29,8 @@ struct Supervised {
     mnt: tempfile::TempDir,
     state: tempfile::TempDir,
     supervisor: Option<Child>,
+    /// Restarts the stats listed when last asked.
+    restarts: usize,
 }
 
 impl Supervised {
@@ -56,6 +56,7 @@ impl Supervised {
             mnt,
             state,
             supervisor: Some(child),
+            restarts: 0,
         };
         let report = ready.wait();
         if !report.as_deref().is_ok_and(|r| r.starts_with("ok")) {
@@ -94,16 +95,20 @@ impl Supervised {
         (pid, at)
     }
 
-    /// Waits for a server other than `old` to run.
-    fn next_server(&self, old: u32) -> u32 {
+    /// Waits for a server other than `old` to serve: the stats list one
+    /// restart more than before (a server killed before it served is
+    /// replaced again, and does not count).
+    fn next_server(&mut self, old: u32) -> u32 {
+        let want = self.restarts + 1;
         let mut new = None;
         assert!(
             wait_for(Duration::from_secs(20), || {
                 new = self.server().filter(|&p| p != old);
-                new.is_some()
+                new.is_some() && restarts(self.mnt()).len() >= want
             }),
             "no new server replaced {old}"
         );
+        self.restarts = want;
         new.unwrap()
     }
 
@@ -169,67 +174,6 @@ fn kill(pid: u32, sig: libc::c_int) {
     unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
-fn c(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-/// Takes a write lock on all of `fd` (F_SETLK, this process).
-fn posix_lock(fd: i32) {
-    // SAFETY: flock is plain data; fcntl reads it.
-    let r = unsafe {
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        libc::fcntl(fd, libc::F_SETLK, &fl)
-    };
-    assert_eq!(r, 0, "F_SETLK: {}", std::io::Error::last_os_error());
-}
-
-/// From another process: whether F_GETLK on `path` sees a write lock
-/// held by `holder`.
-fn lock_seen_by_another(path: &Path, holder: u32) -> bool {
-    let path = c(path);
-    let pid = support::fork(|| {
-        // SAFETY: raw system calls on a path prepared before the fork.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
-                return 2;
-            }
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            if libc::fcntl(fd, libc::F_GETLK, &mut fl) != 0 {
-                return 3;
-            }
-            if fl.l_type == libc::F_WRLCK as i16 && fl.l_pid == holder as i32 {
-                0
-            } else {
-                1
-            }
-        }
-    });
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status), "the F_GETLK child died");
-    match libc::WEXITSTATUS(status) {
-        0 => true,
-        1 => false,
-        e => panic!("the F_GETLK child failed ({e})"),
-    }
-}
-
-/// `fastfuse stats --json MNT` (null if it cannot be had).
-fn stats(mnt: &Path) -> serde_json::Value {
-    let out = Command::new(fastfuse_bin())
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
 fn restarts(mnt: &Path) -> Vec<f64> {
     stats(mnt)["handovers"]
         .as_array()
@@ -240,21 +184,6 @@ fn restarts(mnt: &Path) -> Vec<f64> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// A tarball of /usr/include (the bench's untar tree), outside the mount.
-fn tarball(dir: &Path) -> PathBuf {
-    let tar = dir.join("include.tar");
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg("/usr")
-        .arg("include")
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar -c /usr/include failed");
-    tar
 }
 
 /// When each probe ended, and its errno if it failed.
@@ -828,88 +757,18 @@ fn open_files_listings_and_mappings_survive_crashes_in_every_mode() {
             s.supervisor_pid(),
             &[s.mnt()],
         );
-        let mnt = s.mnt().to_path_buf();
-        let dir = mnt.join("dir");
-        std::fs::create_dir(&dir).unwrap();
-        let names: Vec<String> = (0..2000).map(|i| format!("entry-{i:04}")).collect();
-        for n in &names {
-            std::fs::write(dir.join(n), b"").unwrap();
-        }
-        let mut listing = std::fs::read_dir(&dir).unwrap();
-        let mut seen: Vec<String> = (&mut listing)
-            .take(700)
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let mut file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(mnt.join("file"))
-            .unwrap();
-        file.write_all(b"before ").unwrap();
-        let mapped = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(mnt.join("mapped"))
-            .unwrap();
-        mapped.set_len(4096).unwrap();
-        // SAFETY: a shared mapping of 4096 bytes of a file of that size,
-        // unmapped below before the file is closed.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                mapped.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        // SAFETY: within the mapping made above.
-        unsafe { std::ptr::write_bytes(map.cast::<u8>(), b'm', 100) };
+        let held = support::HeldOpen::open(s.mnt());
         for round in 0..2 {
             let (old, _) = s.kill_server();
             let new = s.next_server(old);
             assert_ne!(new, old, "{args:?}: round {round}");
         }
-        file.write_all(b"after").unwrap();
-        file.sync_all().unwrap();
-        let mut back = String::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_string(&mut back).unwrap();
-        assert_eq!(back, "before after", "{args:?}: through the old descriptor");
-        // SAFETY: within the mapping; msync and munmap of exactly it.
-        unsafe {
-            std::ptr::write_bytes(map.cast::<u8>().add(100), b'M', 100);
-            assert_eq!(libc::msync(map, 4096, libc::MS_SYNC), 0);
-            libc::munmap(map, 4096);
-        }
-        drop(mapped);
-        let on_source = std::fs::read(s.src.join("mapped")).unwrap();
+        held.check(&s.src, &format!("{args:?}"));
         assert_eq!(
-            &on_source[..100],
-            &[b'm'; 100][..],
-            "{args:?}: mapped before"
+            restarts(s.mnt()).len(),
+            2,
+            "{args:?}: restarts in the stats"
         );
-        assert_eq!(
-            &on_source[100..200],
-            &[b'M'; 100][..],
-            "{args:?}: mapped after"
-        );
-        assert_eq!(
-            std::fs::read_to_string(s.src.join("file")).unwrap(),
-            "before after",
-            "{args:?}: on the source"
-        );
-        seen.extend(listing.map(|e| e.unwrap().file_name().into_string().unwrap()));
-        seen.sort();
-        assert_eq!(seen, names, "{args:?}: the listing went on where it was");
-        assert_eq!(restarts(&mnt).len(), 2, "{args:?}: restarts in the stats");
-        drop(file);
         let status = s.stop();
         assert!(status.success(), "{args:?}: the supervisor exited {status}");
     }

@@ -13,18 +13,16 @@
 mod common;
 mod support;
 
-use std::ffi::CString;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, Tmpfs};
+use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, stats, tarball, Tmpfs};
 use rustix::process::{Pid, WaitOptions};
-use support::wait_for;
+use support::{c, lock_seen_by_another, posix_lock, wait_for};
 
 /// A daemon the test started, followed across upgrades by its pid file.
 struct Daemon {
@@ -175,52 +173,6 @@ impl Drop for Daemon {
     }
 }
 
-fn c(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-/// Takes a write lock on all of `fd` (F_SETLK, this process).
-fn posix_lock(fd: i32) {
-    // SAFETY: flock is plain data; fcntl reads it.
-    let r = unsafe {
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        libc::fcntl(fd, libc::F_SETLK, &fl)
-    };
-    assert_eq!(r, 0, "F_SETLK: {}", std::io::Error::last_os_error());
-}
-
-/// From another process: whether F_GETLK on `path` sees a write lock
-/// held by `holder`.
-fn lock_seen_by_another(path: &Path, holder: u32) -> bool {
-    let path = c(path);
-    let pid = support::fork(|| {
-        // SAFETY: raw system calls on a path prepared before the fork.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
-                return 2;
-            }
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            if libc::fcntl(fd, libc::F_GETLK, &mut fl) != 0 {
-                return 3;
-            }
-            if fl.l_type == libc::F_WRLCK as i16 && fl.l_pid == holder as i32 {
-                0
-            } else {
-                1
-            }
-        }
-    });
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-}
-
 /// A probe that took longer than this is kept, with when it began.
 const SLOW: Duration = Duration::from_millis(1);
 
@@ -291,31 +243,6 @@ impl Probe {
         }
         (during.as_secs_f64() * 1e3, outside.as_secs_f64() * 1e3)
     }
-}
-
-/// `fastfuse stats --json MNT` (null if it cannot be had).
-fn stats(mnt: &Path) -> serde_json::Value {
-    let out = Command::new(fastfuse_bin())
-        .args(["stats", "--json"])
-        .arg(mnt)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
-/// A tarball of /usr/include (the bench's untar tree), outside the mount.
-fn tarball(dir: &Path) -> PathBuf {
-    let tar = dir.join("include.tar");
-    let status = Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg("/usr")
-        .arg("include")
-        .status()
-        .unwrap();
-    assert!(status.success(), "tar -c /usr/include failed");
-    tar
 }
 
 #[test]
@@ -623,86 +550,12 @@ fn open_files_and_half_read_listings_carry_over_in_every_mode() {
             d.pid_reader(),
             &[d.mnt()],
         );
-        let mnt = d.mnt().to_path_buf();
-        let dir = mnt.join("dir");
-        std::fs::create_dir(&dir).unwrap();
-        let names: Vec<String> = (0..2000).map(|i| format!("entry-{i:04}")).collect();
-        for n in &names {
-            std::fs::write(dir.join(n), b"").unwrap();
-        }
-        let mut listing = std::fs::read_dir(&dir).unwrap();
-        let mut seen: Vec<String> = (&mut listing)
-            .take(700)
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let mut file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(mnt.join("file"))
-            .unwrap();
-        std::io::Write::write_all(&mut file, b"before ").unwrap();
-        let mapped = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(mnt.join("mapped"))
-            .unwrap();
-        mapped.set_len(4096).unwrap();
-        // SAFETY: a shared mapping of 4096 bytes of a file of that size,
-        // unmapped below before the file is closed.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                mapped.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        // SAFETY: within the mapping made above.
-        unsafe { std::ptr::write_bytes(map.cast::<u8>(), b'm', 100) };
+        let held = support::HeldOpen::open(d.mnt());
         for round in 0..2 {
             let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
             assert!(ok, "{args:?}: upgrade {round} failed: {text}");
         }
-        std::io::Write::write_all(&mut file, b"after").unwrap();
-        file.sync_all().unwrap();
-        let mut back = String::new();
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).unwrap();
-        std::io::Read::read_to_string(&mut file, &mut back).unwrap();
-        assert_eq!(back, "before after", "{args:?}: through the old descriptor");
-        // SAFETY: within the mapping; msync and munmap of exactly it.
-        unsafe {
-            std::ptr::write_bytes(map.cast::<u8>().add(100), b'M', 100);
-            assert_eq!(libc::msync(map, 4096, libc::MS_SYNC), 0);
-            libc::munmap(map, 4096);
-        }
-        drop(mapped);
-        let on_source = std::fs::read(d.src.join("mapped")).unwrap();
-        assert_eq!(
-            &on_source[..100],
-            &[b'm'; 100][..],
-            "{args:?}: mapped before"
-        );
-        assert_eq!(
-            &on_source[100..200],
-            &[b'M'; 100][..],
-            "{args:?}: mapped after"
-        );
-        assert_eq!(
-            std::fs::read_to_string(d.src.join("file")).unwrap(),
-            "before after",
-            "{args:?}: on the source"
-        );
-        seen.extend(listing.map(|e| e.unwrap().file_name().into_string().unwrap()));
-        seen.sort();
-        assert_eq!(seen, names, "{args:?}: the listing went on where it was");
-        drop(file);
+        held.check(&d.src, &format!("{args:?}"));
         d.stop();
     }
 }

@@ -370,3 +370,28 @@ impl Drop for RingEnabled {
         }
     }
 }
+
+/// `fastfuse stats --json MNT` (null if it cannot be had).
+pub fn stats(mnt: &Path) -> serde_json::Value {
+    let out = Command::new(fastfuse_bin())
+        .args(["stats", "--json"])
+        .arg(mnt)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// A tarball of /usr/include (the bench's untar tree), outside the mount.
+pub fn tarball(dir: &Path) -> PathBuf {
+    let tar = dir.join("include.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg("/usr")
+        .arg("include")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -c /usr/include failed");
+    tar
+}

@@ -532,3 +532,160 @@ pub fn mount_fd(path: &Path) -> std::os::fd::OwnedFd {
 fn last_errno() -> Errno {
     Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
 }
+
+/// Takes a write lock on all of `fd` (F_SETLK, this process).
+pub fn posix_lock(fd: i32) {
+    // SAFETY: flock is plain data; fcntl reads it.
+    let r = unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as i16;
+        fl.l_whence = libc::SEEK_SET as i16;
+        libc::fcntl(fd, libc::F_SETLK, &fl)
+    };
+    assert_eq!(r, 0, "F_SETLK: {}", std::io::Error::last_os_error());
+}
+
+/// From another process: whether F_GETLK on `path` sees a write lock
+/// held by `holder`.
+pub fn lock_seen_by_another(path: &Path, holder: u32) -> bool {
+    let path = c(path);
+    let pid = fork(|| {
+        // SAFETY: raw system calls on a path prepared before the fork.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return 2;
+            }
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            if libc::fcntl(fd, libc::F_GETLK, &mut fl) != 0 {
+                return 3;
+            }
+            if fl.l_type == libc::F_WRLCK as i16 && fl.l_pid == holder as i32 {
+                0
+            } else {
+                1
+            }
+        }
+    });
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status), "the F_GETLK child died");
+    match libc::WEXITSTATUS(status) {
+        0 => true,
+        1 => false,
+        e => panic!("the F_GETLK child failed ({e})"),
+    }
+}
+
+/// What a program holds open on a mount, to check across a hand-over or a
+/// crash of its server: a file written and read through one descriptor, a
+/// 2,000-entry directory listing read 700 entries before and the rest
+/// after (every name exactly once), and a shared mapping written before
+/// and after, then msync'd.
+pub struct HeldOpen {
+    names: Vec<String>,
+    listing: std::fs::ReadDir,
+    seen: Vec<String>,
+    file: std::fs::File,
+    mapped: std::fs::File,
+    map: *mut libc::c_void,
+}
+
+impl HeldOpen {
+    /// Opens all of it on the mount at `mnt` and writes the first halves.
+    pub fn open(mnt: &Path) -> HeldOpen {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = mnt.join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        let names: Vec<String> = (0..2000).map(|i| format!("entry-{i:04}")).collect();
+        for n in &names {
+            std::fs::write(dir.join(n), b"").unwrap();
+        }
+        let mut listing = std::fs::read_dir(&dir).unwrap();
+        let seen = (&mut listing)
+            .take(700)
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let rw = |name: &str| {
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(mnt.join(name))
+                .unwrap()
+        };
+        let mut file = rw("file");
+        file.write_all(b"before ").unwrap();
+        let mapped = rw("mapped");
+        mapped.set_len(4096).unwrap();
+        // SAFETY: a shared mapping of 4096 bytes of a file of that size,
+        // unmapped in `check` before the file is closed.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                mapped.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        // SAFETY: within the mapping made above.
+        unsafe { std::ptr::write_bytes(map.cast::<u8>(), b'm', 100) };
+        HeldOpen {
+            names,
+            listing,
+            seen,
+            file,
+            mapped,
+            map,
+        }
+    }
+
+    /// Writes the second halves, reads everything back through the old
+    /// descriptors, and checks the source `src` holds it; `what` names the
+    /// case in failures.
+    pub fn check(mut self, src: &Path, what: &str) {
+        use std::io::{Read, Seek, Write};
+        self.file.write_all(b"after").unwrap();
+        self.file.sync_all().unwrap();
+        let mut back = String::new();
+        self.file.seek(std::io::SeekFrom::Start(0)).unwrap();
+        self.file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "before after", "{what}: through the old descriptor");
+        // SAFETY: within the mapping; msync and munmap of exactly it.
+        unsafe {
+            std::ptr::write_bytes(self.map.cast::<u8>().add(100), b'M', 100);
+            assert_eq!(libc::msync(self.map, 4096, libc::MS_SYNC), 0);
+            libc::munmap(self.map, 4096);
+        }
+        drop(self.mapped);
+        let on_source = std::fs::read(src.join("mapped")).unwrap();
+        assert_eq!(&on_source[..100], &[b'm'; 100][..], "{what}: mapped before");
+        assert_eq!(
+            &on_source[100..200],
+            &[b'M'; 100][..],
+            "{what}: mapped after"
+        );
+        assert_eq!(
+            std::fs::read_to_string(src.join("file")).unwrap(),
+            "before after",
+            "{what}: on the source"
+        );
+        self.seen.extend(
+            self.listing
+                .map(|e| e.unwrap().file_name().into_string().unwrap()),
+        );
+        self.seen.sort();
+        assert_eq!(
+            self.seen, self.names,
+            "{what}: the listing went on where it was"
+        );
+    }
+}
