@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, stats, tarball, Tmpfs};
+use common::{
+    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, spawn_reporting,
+    stats, tarball, Tmpfs,
+};
 use support::{c, lock_seen_by_another, posix_lock, wait_for};
 
 /// A supervised mount: the supervisor is this test's child; the server is
@@ -301,25 +304,7 @@ fn a_killed_server_is_replaced_and_open_files_carry_on() {
     // (each node holds an O_PATH fd in the server: a third tree would pass
     // this machine's RLIMIT_NOFILE of 20,000), a shell with its cwd
     // inside, and the prober.
-    let mut fio = Command::new("fio")
-        .args([
-            "--name=verify",
-            "--ioengine=psync",
-            "--rw=write",
-            "--bs=64k",
-            "--size=384M",
-            "--numjobs=2",
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--fsync_on_close=1",
-        ])
-        .arg(format!("--directory={}", mnt.join("fio").display()))
-        // fio leaves its verify state files in its working directory.
-        .current_dir(work.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut fio = fio_verify(&mnt.join("fio"), work.path(), false);
     let mut untar = Command::new("sh")
         .arg("-c")
         .arg("for n in 1 2; do mkdir \"$2/$n\" && tar -xf \"$1\" -C \"$2/$n\" || echo \"tar $n failed\" >&2; done")
@@ -472,18 +457,7 @@ fn a_killed_server_is_replaced_and_open_files_carry_on() {
         if tar_err.contains(&format!("tar {n} failed")) {
             continue;
         }
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg("/usr/include")
-            .arg(mnt.join("untar").join(n).join("include"))
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "extracted tree {n} differs: {}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
+        assert_same_as_usr_include(&mnt.join("untar").join(n).join("include"), n);
     }
     // The kept file holds what went through its descriptor, on the source
     // too.

@@ -20,7 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fastfuse_bin, is_mounted, mountpoint, spawn_reporting, stats, tarball, Tmpfs};
+use common::{
+    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, spawn_reporting,
+    stats, tarball, Tmpfs,
+};
 use rustix::process::{Pid, WaitOptions};
 use support::{c, lock_seen_by_another, posix_lock, wait_for};
 
@@ -281,26 +284,7 @@ fn three_upgrades_under_load_lose_nothing() {
         .open(mnt.join("kept"))
         .unwrap();
 
-    let mut fio = Command::new("fio")
-        .args([
-            "--name=verify",
-            "--ioengine=psync",
-            "--rw=write",
-            "--bs=64k",
-            "--size=384M",
-            "--numjobs=2",
-            "--verify=crc32c",
-            "--do_verify=1",
-            "--verify_fatal=1",
-            "--fsync_on_close=1",
-        ])
-        .arg(format!("--directory={}", mnt.join("fio").display()))
-        // fio leaves its verify state files in its working directory.
-        .current_dir(work.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut fio = fio_verify(&mnt.join("fio"), work.path(), true);
     // Twice over, one after the other, so that it outlasts the upgrades.
     let mut untar = Command::new("sh")
         .arg("-c")
@@ -382,18 +366,7 @@ fn three_upgrades_under_load_lose_nothing() {
 
     // Each tree equals the source it was packed from.
     for n in ["1", "2"] {
-        let diff = Command::new("diff")
-            .arg("-r")
-            .arg("--no-dereference")
-            .arg("/usr/include")
-            .arg(mnt.join("untar").join(n).join("include"))
-            .output()
-            .unwrap();
-        assert!(
-            diff.status.success(),
-            "extracted tree {n} differs: {}",
-            String::from_utf8_lossy(&diff.stdout)
-        );
+        assert_same_as_usr_include(&mnt.join("untar").join(n).join("include"), n);
     }
     // What went through the kept descriptor, in order.
     let mut want = Vec::new();

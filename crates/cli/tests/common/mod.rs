@@ -395,3 +395,47 @@ pub fn tarball(dir: &Path) -> PathBuf {
     assert!(status.success(), "tar -c /usr/include failed");
     tar
 }
+
+/// fio writing 2 jobs × 384 MiB in 64k writes into `dir` and verifying
+/// them (crc32c), fsync at close; its verify state files go to `work`.
+/// With `fatal`, the first bad block ends it.
+pub fn fio_verify(dir: &Path, work: &Path, fatal: bool) -> Child {
+    let mut cmd = Command::new("fio");
+    cmd.args([
+        "--name=verify",
+        "--ioengine=psync",
+        "--rw=write",
+        "--bs=64k",
+        "--size=384M",
+        "--numjobs=2",
+        "--verify=crc32c",
+        "--do_verify=1",
+        "--fsync_on_close=1",
+    ]);
+    if fatal {
+        cmd.arg("--verify_fatal=1");
+    }
+    cmd.arg(format!("--directory={}", dir.display()))
+        .current_dir(work)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Asserts that `tree` (an untarred copy, through the mount) equals
+/// /usr/include, symlinks as symlinks; `what` names it in the failure.
+pub fn assert_same_as_usr_include(tree: &Path, what: &str) {
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg("/usr/include")
+        .arg(tree)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "extracted tree {what} differs: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
