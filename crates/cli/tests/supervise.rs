@@ -22,7 +22,7 @@ use common::{
     assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, spawn_reporting,
     stats, tarball, Tmpfs,
 };
-use support::{c, lock_seen_by_another, posix_lock, wait_for};
+use support::{lock_seen_by_another, posix_lock, wait_for};
 
 /// A supervised mount: the supervisor is this test's child; the server is
 /// the supervisor's.
@@ -491,23 +491,7 @@ fn a_request_in_flight_when_the_server_dies_fails_with_econnaborted() {
     let path = s.mnt().join("contended");
     let held = std::fs::File::create(&path).unwrap();
     posix_lock(held.as_raw_fd());
-    let p = c(&path);
-    let waiter = support::fork(|| {
-        // SAFETY: raw system calls on a path prepared before the fork.
-        unsafe {
-            let fd = libc::open(p.as_ptr(), libc::O_RDWR);
-            if fd < 0 {
-                return 100;
-            }
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            if libc::fcntl(fd, libc::F_SETLKW, &fl) == 0 {
-                return 0;
-            }
-            *libc::__errno_location()
-        }
-    });
+    let waiter = support::fork_lock_waiter(&path);
     assert!(
         wait_for(Duration::from_secs(20), || {
             stats(s.mnt())["ops"]["SETLKW"]["count"].as_u64() >= Some(1)

@@ -25,7 +25,7 @@ use common::{
     stats, tarball, Tmpfs,
 };
 use rustix::process::{Pid, WaitOptions};
-use support::{c, lock_seen_by_another, posix_lock, wait_for};
+use support::{lock_seen_by_another, posix_lock, wait_for};
 
 /// A daemon the test started, followed across upgrades by its pid file.
 struct Daemon {
@@ -461,20 +461,7 @@ fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
     posix_lock(held.as_raw_fd());
     // Another process blocks for the lock: its SETLKW waits in the daemon,
     // off the workers, with a reply only this daemon can send.
-    let p = c(&path);
-    let waiter = support::fork(|| {
-        // SAFETY: raw system calls on a path prepared before the fork.
-        unsafe {
-            let fd = libc::open(p.as_ptr(), libc::O_RDWR);
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            if fd < 0 || libc::fcntl(fd, libc::F_SETLKW, &fl) != 0 {
-                return 1;
-            }
-            0
-        }
-    });
+    let waiter = support::fork_lock_waiter(&path);
     assert!(
         wait_for(Duration::from_secs(20), || op_count(d.mnt(), "SETLKW") >= 1),
         "the waiter's SETLKW never reached the daemon"

@@ -689,3 +689,26 @@ impl HeldOpen {
         );
     }
 }
+
+/// Forks a process that opens `path` and waits for a write lock on all of
+/// it (F_SETLKW); it exits 0 once it has it, or with the errno that ended
+/// the wait (100: the open failed). Its pid.
+pub fn fork_lock_waiter(path: &Path) -> libc::pid_t {
+    let p = c(path);
+    fork(|| {
+        // SAFETY: raw system calls on a path prepared before the fork.
+        unsafe {
+            let fd = libc::open(p.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return 100;
+            }
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            if libc::fcntl(fd, libc::F_SETLKW, &fl) == 0 {
+                return 0;
+            }
+            *libc::__errno_location()
+        }
+    })
+}
