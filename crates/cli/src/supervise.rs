@@ -23,7 +23,7 @@
 //!    (S unmounted it); P exits too. Otherwise, while the connection
 //!    lives, P starts a new S and says [`Msg::Resume`] with both
 //!    descriptors; S recovers and answers [`Msg::Serving`].
-//! 3. More than [`CRASH_LOOP_RESTARTS`] restarts within
+//! 3. A death after [`CRASH_LOOP_RESTARTS`] restarts within
 //!    [`CRASH_LOOP_WINDOW`]: P gives up, detaches its own mount and exits
 //!    with an error, rather than restart a server that cannot serve.
 
@@ -51,8 +51,8 @@ pub const SUPERVISED_FD: &str = "FASTFUSE_SUPERVISED_FD";
 /// binary, a large journal).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// More restarts than this within [`CRASH_LOOP_WINDOW`] and the supervisor
-/// gives up.
+/// Restarts allowed within [`CRASH_LOOP_WINDOW`]: a death after that many
+/// makes the supervisor give up.
 pub const CRASH_LOOP_RESTARTS: usize = 5;
 
 /// See [`CRASH_LOOP_RESTARTS`].

@@ -731,3 +731,28 @@ fn open_files_listings_and_mappings_survive_crashes_in_every_mode() {
         assert!(status.success(), "{args:?}: the supervisor exited {status}");
     }
 }
+
+/// A server that keeps dying is not restarted forever: a death after 5
+/// restarts within a minute makes the supervisor give up, detach its own
+/// mount and exit with an error.
+#[test]
+fn a_crash_loop_ends_with_the_mount_detached() {
+    let mut s = Supervised::start(&[]);
+    let _dog = support::Watchdog::start(
+        Duration::from_secs(60),
+        "a_crash_loop",
+        s.supervisor_pid(),
+        &[s.mnt()],
+    );
+    // Five restarts are made and served.
+    for _ in 0..5 {
+        let (old, _) = s.kill_server();
+        s.next_server(old);
+    }
+    assert_eq!(restarts(s.mnt()).len(), 5);
+    s.kill_server();
+    let mut child = s.supervisor.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the supervisor gave up with {status}");
+    assert!(!is_mounted(s.mnt()), "the given-up mount was left behind");
+}
