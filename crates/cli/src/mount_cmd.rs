@@ -38,7 +38,7 @@ pub struct MountArgs {
     /// request stays unanswered that long; 0: never, the default),
     /// remembered_handles=N (forgotten nodes kept by their source file
     /// handle, so that NFS-export file handles of them still resolve;
-    /// default 1048576, 0: none).
+    /// default 262144, 0: none), supervise (as --supervise, for fstab).
     #[arg(short = 'o', value_name = "OPTS")]
     options: Vec<String>,
     /// Worker threads (default: one per CPU).
