@@ -155,6 +155,9 @@ const HANDLE_WORDS: usize = 16;
 /// Words per open slot.
 const OPEN_WORDS: usize = 4;
 const O_STATE: usize = 0;
+/// The state word's place in a slot of either region.
+const SLOT_STATE: usize = 0;
+const _: () = assert!(N_STATE == SLOT_STATE && O_STATE == SLOT_STATE);
 const O_FH: usize = 1;
 const O_NODE: usize = 2;
 const O_FLAGS: usize = 3;
@@ -636,16 +639,35 @@ impl Journal {
         }
     }
 
+    /// The slots of a region below its high-water mark (header word
+    /// `used_word`, at most `capacity`) whose state word, read with
+    /// Acquire, is one of `states`: the published ones, with their state
+    /// and words. A slot its writer did not publish is skipped.
+    fn published<'a>(
+        &'a self,
+        used_word: usize,
+        capacity: u32,
+        states: &'a [u64],
+        words: impl Fn(u32) -> &'a [AtomicU64] + 'a,
+    ) -> impl Iterator<Item = (u32, u64, &'a [AtomicU64])> + 'a {
+        let used = (self.header(used_word).load(Ordering::Acquire) as u32).min(capacity);
+        (0..used).filter_map(move |slot| {
+            let w = words(slot);
+            let state = w[SLOT_STATE].load(Ordering::Acquire);
+            states.contains(&state).then_some((slot, state, w))
+        })
+    }
+
     /// Every published node slot.
     pub(crate) fn nodes(&self) -> Vec<JournalNode> {
-        let used = self.header(H_NODES_USED).load(Ordering::Acquire) as u32;
         let mut all = Vec::new();
-        for slot in 0..used.min(self.nodes.capacity) {
-            let w = self.node(slot);
-            let state = w[N_STATE].load(Ordering::Acquire);
-            if state != NODE_LIVE && state != NODE_NO_HANDLE {
-                continue;
-            }
+        let published = self.published(
+            H_NODES_USED,
+            self.nodes.capacity,
+            &[NODE_LIVE, NODE_NO_HANDLE],
+            |slot| self.node(slot),
+        );
+        for (slot, state, w) in published {
             let handle = (state == NODE_LIVE)
                 .then(|| {
                     let word = w[N_HANDLE].load(Ordering::Relaxed);
@@ -677,14 +699,14 @@ impl Journal {
 
     /// Every published open slot.
     pub(crate) fn opens(&self) -> Vec<JournalOpen> {
-        let used = self.header(H_OPENS_USED).load(Ordering::Acquire) as u32;
         let mut all = Vec::new();
-        for slot in 0..used.min(self.opens.capacity) {
-            let w = self.open(slot);
-            let state = w[O_STATE].load(Ordering::Acquire);
-            if state != OPEN_FILE && state != OPEN_DIR {
-                continue;
-            }
+        let published = self.published(
+            H_OPENS_USED,
+            self.opens.capacity,
+            &[OPEN_FILE, OPEN_DIR],
+            |slot| self.open(slot),
+        );
+        for (slot, state, w) in published {
             let flags = w[O_FLAGS].load(Ordering::Relaxed);
             all.push(JournalOpen {
                 slot,
