@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, spawn_reporting,
-    stats, tarball, Tmpfs,
+    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, op_count,
+    spawn_reporting, stats, tarball, unmount_or_detach, wait_exit, Tmpfs,
 };
 use support::{lock_seen_by_another, posix_lock, wait_for};
 
@@ -117,31 +117,16 @@ impl Supervised {
 
     /// Unmounts and waits for the supervisor to exit by itself.
     fn stop(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("umount").arg(self.mnt()).status().unwrap();
-        if !status.success() {
-            // Busy: a child another test forked may hold a descriptor here.
-            assert!(Command::new("umount")
-                .arg("-l")
-                .arg(self.mnt())
-                .status()
-                .unwrap()
-                .success());
-        }
+        assert!(unmount_or_detach(self.mnt()), "umount failed");
         let mut child = self.supervisor.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                if let Some(server) = server_of(child.id()) {
-                    kill(server, libc::SIGKILL);
-                }
-                let _ = child.kill();
-                panic!("the supervisor did not exit after unmount");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_exit(&mut child, Duration::from_secs(20)) {
+            return status;
         }
+        if let Some(server) = server_of(child.id()) {
+            kill(server, libc::SIGKILL);
+        }
+        let _ = child.kill();
+        panic!("the supervisor did not exit after unmount");
     }
 }
 
@@ -498,7 +483,7 @@ fn a_request_in_flight_when_the_server_dies_fails_with_econnaborted() {
     let waiter = support::fork_lock_waiter(&path);
     assert!(
         wait_for(Duration::from_secs(20), || {
-            stats(s.mnt())["ops"]["SETLKW"]["count"].as_u64() >= Some(1)
+            op_count(s.mnt(), "SETLKW") >= 1
         }),
         "the waiter's SETLKW never reached the server"
     );
@@ -706,12 +691,7 @@ fn reap(pid: u32) -> i32 {
 /// written before and after, then msync'd.
 #[test]
 fn open_files_listings_and_mappings_survive_crashes_in_every_mode() {
-    for args in [
-        &["-o", "writeback"][..],
-        &["-o", "no_writeback"],
-        &["--passthrough"],
-        &["-o", "allow_other"],
-    ] {
+    for args in support::MODES {
         let mut s = Supervised::start(args);
         let _dog = support::Watchdog::start(
             Duration::from_secs(60),

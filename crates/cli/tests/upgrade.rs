@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, spawn_reporting,
-    stats, tarball, Tmpfs,
+    assert_same_as_usr_include, fastfuse_bin, fio_verify, is_mounted, mountpoint, op_count,
+    spawn_reporting, stats, tarball, unmount_or_detach, Tmpfs,
 };
 use rustix::process::{Pid, WaitOptions};
 use support::{lock_seen_by_another, posix_lock, wait_for};
@@ -139,13 +139,7 @@ impl Daemon {
     /// Unmounts and waits for the serving daemon to exit by itself.
     fn stop(&mut self) {
         let pid = self.pid();
-        // Lazily if busy: a child another test forked meanwhile may hold a
-        // copy of a descriptor on this mount for a moment.
-        let status = Command::new("umount").arg(self.mnt()).status().unwrap();
-        if !status.success() {
-            let lazy = Command::new("umount").arg("-l").arg(self.mnt()).status();
-            assert!(lazy.unwrap().success(), "umount failed");
-        }
+        assert!(unmount_or_detach(self.mnt()), "umount failed");
         if let Some(mut c) = self.first.take() {
             assert!(c.wait().unwrap().success());
         } else {
@@ -443,10 +437,6 @@ fn a_binary_that_cannot_read_the_state_is_refused_and_the_mount_serves_on() {
 }
 
 /// How many `op` requests the daemon serving `mnt` has answered.
-fn op_count(mnt: &Path, op: &str) -> u64 {
-    stats(mnt)["ops"][op]["count"].as_u64().unwrap_or(0)
-}
-
 #[test]
 fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
     let mut d = Daemon::start(&[]);
@@ -497,12 +487,7 @@ fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
 /// name once), and a shared memory map written before and after.
 #[test]
 fn open_files_and_half_read_listings_carry_over_in_every_mode() {
-    for args in [
-        &["-o", "writeback"][..],
-        &["-o", "no_writeback"],
-        &["--passthrough"],
-        &["-o", "allow_other"],
-    ] {
+    for args in support::MODES {
         let mut d = Daemon::start(args);
         let _dog = support::Watchdog::following(
             Duration::from_secs(60),

@@ -264,21 +264,15 @@ impl Served {
             }
         }
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                panic!(
-                    "fastfuse (pid {}) did not exit after unmount: {status}",
-                    child.id()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = wait_exit(&mut child, Duration::from_secs(20)) {
+            return status;
         }
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        panic!(
+            "fastfuse (pid {}) did not exit after unmount: {status}",
+            child.id()
+        );
     }
 }
 
@@ -438,4 +432,37 @@ pub fn assert_same_as_usr_include(tree: &Path, what: &str) {
         "extracted tree {what} differs: {}",
         String::from_utf8_lossy(&diff.stdout)
     );
+}
+
+/// Waits up to `limit` for `child` to exit: its status, or `None` if it
+/// still runs.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `umount MNT`, lazily (`-l`) if the mount is busy: a child another test
+/// forked meanwhile may hold a copy of a descriptor on it for a moment.
+/// Whether one of them succeeded.
+pub fn unmount_or_detach(mnt: &Path) -> bool {
+    Command::new("umount").arg(mnt).status().unwrap().success()
+        || Command::new("umount")
+            .arg("-l")
+            .arg(mnt)
+            .status()
+            .unwrap()
+            .success()
+}
+
+/// How many requests of opcode `op` the daemon serving `mnt` has counted.
+pub fn op_count(mnt: &Path, op: &str) -> u64 {
+    stats(mnt)["ops"][op]["count"].as_u64().unwrap_or(0)
 }

@@ -533,15 +533,31 @@ fn last_errno() -> Errno {
     Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO)
 }
 
+/// The modes a mount is tested in when what a program holds open must
+/// carry over: writeback cache, writethrough, kernel passthrough, and
+/// `allow_other` (credentials switched).
+pub const MODES: [&[&str]; 4] = [
+    &["-o", "writeback"],
+    &["-o", "no_writeback"],
+    &["--passthrough"],
+    &["-o", "allow_other"],
+];
+
+/// A write lock on all of a file, as fcntl takes it (no allocation, so it
+/// may be made in a forked child).
+pub fn write_lock_all() -> libc::flock {
+    // SAFETY: flock is plain data, valid all-zero.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl
+}
+
 /// Takes a write lock on all of `fd` (F_SETLK, this process).
 pub fn posix_lock(fd: i32) {
-    // SAFETY: flock is plain data; fcntl reads it.
-    let r = unsafe {
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = libc::F_WRLCK as i16;
-        fl.l_whence = libc::SEEK_SET as i16;
-        libc::fcntl(fd, libc::F_SETLK, &fl)
-    };
+    let fl = write_lock_all();
+    // SAFETY: `fl` is a live flock; fcntl only reads it.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) };
     assert_eq!(r, 0, "F_SETLK: {}", std::io::Error::last_os_error());
 }
 
@@ -556,9 +572,7 @@ pub fn lock_seen_by_another(path: &Path, holder: u32) -> bool {
             if fd < 0 {
                 return 2;
             }
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
+            let mut fl = write_lock_all();
             if libc::fcntl(fd, libc::F_GETLK, &mut fl) != 0 {
                 return 3;
             }
@@ -702,9 +716,7 @@ pub fn fork_lock_waiter(path: &Path) -> libc::pid_t {
             if fd < 0 {
                 return 100;
             }
-            let mut fl: libc::flock = std::mem::zeroed();
-            fl.l_type = libc::F_WRLCK as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
+            let fl = write_lock_all();
             if libc::fcntl(fd, libc::F_SETLKW, &fl) == 0 {
                 return 0;
             }
