@@ -4,7 +4,7 @@
 //! next line.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -66,20 +66,10 @@ impl Readiness {
     /// adopted only if it is an inherited socket (see
     /// [`fastfuse::adopt_inherited_socket`]), and otherwise ignored.
     pub fn from_env() -> Readiness {
-        let Some(value) = std::env::var_os(READY_FD) else {
-            return Readiness(None);
-        };
-        // Before any thread runs (tracing's subscriber starts none), so no
-        // one reads the environment concurrently.
-        std::env::remove_var(READY_FD);
-        let fd = value.to_str().and_then(|v| v.parse::<RawFd>().ok());
-        let adopted = fd
-            .ok_or_else(|| std::io::Error::other("not a descriptor number"))
-            .and_then(fastfuse::adopt_inherited_socket);
-        match adopted {
-            Ok(fd) => Readiness(Some(UnixStream::from(fd))),
+        match inherited_socket(READY_FD) {
+            Ok(fd) => Readiness(fd.map(UnixStream::from)),
             Err(e) => {
-                tracing::warn!("ignoring {READY_FD}={value:?}: {e}");
+                tracing::warn!("ignoring {READY_FD}: {e:#}");
                 Readiness(None)
             }
         }
@@ -98,6 +88,25 @@ impl Readiness {
             let _ = write!(s, "{err:#}");
         }
     }
+}
+
+/// The socket a parent passed by its number in the environment variable
+/// `var`, if that is set. Taken once: the variable is removed, so that no
+/// child sees it; and only if the number is an inherited socket (see
+/// [`fastfuse::adopt_inherited_socket`]). Call it before any thread
+/// starts (tracing's subscriber starts none), so that no one reads the
+/// environment meanwhile.
+pub fn inherited_socket(var: &str) -> anyhow::Result<Option<OwnedFd>> {
+    let Some(value) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    std::env::remove_var(var);
+    let fd: RawFd = value
+        .to_str()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("{var}={value:?} is not a descriptor number"))?;
+    let sock = fastfuse::adopt_inherited_socket(fd).with_context(|| format!("{var}={value:?}"))?;
+    Ok(Some(sock))
 }
 
 /// Writes this process's pid to `path` (`--pid-file`).

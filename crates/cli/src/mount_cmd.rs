@@ -280,8 +280,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
     // Taken before anything can replace it: `fastfuse upgrade` without
     // --binary hands over to whatever is installed at this path by then.
     let exe = std::env::current_exe().context("finding this program")?;
-    let successor = std::env::var_os(upgrade::HANDOVER_FD);
-    let foreground = args.foreground || args.debug || successor.is_some();
+    let successor = std::env::var_os(upgrade::HANDOVER_FD).is_some();
+    let foreground = args.foreground || args.debug || successor;
     if !foreground {
         return daemon::spawn_and_wait(args.log_file.as_deref());
     }
@@ -293,14 +293,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(fd) = successor {
-        // Before any thread starts (tracing's subscriber starts none).
-        std::env::remove_var(upgrade::HANDOVER_FD);
-        let fd = fd
-            .to_str()
-            .and_then(|v| v.parse().ok())
-            .context("FASTFUSE_HANDOVER_FD is not a descriptor number")?;
-        let sock = fastfuse::adopt_inherited_socket(fd).context("the hand-over socket")?;
+    if let Some(sock) =
+        daemon::inherited_socket(upgrade::HANDOVER_FD).context("the hand-over socket")?
+    {
         raise_nofile();
         let (bg, fs, listener) = upgrade::take_over(
             sock,
@@ -313,14 +308,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<()> {
         )?;
         return control::serve(bg, fs, listener, exe, control::Upgrades::Allowed);
     }
-    if let Some(fd) = std::env::var_os(supervise::SUPERVISED_FD) {
-        // Before any thread starts, as above.
-        std::env::remove_var(supervise::SUPERVISED_FD);
-        let fd = fd
-            .to_str()
-            .and_then(|v| v.parse().ok())
-            .context("FASTFUSE_SUPERVISED_FD is not a descriptor number")?;
-        let sock = fastfuse::adopt_inherited_socket(fd).context("the supervisor's socket")?;
+    if let Some(sock) =
+        daemon::inherited_socket(supervise::SUPERVISED_FD).context("the supervisor's socket")?
+    {
         raise_nofile();
         let source = plan.source.clone();
         let (options, config) = (plan.fs, plan.config.clone());
