@@ -250,7 +250,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     if supervise {
         match config.transport {
             TransportKind::Uring => bail!(
-                "--supervise serves through /dev/fuse: io_uring rings die with the process that registered them (drop --transport uring / -o io_uring)"
+                "--supervise serves through /dev/fuse: requests the kernel hands to a dead server's io_uring entries are never answered (see the README; drop --transport uring / -o io_uring)"
             ),
             TransportKind::Auto | TransportKind::Dev => config.transport = TransportKind::Dev,
         }

@@ -511,6 +511,7 @@ fn resume(
         mount_id,
         negotiated,
         stats,
+        rings: None,
     };
     let session =
         Session::resume(fs.clone(), handover, me.config.clone()).context("resuming the session")?;

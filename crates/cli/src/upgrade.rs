@@ -36,6 +36,10 @@ pub const HANDOVER_FD: &str = "FASTFUSE_HANDOVER_FD";
 /// to read instead of its own.
 const CLAIMED_VERSION: &str = "FASTFUSE_STATE_VERSION";
 
+/// For tests of a failed take-over: a successor with this set fails once
+/// it has the state, as one that cannot serve would.
+const FAIL_TAKE_OVER: &str = "FASTFUSE_FAIL_TAKE_OVER";
+
 /// How long either side waits for the other at one step. Generous: the
 /// successor's first step includes exec'ing a binary that may be cold.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,6 +74,9 @@ struct Taken {
     /// CLOCK_MONOTONIC of O's pause, in ns: the same clock in both
     /// processes, so S can tell how long the mount went unserved.
     paused_at_ns: u64,
+    /// Whether the io_uring ring memory follows the /dev/fuse fd among
+    /// the descriptors.
+    rings: bool,
 }
 
 /// A successful upgrade, as the client is told.
@@ -169,6 +176,7 @@ fn offer(
     let json = serde_json::to_vec(&state).context("encoding the state")?;
     let mut all: Vec<BorrowedFd<'_>> = Vec::with_capacity(fds.len() + 1);
     all.push(handover.dev.as_fd());
+    all.extend(handover.rings.as_ref().map(|r| r.as_fd()));
     all.extend(fds.borrow());
     release_names();
     chan.send(&Msg::Take(Taken {
@@ -177,6 +185,7 @@ fn offer(
         negotiated: handover.negotiated,
         stats: handover.stats.clone(),
         paused_at_ns,
+        rings: handover.rings.is_some(),
     }))?;
     chan.send_blob(&json, &all)?;
     let sent_ns = monotonic_ns();
@@ -249,10 +258,18 @@ pub fn take_over(
     let (json, mut fds) = chan.recv_blob()?;
     let received_ns = monotonic_ns();
     let serving = (|| -> anyhow::Result<(BackgroundSession, Arc<PassthroughFs>, Duration)> {
+        if let Some(v) = std::env::var_os(FAIL_TAKE_OVER) {
+            bail!("{FAIL_TAKE_OVER}={v:?}: told to fail the take-over");
+        }
         if fds.is_empty() {
             bail!("no /dev/fuse descriptor came with the state");
         }
         let dev = fds.remove(0);
+        let rings = match taken.rings {
+            true if fds.is_empty() => bail!("no io_uring ring memory came with the state"),
+            true => Some(fds.remove(0)),
+            false => None,
+        };
         let state: SavedState = serde_json::from_slice(&json).context("decoding the state")?;
         let fs = PassthroughFs::restore(me.source, me.options, state, fds)
             .with_context(|| format!("restoring the state over {}", me.source.display()))?;
@@ -263,6 +280,7 @@ pub fn take_over(
             mount_id: taken.mount_id,
             negotiated: taken.negotiated,
             stats: taken.stats,
+            rings,
         };
         let restored_ns = monotonic_ns();
         let session =

@@ -38,6 +38,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with_env(args, &[])
+    }
+
+    /// Starts a daemon with `env` set; its successors inherit it.
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         // Successors outlive their parent (the old daemon): they become
         // this process's children, so that they are reaped here.
         rustix::process::set_child_subreaper(Some(rustix::process::getpid())).unwrap();
@@ -45,8 +50,7 @@ impl Daemon {
         let src = source.path().to_path_buf();
         let mnt = mountpoint();
         let state = tempfile::tempdir().unwrap();
-        // Over /dev/fuse whatever enable_uring says, unless told: an
-        // io_uring mount is not handed over (see the README).
+        // Over /dev/fuse whatever enable_uring says, unless told.
         let transport: &[&str] = if args.contains(&"--transport") {
             &[]
         } else {
@@ -61,6 +65,7 @@ impl Daemon {
                 .arg(state.path().join("pid"))
                 .arg(&src)
                 .arg(mnt.path())
+                .envs(env.iter().copied())
                 .stdin(Stdio::null()),
         );
         let mut d = Daemon {
@@ -244,7 +249,21 @@ impl Probe {
 
 #[test]
 fn three_upgrades_under_load_lose_nothing() {
-    let mut d = Daemon::start(&["-o", "writeback"]);
+    upgrades_under_load(&["-o", "writeback"]);
+}
+
+/// The same over io_uring: the ring entries themselves are handed over.
+#[test]
+fn three_upgrades_of_an_io_uring_mount_under_load_lose_nothing() {
+    let _ring = common::RingEnabled::hold();
+    upgrades_under_load(&["--transport", "uring", "-o", "writeback"]);
+}
+
+/// Three upgrades of a daemon started with `args` while fio, tar, a shell
+/// and a probe use the mount.
+fn upgrades_under_load(args: &[&str]) {
+    let uring = args.contains(&"uring");
+    let mut d = Daemon::start(args);
     let _dog = support::Watchdog::following(
         Duration::from_secs(240),
         "three_upgrades_under_load",
@@ -301,6 +320,7 @@ fn three_upgrades_under_load_lose_nothing() {
         .unwrap();
     let probe = Probe::start(&mnt.join("probe"));
 
+    let by_uring = |mnt: &Path| stats(mnt)["requests_by_transport"]["uring"].as_u64();
     let mut pauses = Vec::new();
     let mut windows = Vec::new();
     for round in 0..3u8 {
@@ -337,6 +357,16 @@ fn three_upgrades_under_load_lose_nothing() {
             lock_seen_by_another(&mnt.join("locked"), me),
             "the POSIX lock went with upgrade {round}"
         );
+        if uring {
+            // The successor serves through the rings it took over.
+            let before = by_uring(&mnt);
+            std::fs::metadata(mnt.join("kept")).unwrap();
+            std::fs::write(mnt.join("probe/ring"), b"x").unwrap();
+            assert!(
+                by_uring(&mnt) > before,
+                "no request went through io_uring after upgrade {round}"
+            );
+        }
         std::io::Write::write_all(&mut kept, &[b'A' + round; 4096]).unwrap();
     }
 
@@ -380,7 +410,7 @@ fn three_upgrades_under_load_lose_nothing() {
     assert!(snap["ops"]["WRITE"]["count"].as_u64().unwrap() > 0);
 
     println!(
-        "upgrade pauses (ms, as the daemon measured them): {pauses:?}; longest LOOKUP \
+        "{args:?}: upgrade pauses (ms, as the daemon measured them): {pauses:?}; longest LOOKUP \
          seen by the probe: {during:.1} ms during an upgrade, {outside:.1} ms outside"
     );
     drop(locked);
@@ -439,7 +469,17 @@ fn a_binary_that_cannot_read_the_state_is_refused_and_the_mount_serves_on() {
 /// How many `op` requests the daemon serving `mnt` has answered.
 #[test]
 fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
-    let mut d = Daemon::start(&[]);
+    refused_while_a_lock_wait_is_pending(&[]);
+}
+
+#[test]
+fn an_io_uring_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
+    let _ring = common::RingEnabled::hold();
+    refused_while_a_lock_wait_is_pending(&["--transport", "uring"]);
+}
+
+fn refused_while_a_lock_wait_is_pending(args: &[&str]) {
+    let mut d = Daemon::start(args);
     let _dog = support::Watchdog::following(
         Duration::from_secs(60),
         "upgrade with a lock wait",
@@ -487,7 +527,9 @@ fn an_upgrade_is_refused_while_a_lock_wait_is_pending_and_goes_through_after() {
 /// name once), and a shared memory map written before and after.
 #[test]
 fn open_files_and_half_read_listings_carry_over_in_every_mode() {
-    for args in support::MODES {
+    let _ring = common::RingEnabled::hold();
+    let uring: &[&str] = &["--transport", "uring", "-o", "writeback"];
+    for args in support::MODES.into_iter().chain([uring]) {
         let mut d = Daemon::start(args);
         let _dog = support::Watchdog::following(
             Duration::from_secs(60),
@@ -505,25 +547,59 @@ fn open_files_and_half_read_listings_carry_over_in_every_mode() {
     }
 }
 
-/// An io_uring mount is not handed over (its rings belong to the
-/// process): the upgrade says so, and the old daemon serves on.
+/// A successor that fails once it has the state (here told to, by
+/// `FASTFUSE_FAIL_TAKE_OVER`, which the old daemon passes on): the old
+/// daemon serves again, over io_uring through the entries its drain kept,
+/// and what was open carries on. Twice over each transport.
 #[test]
-fn an_io_uring_mount_is_refused_and_serves_on() {
+fn a_failed_take_over_leaves_the_old_daemon_serving() {
     let _ring = common::RingEnabled::hold();
-    let mut d = Daemon::start(&["--transport", "uring"]);
-    let _dog = support::Watchdog::start(
-        Duration::from_secs(60),
-        "uring upgrade",
-        d.pid(),
-        &[d.mnt()],
-    );
-    let old = d.pid();
-    let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
-    assert!(!ok, "an io_uring mount was handed over: {text}");
-    assert!(text.contains("io_uring"), "the refusal says why: {text}");
-    assert_eq!(d.pid(), old);
-    std::fs::write(d.mnt().join("after"), b"served").unwrap();
-    assert_eq!(std::fs::read(d.mnt().join("after")).unwrap(), b"served");
-    assert!(stats(d.mnt())["requests_by_transport"]["uring"].as_u64() > Some(0));
-    d.stop();
+    for args in [
+        &["-o", "writeback"][..],
+        &["--transport", "uring", "-o", "writeback"],
+    ] {
+        let mut d = Daemon::start_with_env(args, &[("FASTFUSE_FAIL_TAKE_OVER", "1")]);
+        let _dog = support::Watchdog::following(
+            Duration::from_secs(60),
+            "failed take-over",
+            d.pid_reader(),
+            &[d.mnt()],
+        );
+        let mnt = d.mnt().to_path_buf();
+        let transport = if args.contains(&"uring") {
+            "uring"
+        } else {
+            "dev"
+        };
+        let served = |mnt: &Path| stats(mnt)["requests_by_transport"][transport].as_u64();
+        let mut open = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(mnt.join("kept"))
+            .unwrap();
+        let old = d.pid();
+        for round in 0..2u8 {
+            std::io::Write::write_all(&mut open, &[b'a' + round]).unwrap();
+            let (ok, text) = d.upgrade(Some(Path::new(fastfuse_bin())));
+            assert!(!ok, "{args:?}: the take-over should fail: {text}");
+            assert!(text.contains("FASTFUSE_FAIL_TAKE_OVER"), "{args:?}: {text}");
+            assert_eq!(d.pid(), old, "{args:?}: the old daemon serves on");
+            let before = served(&mnt);
+            std::io::Write::write_all(&mut open, &[b'A' + round]).unwrap();
+            std::fs::write(mnt.join(format!("after{round}")), b"served").unwrap();
+            assert_eq!(
+                std::fs::read(mnt.join(format!("after{round}"))).unwrap(),
+                b"served"
+            );
+            assert!(
+                served(&mnt) > before,
+                "{args:?}: no request went through {transport} after failed take-over {round}"
+            );
+        }
+        open.sync_all().unwrap();
+        assert_eq!(std::fs::read(mnt.join("kept")).unwrap(), b"aAbB");
+        assert_eq!(std::fs::read(d.src.join("kept")).unwrap(), b"aAbB");
+        drop(open);
+        d.stop();
+    }
 }

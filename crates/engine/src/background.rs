@@ -48,8 +48,17 @@ pub(crate) trait Serving: Send {
     fn negotiated(&self) -> Negotiated;
     /// The connection's /dev/fuse fd.
     fn dev(&self) -> &Arc<OwnedFd>;
-    /// Whether io_uring queues serve (their rings belong to this process).
+    /// Whether io_uring queues serve.
     fn uring(&self) -> bool;
+    /// Drains the io_uring queues and stops their threads, every entry
+    /// kept for the next run; or says why they cannot be drained.
+    fn drain_queues(&self) -> Result<(), String>;
+    /// Serves the drained io_uring queues again, in this process.
+    fn restart_queues(&self) -> io::Result<()>;
+    /// Waits for the io_uring queues' threads to return.
+    fn join_queues(&self);
+    /// The memfd the io_uring entries live in (None over /dev/fuse).
+    fn rings(&self) -> Option<BorrowedFd<'_>>;
     /// Where /dev/fuse workers park between requests while paused.
     fn gate(&self) -> &Gate;
     /// Runs the filesystem's `destroy` (the connection ended).
@@ -89,10 +98,10 @@ impl WorkerSet {
 /// Why [`BackgroundSession::pause`] left the session serving.
 #[derive(Debug, thiserror::Error)]
 pub enum PauseError {
-    /// io_uring queues serve this connection: their rings and buffers
-    /// belong to this process and cannot be handed over.
-    #[error("the mount is served over io_uring, whose rings cannot be handed over")]
-    Uring,
+    /// The io_uring queues cannot be drained (a queue's CPU is offline or
+    /// out of this process's reach), or draining failed.
+    #[error("the mount is served over io_uring, and {0}")]
+    Uring(String),
     /// An `auto_unmount` fusermount3 unmounts once this process ends.
     #[error(
         "the mount was made with auto_unmount: fusermount3 would unmount it when this process ends"
@@ -233,18 +242,26 @@ impl BackgroundSession {
     /// parked, they go on and the pause waits for the next quiet moment
     /// (for up to 2 s, then it waits out what is in flight).
     ///
-    /// Refused, with the session still serving, over io_uring, under an
-    /// auto_unmount fusermount3, and while deferred requests are out (a
-    /// pause then would strand their answers): see [`PauseError`].
+    /// Over io_uring the queues are drained first: every ring entry comes
+    /// back from the kernel (each queue's free ones are handed a GETATTR
+    /// made on its CPU) and is kept, its request not served or its reply
+    /// not committed, for whoever serves next ([`handover`] hands the
+    /// memory they live in over; [`resume`] serves them here). Their
+    /// threads stop; requests being served are waited out.
+    ///
+    /// Refused, with the session still serving, under an auto_unmount
+    /// fusermount3, while deferred requests are out (a pause then would
+    /// strand their answers), and over io_uring when a queue's CPU is
+    /// offline or out of this process's reach: see [`PauseError`].
+    ///
+    /// [`handover`]: BackgroundSession::handover
+    /// [`resume`]: BackgroundSession::resume
     pub fn pause(&mut self) -> Result<(), PauseError> {
         let Some(serving) = &self.serving else {
             return Err(PauseError::Ended);
         };
         if self.paused_since.is_some() {
             return Ok(());
-        }
-        if serving.uring() {
-            return Err(PauseError::Uring);
         }
         if self.mount.watched_by_fusermount() {
             return Err(PauseError::AutoUnmount);
@@ -256,6 +273,51 @@ impl BackgroundSession {
         if self.workers.iter().any(JoinHandle::is_finished) {
             return Err(PauseError::Ended);
         }
+        let uring = serving.uring();
+        let drained_at = Instant::now();
+        if uring {
+            serving.drain_queues().map_err(PauseError::Uring)?;
+        }
+        let parked = self.park_workers();
+        if let Err(e) = parked {
+            if uring {
+                self.restart_queues();
+            }
+            return Err(e);
+        }
+        if uring {
+            // The queues stopped taking requests first.
+            self.paused_since = Some(drained_at);
+        }
+        self.stats_server.take();
+        // A request served just before the gate closed, or the queues
+        // drained, may have been deferred.
+        let pending = self
+            .serving
+            .as_ref()
+            .map_or(0, |s| s.deferred_outstanding());
+        if pending > 0 {
+            self.resume();
+            return Err(PauseError::Deferred(pending));
+        }
+        Ok(())
+    }
+
+    /// Serves the io_uring queues again after a drain.
+    fn restart_queues(&self) {
+        if let Some(serving) = &self.serving {
+            if let Err(e) = serving.restart_queues() {
+                tracing::error!("cannot serve the io_uring queues again: {e}");
+            }
+        }
+    }
+
+    /// The /dev/fuse half of a pause: parks every worker at a quiet
+    /// moment (see [`pause`](BackgroundSession::pause)).
+    fn park_workers(&mut self) -> Result<(), PauseError> {
+        let Some(serving) = &self.serving else {
+            return Err(PauseError::Ended);
+        };
         sys::install_wake_handler()
             .map_err(|e| PauseError::Io("installing SIGURG's handler", e))?;
         let gate = serving.gate();
@@ -283,14 +345,6 @@ impl BackgroundSession {
             if self.workers.iter().any(JoinHandle::is_finished) {
                 return Err(PauseError::Ended);
             }
-        }
-        self.stats_server.take();
-        // A request served just before the gate closed may have been
-        // deferred.
-        let pending = serving.deferred_outstanding();
-        if pending > 0 {
-            self.resume();
-            return Err(PauseError::Deferred(pending));
         }
         Ok(())
     }
@@ -332,6 +386,9 @@ impl BackgroundSession {
         }
         if let Some(serving) = &self.serving {
             serving.gate().open();
+            if serving.uring() {
+                self.restart_queues();
+            }
         }
         self.stats_server = (self.make_stats_server)();
     }
@@ -349,11 +406,16 @@ impl BackgroundSession {
         let Some(serving) = self.serving.as_ref().filter(|_| self.is_paused()) else {
             return Err(io::Error::other("hand over a paused session only"));
         };
+        let rings = serving
+            .rings()
+            .map(|fd| fd.try_clone_to_owned())
+            .transpose()?;
         Ok(Handover::of(
             serving.dev().try_clone()?,
             &self.mount,
             serving.negotiated(),
             &self.stats,
+            rings,
         ))
     }
 
@@ -365,14 +427,19 @@ impl BackgroundSession {
     /// [`Session::resume`](crate::Session::resume). Serve with
     /// [`Config::clone_every_fd`](crate::Config::clone_every_fd), so that
     /// the requests this process had read end (ECONNABORTED) rather than
-    /// wait forever. Not over io_uring: the rings die with the process.
+    /// wait forever.
+    ///
+    /// Not over io_uring: a request the kernel hands to an entry of a
+    /// ring whose process is dying is ended without being copied
+    /// (dev_uring.c, `IO_URING_F_TASK_DEAD`) and waits, with a unique no
+    /// one saw, for a commit no one can make.
     pub fn standby(&self) -> io::Result<Handover> {
         let Some(serving) = self.serving.as_ref() else {
             return Err(io::Error::other("the session has ended"));
         };
         if serving.uring() {
             return Err(io::Error::other(
-                "an io_uring session's rings die with its process; serve through /dev/fuse to be restarted",
+                "requests the kernel hands to a dying process's io_uring entries are never answered; serve through /dev/fuse to be restarted",
             ));
         }
         Ok(Handover::of(
@@ -380,6 +447,7 @@ impl BackgroundSession {
             &self.mount,
             serving.negotiated(),
             &self.stats,
+            None,
         ))
     }
 
@@ -389,6 +457,7 @@ impl BackgroundSession {
         self.signals.take();
         if let Some(serving) = self.serving.take() {
             serving.gate().leave();
+            serving.join_queues();
         }
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -401,6 +470,7 @@ impl BackgroundSession {
             let _ = w.join();
         }
         if let Some(serving) = self.serving.take() {
+            serving.join_queues();
             serving.destroy();
         }
         self.signals.take();

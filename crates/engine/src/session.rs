@@ -1,7 +1,7 @@
 //! A session: a mount, its INIT handshake, and the workers serving it.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,6 +74,11 @@ pub struct Handover {
     /// The statistics so far: the new session's counts, and its uptime
     /// (`uptime_secs`), go on from them.
     pub stats: StatsSnapshot,
+    /// Over io_uring: the memfd the ring entries live in, drained (see
+    /// [`BackgroundSession::pause`](crate::BackgroundSession::pause)). The
+    /// new session maps it where the old one had it and serves the
+    /// entries from its own rings. None over /dev/fuse.
+    pub rings: Option<OwnedFd>,
 }
 
 impl Handover {
@@ -84,6 +89,7 @@ impl Handover {
         mount: &Mount,
         negotiated: Negotiated,
         stats: &Stats,
+        rings: Option<OwnedFd>,
     ) -> Handover {
         Handover {
             dev,
@@ -91,6 +97,7 @@ impl Handover {
             mount_id: mount.unique_id(),
             negotiated,
             stats: stats.snapshot(),
+            rings,
         }
     }
 }
@@ -102,7 +109,7 @@ pub struct Session<F: Filesystem> {
     server: Arc<Server<F>>,
     connection: Connection,
     config: Config,
-    queues: Vec<UringQueue>,
+    queues: Vec<Arc<UringQueue>>,
     /// The pipe size /dev/fuse workers splice requests through, if they do.
     splice_pipe: Option<usize>,
 }
@@ -115,7 +122,7 @@ fn prepare_uring(
     negotiated: &mut Negotiated,
     dev: &Arc<OwnedFd>,
     config: &Config,
-) -> Result<Vec<UringQueue>, SessionError> {
+) -> Result<Vec<Arc<UringQueue>>, SessionError> {
     let required = config.transport == TransportKind::Uring;
     if config.transport == TransportKind::Dev {
         return Ok(Vec::new());
@@ -146,17 +153,7 @@ fn prepare_uring(
     // queue's CPU for short requests and floating helpers, each with its
     // own ring, for long ones (see transport::uring).
     let depth = config.uring_queue_depth.max(1);
-    let queues: std::io::Result<Vec<_>> = (0..uring::possible_cpus())
-        .map(|qid| {
-            UringQueue::new(
-                qid as u16,
-                depth,
-                payload,
-                dev.clone(),
-                config.mlock_buffers,
-            )
-        })
-        .collect();
+    let queues = UringQueue::new_set(depth, payload, dev, config.mlock_buffers);
     match queues {
         Ok(q) => {
             tracing::info!(
@@ -231,7 +228,7 @@ fn splice_pipe_for(max_write: u32) -> Option<Pipe> {
 struct Handshake {
     negotiated: Negotiated,
     connection: Connection,
-    queues: Vec<UringQueue>,
+    queues: Vec<Arc<UringQueue>>,
     splice_pipe: Option<usize>,
 }
 
@@ -360,34 +357,62 @@ impl<F: Filesystem> Session<F> {
     /// filesystem must recognise them (the engine only serves). INIT is
     /// not sent again: [`Filesystem::ready`] gets the agreed values.
     ///
-    /// Served through /dev/fuse only. WRITE data is spliced (with
-    /// [`Config::splice_write`]) only if a pipe takes the max_write the
-    /// old server agreed: it cannot be lowered any more.
+    /// Served through io_uring if the old session was (`rings` carries its
+    /// ring entries: see [`Handover::rings`]), through /dev/fuse otherwise.
+    /// Over /dev/fuse, WRITE data is spliced (with [`Config::splice_write`])
+    /// only if a pipe takes the max_write the old server agreed: it cannot
+    /// be lowered any more.
     pub fn resume(fs: F, handover: Handover, config: Config) -> Result<Session<F>, SessionError> {
-        if config.transport == TransportKind::Uring {
-            return Err(SessionError::Transport(
-                "a resumed session serves through /dev/fuse only".into(),
-            ));
-        }
         let Handover {
             dev,
             mountpoint,
             mount_id,
             negotiated,
             stats,
+            rings,
         } = handover;
         let dev = Arc::new(dev);
+        let queues = match rings {
+            Some(fd) => {
+                if !cfg!(feature = "io-uring") {
+                    return Err(SessionError::Transport(
+                        "the mount is served over io_uring, and this build has no io_uring transport"
+                            .into(),
+                    ));
+                }
+                let payload = uring::payload_size(negotiated.max_write, negotiated.max_pages);
+                UringQueue::adopt_set(
+                    fd,
+                    config.uring_queue_depth.max(1),
+                    payload,
+                    &dev,
+                    config.mlock_buffers,
+                )
+                .map_err(|e| SessionError::Io("taking over the io_uring queues", e))?
+            }
+            None if config.transport == TransportKind::Uring => {
+                return Err(SessionError::Transport(
+                    "the mount is served through /dev/fuse; a resumed session cannot change that"
+                        .into(),
+                ));
+            }
+            None => Vec::new(),
+        };
         let mount = mount::adopt(&mountpoint, dev.clone(), Some(mount_id))?;
         let connection = Connection::new(negotiated, dev.clone());
         fs.ready(&connection).map_err(SessionError::FsInit)?;
-        let splice_pipe = if config.splice_write {
+        let splice_pipe = if config.splice_write && queues.is_empty() {
             resumed_splice_pipe(&negotiated)
         } else {
             None
         };
         let config = Config {
             splice_write: splice_pipe.is_some(),
-            transport: TransportKind::Dev,
+            transport: if queues.is_empty() {
+                TransportKind::Dev
+            } else {
+                TransportKind::Uring
+            },
             ..config
         };
         let session = Session::assemble(
@@ -398,7 +423,7 @@ impl<F: Filesystem> Session<F> {
             Handshake {
                 negotiated,
                 connection,
-                queues: Vec::new(),
+                queues,
                 splice_pipe,
             },
         );
@@ -436,6 +461,7 @@ impl<F: Filesystem> Session<F> {
             &self.mount,
             *self.connection.negotiated(),
             &self.server.stats,
+            None,
         ))
     }
 
@@ -554,28 +580,17 @@ impl<F: Filesystem> Session<F> {
             config: self.config.clone(),
             splice_pipe: self.splice_pipe,
             negotiated: *self.connection.negotiated(),
-            uring: !self.queues.is_empty(),
+            queues: std::mem::take(&mut self.queues),
+            queue_threads: std::sync::Mutex::new(Vec::new()),
+            set: set.clone(),
         };
-        let (mut workers, readers) = serving.start(&set)?;
-        for mut queue in std::mem::take(&mut self.queues) {
+        let (workers, readers) = serving.start(&set)?;
+        for queue in &serving.queues {
             queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
-            let server = self.server.clone();
-            let theirs = set.clone();
-            set.enter();
-            let handle = std::thread::Builder::new()
-                .name(queue.thread_name())
-                .spawn(move || {
-                    if let Err(e) = queue.serve(&server) {
-                        tracing::error!("io_uring queue stopped: {e}");
-                    }
-                    theirs.exit();
-                })
-                .map_err(|e| {
-                    set.exit();
-                    SessionError::Io("spawning a queue thread", e)
-                })?;
-            workers.push(handle);
         }
+        serving
+            .start_queues()
+            .map_err(|e| SessionError::Io("spawning a queue thread", e))?;
         tracing::info!(
             workers = workers.len(),
             cloned_fds = self.config.clone_fd,
@@ -604,7 +619,12 @@ struct DevWorkers<F> {
     config: Config,
     splice_pipe: Option<usize>,
     negotiated: Negotiated,
-    uring: bool,
+    /// The io_uring queues (none over /dev/fuse only).
+    queues: Vec<Arc<UringQueue>>,
+    /// The threads serving them, until a pause's drain stops them.
+    queue_threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Counts every worker and queue thread.
+    set: Arc<WorkerSet>,
 }
 
 impl<F: Filesystem> DevWorkers<F> {
@@ -617,7 +637,7 @@ impl<F: Filesystem> DevWorkers<F> {
     ) -> Result<(Vec<JoinHandle<()>>, Vec<Arc<Reading>>), SessionError> {
         // With io_uring, one /dev/fuse worker remains for FORGET, INTERRUPT
         // and whatever arrives before every queue has registered.
-        let count = if self.uring {
+        let count = if !self.queues.is_empty() {
             1
         } else {
             self.config.worker_count()
@@ -671,6 +691,28 @@ impl<F: Filesystem> DevWorkers<F> {
     }
 }
 
+impl<F: Filesystem> DevWorkers<F> {
+    /// Starts a thread per io_uring queue, serving its planned run.
+    fn start_queues(&self) -> std::io::Result<()> {
+        let mut threads = self.queue_threads.lock().unwrap_or_else(|e| e.into_inner());
+        for queue in &self.queues {
+            let (queue, server, set) = (queue.clone(), self.server.clone(), self.set.clone());
+            self.set.enter();
+            let handle = std::thread::Builder::new()
+                .name(queue.thread_name())
+                .spawn(move || {
+                    if let Err(e) = queue.serve(&server) {
+                        tracing::error!("io_uring queue stopped: {e}");
+                    }
+                    set.exit();
+                })
+                .inspect_err(|_| self.set.exit())?;
+            threads.push(handle);
+        }
+        Ok(())
+    }
+}
+
 impl<F: Filesystem> Serving for DevWorkers<F> {
     fn deferred_outstanding(&self) -> usize {
         self.server.dispatcher.interrupts.deferred_outstanding()
@@ -685,7 +727,39 @@ impl<F: Filesystem> Serving for DevWorkers<F> {
     }
 
     fn uring(&self) -> bool {
-        self.uring
+        !self.queues.is_empty()
+    }
+
+    fn drain_queues(&self) -> Result<(), String> {
+        if let Some(why) = UringQueue::undrainable(&self.queues) {
+            return Err(why);
+        }
+        UringQueue::drain(&self.queues)
+            .map_err(|e| format!("draining the io_uring queues: {e}"))?;
+        self.join_queues();
+        for queue in &self.queues {
+            queue.finish_drain();
+        }
+        Ok(())
+    }
+
+    fn restart_queues(&self) -> std::io::Result<()> {
+        for queue in &self.queues {
+            queue.restart()?;
+        }
+        self.start_queues()
+    }
+
+    fn join_queues(&self) {
+        let threads =
+            std::mem::take(&mut *self.queue_threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn rings(&self) -> Option<BorrowedFd<'_>> {
+        UringQueue::arena_fd(&self.queues)
     }
 
     fn gate(&self) -> &Gate {

@@ -325,7 +325,6 @@ impl CpuSet {
     }
 
     /// Whether `cpu` is in the set.
-    #[cfg(test)]
     pub fn contains(&self, cpu: usize) -> bool {
         self.0
             .get(cpu / CPUS_PER_WORD)
@@ -480,6 +479,19 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+#[cfg(feature = "io-uring")]
+/// Reads (and so resets) an eventfd's counter, which must be nonzero or
+/// the fd nonblocking: otherwise the read waits for a signal.
+pub fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut count = [0u8; 8];
+    // SAFETY: the buffer is 8 writable bytes, as an eventfd read requires.
+    let n = unsafe { libc::read(fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from_ne_bytes(count))
+}
+
 /// The signal that wakes a thread from a blocking call: SIGURG, ignored
 /// by default (a stray one harms no thread), with a handler that does
 /// nothing and no `SA_RESTART`, so that the call returns EINTR. A pause
@@ -544,102 +556,6 @@ pub fn statx_force_sync(path: &Path) -> io::Result<()> {
         libc::STATX_MODE,
     )
     .map(drop)
-}
-
-#[cfg(feature = "io-uring")]
-/// Size of a transparent huge page on x86-64 and arm64 with 4 KiB pages.
-pub const HUGE_PAGE: usize = 2 << 20;
-
-#[cfg(feature = "io-uring")]
-/// An anonymous mapping of whole huge pages, asked to be backed by
-/// transparent huge pages (`MADV_HUGEPAGE`): the kernel's copies into it
-/// and the filesystem's copies out of it then take one TLB entry and one
-/// page-table walk per 2 MiB instead of 512.
-pub struct HugeBuffer {
-    ptr: std::ptr::NonNull<u8>,
-    /// The bytes asked for: what the buffer derefs to.
-    len: usize,
-    /// The mapping's length: whole huge pages.
-    mapped: usize,
-}
-
-// SAFETY: HugeBuffer owns its mapping exclusively, like a Box<[u8]>.
-#[cfg(feature = "io-uring")]
-unsafe impl Send for HugeBuffer {}
-// SAFETY: shared access only reads, as with &[u8].
-#[cfg(feature = "io-uring")]
-unsafe impl Sync for HugeBuffer {}
-
-#[cfg(feature = "io-uring")]
-impl HugeBuffer {
-    /// Maps `len` bytes rounded up to whole huge pages and faults the
-    /// first `len` in (locked, with `lock`, when RLIMIT_MEMLOCK allows).
-    /// Huge pages are a hint: without them (THP off, memory fragmented)
-    /// the buffer is made of small pages, of which only `len` bytes'
-    /// worth become resident, and works the same.
-    pub fn new(len: usize, lock: bool) -> io::Result<HugeBuffer> {
-        let len = len.max(1);
-        let mapped = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
-        // SAFETY: an anonymous private mapping at an address of the
-        // kernel's choosing touches no existing memory. Since Linux 6.7
-        // anonymous mappings of whole huge pages are aligned to them.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mapped,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = HugeBuffer {
-            ptr: std::ptr::NonNull::new(ptr.cast()).ok_or_else(io::Error::last_os_error)?,
-            len,
-            mapped,
-        };
-        // SAFETY: the range is the mapping just made.
-        if unsafe { libc::madvise(ptr, mapped, libc::MADV_HUGEPAGE) } != 0 {
-            tracing::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
-        }
-        // The whole mapping is locked: locking part of it would split it,
-        // and a mapping smaller than a huge page gets none.
-        // SAFETY: the range is the mapping just made.
-        let locked = lock && unsafe { libc::mlock(ptr, mapped) } == 0;
-        if !locked {
-            // Fault the pages in now rather than while serving.
-            prefault(&mut buf);
-        }
-        Ok(buf)
-    }
-}
-
-#[cfg(feature = "io-uring")]
-impl std::ops::Deref for HugeBuffer {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: ptr..ptr+len lies in a live mapping owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-#[cfg(feature = "io-uring")]
-impl std::ops::DerefMut for HugeBuffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-#[cfg(feature = "io-uring")]
-impl Drop for HugeBuffer {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is ours and nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.mapped) };
-    }
 }
 
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): the 64-bit mount id that is never

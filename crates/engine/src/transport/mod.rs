@@ -8,6 +8,8 @@ pub(crate) mod uring;
 #[cfg(not(feature = "io-uring"))]
 #[path = "uring_off.rs"]
 pub(crate) mod uring;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring_arena;
 
 use std::time::Instant;
 

@@ -36,13 +36,25 @@
 //! eventfd the owner's ring reads. A thread holds an entry exactly while
 //! the entry's command is in its ring or it is serving the entry's request.
 //!
+//! # Handing the queues over
+//!
+//! Entries live in an [`Arena`], a memfd mapped at the same address in
+//! every process that serves the connection. A pause drains the queues
+//! ([`UringQueue::drain`]): every entry comes back from the kernel and is
+//! kept with its request unserved or its reply uncommitted, and each
+//! slot's record says which. Whoever runs the queues next (the successor
+//! of a live upgrade, which maps the same memfd, or this process if the
+//! upgrade fails) serves or commits each entry from its own rings; the
+//! kernel finds an entry by its request's unique, not by the ring that
+//! registered it, so the entries become the new rings'.
+//!
 //! Submitting a command that names buffers is `unsafe` (the buffers must
 //! outlive it), so this module is part of the syscall boundary.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +64,8 @@ use fastfuse_abi::{self as abi, Opcode};
 use io_uring::{opcode, squeue, types, IoUring};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::{Server, Transport};
+use super::uring_arena::{Arena, ArenaSlot, SlotState};
+use super::Server;
 use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
 use crate::reply::{self, Outcome};
@@ -71,14 +84,15 @@ const HELPERS_PER_QUEUE: usize = 2;
 /// has entries.
 const WAKE: u64 = u64::MAX;
 
-/// One registered buffer pair. Its buffers are heap allocations whose
-/// addresses the kernel keeps, so the struct itself may move from thread
-/// to thread while they stay put.
+/// One registered buffer pair, a slot of the queue's [`Arena`]. The
+/// kernel keeps its addresses; the struct itself may move from thread to
+/// thread while they stay put.
 struct RingEntry {
-    header: Box<abi::UringReqHeader>,
-    /// In huge pages: the kernel copies every request into it and a WRITE's
-    /// data is copied out of it.
-    payload: sys::HugeBuffer,
+    /// The request header (the kernel writes a request's header and
+    /// arguments there, the reply header goes in its place) and the payload
+    /// buffer: the kernel copies every request's payload into it and a
+    /// WRITE's data is copied out of it.
+    slot: ArenaSlot,
     /// The iovecs REGISTER points at, as `struct iovec[2]` (base, len,
     /// base, len): header, payload. Kept as integers so the entry stays
     /// `Send`.
@@ -86,20 +100,21 @@ struct RingEntry {
 }
 
 impl RingEntry {
-    fn new(payload_len: usize, lock: bool) -> io::Result<RingEntry> {
-        let mut header = Box::<abi::UringReqHeader>::default();
-        let mut payload = sys::HugeBuffer::new(payload_len, lock)?;
-        let iov = Box::new([
-            &mut *header as *mut abi::UringReqHeader as usize,
-            size_of::<abi::UringReqHeader>(),
-            payload.as_mut_ptr() as usize,
-            payload.len(),
-        ]);
+    /// Entry `idx` of queue `qid`, in its slot of `arena` (whose contents
+    /// it keeps: an adopted slot may hold a request).
+    fn new(arena: &Arc<Arena>, qid: u16, idx: usize, lock: bool) -> io::Result<RingEntry> {
+        let mut slot = arena.slot(qid, idx)?;
+        slot.prepare(lock);
+        let (header, header_len) = slot.header_iov();
+        let (payload, payload_len) = slot.payload_iov();
         Ok(RingEntry {
-            header,
-            payload,
-            iov,
+            slot,
+            iov: Box::new([header, header_len, payload, payload_len]),
         })
+    }
+
+    fn header(&self) -> &abi::UringReqHeader {
+        self.slot.header()
     }
 
     fn opcode(&self) -> u32 {
@@ -109,20 +124,21 @@ impl RingEntry {
     /// The header of the request the kernel put in the entry (until the
     /// reply overwrites it).
     fn in_header(&self) -> abi::InHeader {
-        abi::InHeader::read_from_prefix(&self.header.in_out)
+        abi::InHeader::read_from_prefix(&self.header().in_out)
             .map(|(h, _)| h)
             .unwrap_or_default()
     }
 
     fn commit_id(&self) -> u64 {
-        self.header.ring_ent_in_out.commit_id
+        self.header().ring_ent_in_out.commit_id
     }
 
     /// Puts a reply in place: its header where the request's was, its
     /// payload at the start of the payload buffer (EIO if it does not fit,
     /// which would be an engine bug: the buffer holds max_write bytes).
     fn set_reply(&mut self, out: &abi::OutHeader, payload: &[u8]) {
-        let (out, payload) = if payload.len() <= self.payload.len() {
+        let buffer = self.slot.payload_mut();
+        let (out, payload) = if payload.len() <= buffer.len() {
             (*out, payload)
         } else {
             (
@@ -130,22 +146,24 @@ impl RingEntry {
                 &[][..],
             )
         };
-        self.payload[..payload.len()].copy_from_slice(payload);
+        buffer[..payload.len()].copy_from_slice(payload);
         self.put_reply_header(&out);
     }
 
     /// Puts the reply header in place of the request's, and the payload
     /// size it announces, for a payload already in the payload buffer.
     fn put_reply_header(&mut self, out: &abi::OutHeader) {
-        self.header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
-        self.header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
+        let header = self.slot.header_mut();
+        header.in_out[..size_of::<abi::OutHeader>()].copy_from_slice(out.as_bytes());
+        header.ring_ent_in_out.payload_sz = out.len - size_of::<abi::OutHeader>() as u32;
     }
 
     fn placement(&self) -> Placement {
+        let header = self.header();
         placement(
             self.opcode(),
-            &self.header.op_in,
-            self.header.ring_ent_in_out.payload_sz as usize,
+            &header.op_in,
+            header.ring_ent_in_out.payload_sz as usize,
         )
     }
 }
@@ -269,8 +287,8 @@ pub(crate) struct Parking {
     parked_now: AtomicUsize,
     /// The next index for a spare entry.
     next_idx: AtomicUsize,
-    /// Payload size and locking of spare entries.
-    payload: usize,
+    /// Where spare entries live, and whether their buffers are locked.
+    arena: Arc<Arena>,
     lock: bool,
     /// The pinned thread's inbox: answered entries are committed there.
     pinned: Arc<Inbox>,
@@ -372,10 +390,11 @@ impl Parking {
         if serving >= self.depth {
             return Ok(None);
         }
-        let entry = RingEntry::new(self.payload, self.lock)?;
+        let idx = self.next_idx.fetch_add(1, Ordering::Relaxed);
+        let entry = RingEntry::new(&self.arena, self.qid, idx, self.lock)?;
         self.total.fetch_add(1, Ordering::AcqRel);
         self.live.fetch_add(1, Ordering::AcqRel);
-        Ok(Some((self.next_idx.fetch_add(1, Ordering::Relaxed), entry)))
+        Ok(Some((idx, entry)))
     }
 }
 
@@ -412,10 +431,66 @@ fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
     }
 }
 
+/// A pause's drain of one queue ([`UringQueue::drain`]). Every entry
+/// comes back from the kernel and stays in userspace, its request not
+/// served or its reply not committed, so that whoever runs the queue next
+/// (a successor process, or this one if the upgrade fails) carries on
+/// with it. No entry may stay in the kernel: a ring that closes with an
+/// entry waiting there may be handed a request in between, which the
+/// kernel then ends without copying (dev_uring.c, `IO_URING_F_TASK_DEAD`)
+/// and leaves waiting for a commit no one can make.
+struct Drain {
+    /// Set while a pause drains: threads keep entries instead of serving
+    /// or committing them.
+    on: AtomicBool,
+    /// Entries whose command is in the kernel (shared with the queue's
+    /// rings, which count them).
+    armed: Arc<AtomicUsize>,
+    /// Kept entries: index and what the next run does with it.
+    held: Mutex<Vec<(usize, SlotState)>>,
+    /// Set once every entry is held or parked: the threads stop.
+    done: AtomicBool,
+    /// Signalled at each held entry, for the pause that waits.
+    progress: OwnedFd,
+}
+
+impl Drain {
+    fn new() -> io::Result<Drain> {
+        Ok(Drain {
+            on: AtomicBool::new(false),
+            armed: Arc::new(AtomicUsize::new(0)),
+            held: Mutex::new(Vec::new()),
+            done: AtomicBool::new(false),
+            progress: sys::eventfd()?,
+        })
+    }
+
+    fn draining(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Keeps entry `idx` for the next run; true when that made the drain
+    /// complete.
+    fn hold(&self, idx: usize, state: SlotState, parking: &Parking) -> bool {
+        let mut held = lock(&self.held);
+        held.push((idx, state));
+        let accounted = held.len() + parking.parked_now.load(Ordering::Acquire);
+        drop(held);
+        let _ = sys::eventfd_signal(self.progress.as_fd());
+        if accounted >= parking.total.load(Ordering::Acquire) {
+            self.done.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+}
+
 /// What the threads of one queue share.
 struct QueueShared<'s, F> {
     qid: u16,
     dev: &'s OwnedFd,
+    /// The drain a pause may start.
+    drain: &'s Drain,
     server: &'s Server<F>,
     shard: Arc<Shard>,
     /// Deferred requests' entries, and the count of entries in circulation.
@@ -446,7 +521,19 @@ impl<F> QueueShared<'_, F> {
     }
 
     fn stopping(&self) -> bool {
-        self.parking.stopped.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire)
+        self.parking.stopped.load(Ordering::Acquire)
+            || self.failed.load(Ordering::Acquire)
+            || self.drain.done.load(Ordering::Acquire)
+    }
+
+    /// Keeps `entry` for the next run (see [`Drain`]), and stops the
+    /// queue's threads once every entry is kept.
+    fn hold(&self, idx: usize, entry: RingEntry, state: SlotState) {
+        // The entry is a view of its slot; the slot's contents stay.
+        drop(entry);
+        if self.drain.hold(idx, state, &self.parking) {
+            self.wake_all();
+        }
     }
 
     /// Parks entry `idx`, whose request was deferred, and has a spare
@@ -512,6 +599,8 @@ struct RingThread {
     /// By entry index: whether the entry's command is in the kernel, which
     /// may then write a request into its buffers.
     in_kernel: Vec<bool>,
+    /// The queue's count of entries in the kernel ([`Drain::armed`]).
+    armed: Arc<AtomicUsize>,
 }
 
 impl RingThread {
@@ -549,20 +638,46 @@ impl Drop for RingThread {
     }
 }
 
-/// One queue: its rings and the inboxes of its threads.
+/// One queue: what outlives a run of its threads. A pause's drain ends a
+/// run; a failed upgrade, or a successor process that adopted the arena,
+/// starts the next from what the drain left in the slots' records.
 pub(crate) struct UringQueue {
     qid: u16,
     dev: Arc<OwnedFd>,
-    /// The pinned thread's ring first, holding every entry, then the
-    /// helpers'.
-    rings: Vec<RingThread>,
-    inboxes: Vec<Arc<Inbox>>,
-    /// Payload size and locking, for spare entries.
-    payload: usize,
+    /// Where the queue's entries live.
+    arena: Arc<Arena>,
+    /// Whether entry buffers are locked in memory.
     lock: bool,
+    /// Deferred requests' entries, and the count of entries in circulation.
+    parking: Arc<Parking>,
+    /// One per thread: the pinned thread's first, then the helpers'.
+    inboxes: Vec<Arc<Inbox>>,
+    drain: Drain,
+    /// What the next run starts with.
+    next: Mutex<Option<NextRun>>,
     /// The mount, for [`kick`].
-    mountpoint: Option<PathBuf>,
+    mountpoint: Mutex<Option<PathBuf>>,
 }
+
+/// What the next run of a queue starts from.
+struct NextRun {
+    /// The pinned thread's ring first, holding the entries of `start`, then
+    /// the helpers'.
+    rings: Vec<RingThread>,
+    /// What the pinned thread does first, by entry.
+    start: Vec<(usize, Then)>,
+    /// Whether to kick the queue once started (an adopted queue, whose
+    /// requests may have queued while no entry was free).
+    kick: bool,
+}
+
+/// Entries a queue may have beyond its depth: spares for deferred
+/// requests. A queue with this many deferred at once makes no more (see
+/// [`Parking::spare`]).
+const SPARES_PER_QUEUE: usize = 64;
+
+/// How long a drain waits for its kicks' requests before kicking again.
+const REFEED: Duration = Duration::from_millis(5);
 
 /// How many queues the kernel expects: one per possible CPU.
 pub(crate) fn possible_cpus() -> usize {
@@ -611,32 +726,33 @@ fn serve_entry<F: Filesystem>(
     to: ReplyTo<'_>,
 ) -> Option<u64> {
     let commit_id = e.commit_id();
-    let size = (e.header.ring_ent_in_out.payload_sz as usize).min(e.payload.len());
     let header = e.in_header();
+    let (ring_header, payload) = e.slot.split();
+    let size = (ring_header.ring_ent_in_out.payload_sz as usize).min(payload.len());
     let outcome = if header.opcode == Opcode::Write as u32 {
         // WRITE data is taken straight from the payload buffer; the
         // 8-byte reply goes through a small buffer and is copied after.
         let mut small = [0u8; 64];
         let body = Body::Split {
-            op: &e.header.op_in,
-            payload: &e.payload[..size],
+            op: &ring_header.op_in,
+            payload: &payload[..size],
         };
         let outcome = server.serve_request(shard, &header, body, &mut small, to);
         if let Outcome::Reply(Ok(n)) = outcome {
-            e.payload[..n].copy_from_slice(&small[..n]);
+            payload[..n].copy_from_slice(&small[..n]);
         }
         outcome
     } else {
         if scratch.len() < size {
             scratch.resize(size, 0);
         }
-        scratch[..size].copy_from_slice(&e.payload[..size]);
+        scratch[..size].copy_from_slice(&payload[..size]);
         let body = Body::Split {
-            op: &e.header.op_in,
+            op: &ring_header.op_in,
             payload: &scratch[..size],
         };
         // READ data lands directly in the payload buffer.
-        server.serve_request(shard, &header, body, &mut e.payload, to)
+        server.serve_request(shard, &header, body, payload, to)
     };
     let result = match outcome {
         Outcome::Reply(r) => r,
@@ -650,7 +766,7 @@ fn serve_entry<F: Filesystem>(
 }
 
 impl RingThread {
-    fn new(entries: usize) -> io::Result<RingThread> {
+    fn new(entries: usize, armed: Arc<AtomicUsize>) -> io::Result<RingThread> {
         // Not SINGLE_ISSUER: rings are created here, before INIT is
         // answered, and used by the threads that serve them. One slot more
         // than the entries, for the inbox read.
@@ -663,6 +779,7 @@ impl RingThread {
             scratch: Vec::new(),
             ready: Vec::with_capacity(entries + 1),
             in_kernel: vec![false; entries],
+            armed,
         })
     }
 
@@ -685,6 +802,7 @@ impl RingThread {
         // command may still be in the kernel is never freed: see Drop).
         unsafe { sys::uring_push(&mut self.ring, &sqe) }?;
         self.in_kernel[idx] = true;
+        self.armed.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -708,6 +826,7 @@ impl RingThread {
         // push_register).
         unsafe { sys::uring_push(&mut self.ring, &sqe) }?;
         self.in_kernel[idx] = true;
+        self.armed.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -725,14 +844,65 @@ impl RingThread {
     }
 
     /// Serves thread `me` of a queue (0: the pinned one) until every entry
-    /// of the queue has ended or a thread of it failed.
+    /// of the queue has ended, a thread of it failed or a drain is done.
+    /// `start`: what to do first with entries this thread holds; `kick`:
+    /// wake the queue once they are submitted (an adopted queue whose
+    /// requests queued while no entry was free).
     fn run<'s, 'e, F: Filesystem>(
         &mut self,
         q: &'e QueueShared<'e, F>,
         me: usize,
         s: ThreadScope<'s, 'e>,
+        start: Vec<(usize, Then)>,
+        kick_after: bool,
     ) -> io::Result<()> {
-        self.serve(q, me, s).inspect_err(|_| q.fail())
+        (|| {
+            for (idx, then) in start {
+                self.act(q, me, idx, then, s)?;
+            }
+            if kick_after {
+                self.ring.submit()?;
+                kick(q.mountpoint.as_ref(), q.qid);
+            }
+            self.serve(q, me, s)
+        })()
+        .inspect_err(|_| q.fail())
+    }
+
+    /// Does `then` with entry `idx`, which this thread holds; while a
+    /// drain is on, keeps the entry for the next run instead. True when
+    /// it registered the entry.
+    fn act<'s, 'e, F: Filesystem>(
+        &mut self,
+        q: &'e QueueShared<'e, F>,
+        me: usize,
+        idx: usize,
+        then: Then,
+        s: ThreadScope<'s, 'e>,
+    ) -> io::Result<bool> {
+        if q.drain.draining() {
+            let Some(entry) = self.slots.get_mut(idx).and_then(Option::take) else {
+                return Err(io::Error::other(
+                    "keeping an entry this thread does not hold",
+                ));
+            };
+            let state = match then {
+                Then::Serve => SlotState::Serve,
+                Then::Commit(id) => SlotState::Commit(id),
+                Then::Register => SlotState::Register,
+            };
+            q.hold(idx, entry, state);
+            return Ok(false);
+        }
+        match then {
+            Then::Serve => self.handle(q, me, idx, s)?,
+            Then::Commit(id) => self.push_commit(q.dev, q.qid, idx, id)?,
+            Then::Register => {
+                self.push_register(q.dev, q.qid, idx)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn serve<'s, 'e, F: Filesystem>(
@@ -762,13 +932,8 @@ impl RingThread {
                     let mut spares = 0;
                     for h in q.inboxes[me].take() {
                         *self.slot(h.idx) = Some(h.entry);
-                        match h.then {
-                            Then::Serve => self.handle(q, me, h.idx, s)?,
-                            Then::Commit(id) => self.push_commit(q.dev, q.qid, h.idx, id)?,
-                            Then::Register => {
-                                self.push_register(q.dev, q.qid, h.idx)?;
-                                spares += 1;
-                            }
+                        if self.act(q, me, h.idx, h.then, s)? {
+                            spares += 1;
                         }
                     }
                     self.push_wake_read(&q.inboxes[me])?;
@@ -783,12 +948,13 @@ impl RingThread {
                     // The entry's command has ended, one way or the other.
                     let idx = tag as usize;
                     self.in_kernel[idx] = false;
+                    self.armed.fetch_sub(1, Ordering::AcqRel);
                     if res == 0 {
-                        self.handle(q, me, idx, s)?;
+                        self.act(q, me, idx, Then::Serve, s)?;
                     } else if res == -libc::EAGAIN {
                         // REGISTER raced the INIT reply: try again shortly.
                         std::thread::sleep(Duration::from_millis(1));
-                        self.push_register(q.dev, q.qid, idx)?;
+                        self.act(q, me, idx, Then::Register, s)?;
                     } else {
                         // ENOTCONN/ECONNABORTED at unmount, or a refused
                         // REGISTER (the kernel then falls back to /dev/fuse).
@@ -869,13 +1035,13 @@ impl RingThread {
                     return match q.park(idx, entry) {
                         Some((entry, commit_id)) => {
                             *self.slot(idx) = Some(entry);
-                            self.push_commit(q.dev, q.qid, idx, commit_id)
+                            self.act(q, me, idx, Then::Commit(commit_id), s).map(drop)
                         }
                         None => Ok(()),
                     };
                 };
                 if pinned || placement == Placement::Helper {
-                    self.push_commit(q.dev, q.qid, idx, commit_id)
+                    self.act(q, me, idx, Then::Commit(commit_id), s).map(drop)
                 } else {
                     // A short request reached a helper's entry: the entry
                     // goes back to the pinned thread, where the next short
@@ -897,40 +1063,151 @@ impl RingThread {
 type ThreadScope<'s, 'e> = &'s std::thread::Scope<'s, 'e>;
 
 impl UringQueue {
-    /// Creates the rings and the entries' buffers. Called before INIT is
-    /// answered, so that a machine that cannot set up rings falls back to
-    /// /dev/fuse instead of leaving the kernel waiting for a ring.
-    pub(crate) fn new(
-        qid: u16,
+    /// The queues of a new connection, one per possible CPU, with `depth`
+    /// entries each whose payload buffers hold `payload` bytes, in a new
+    /// arena. Called before INIT is answered, so that a machine that cannot
+    /// set up rings falls back to /dev/fuse instead of leaving the kernel
+    /// waiting for a ring.
+    pub(crate) fn new_set(
         depth: usize,
         payload: usize,
+        dev: &Arc<OwnedFd>,
+        lock_buffers: bool,
+    ) -> io::Result<Vec<Arc<UringQueue>>> {
+        let arena = Arena::create(possible_cpus(), depth + SPARES_PER_QUEUE, payload)?;
+        (0..possible_cpus())
+            .map(|qid| {
+                let q =
+                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
+                let mut rings = q.make_rings(depth)?;
+                let mut start = Vec::with_capacity(depth);
+                for idx in 0..depth {
+                    rings[0].slots[idx] = Some(RingEntry::new(&arena, q.qid, idx, lock_buffers)?);
+                    start.push((idx, Then::Register));
+                }
+                q.parking.live.store(depth, Ordering::Release);
+                q.parking.total.store(depth, Ordering::Release);
+                q.parking.next_idx.store(depth, Ordering::Release);
+                *lock(&q.next) = Some(NextRun {
+                    rings,
+                    start,
+                    kick: false,
+                });
+                Ok(Arc::new(q))
+            })
+            .collect()
+    }
+
+    /// The queues of a connection another process served, from the arena
+    /// it handed over (`fd`): each entry carries on from what that
+    /// process's drain left in it.
+    pub(crate) fn adopt_set(
+        fd: OwnedFd,
+        depth: usize,
+        payload: usize,
+        dev: &Arc<OwnedFd>,
+        lock_buffers: bool,
+    ) -> io::Result<Vec<Arc<UringQueue>>> {
+        let arena = Arena::adopt(fd, possible_cpus(), payload)?;
+        (0..possible_cpus())
+            .map(|qid| {
+                let q =
+                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
+                q.plan_from_records()?;
+                Ok(Arc::new(q))
+            })
+            .collect()
+    }
+
+    /// A queue with no entries yet.
+    fn bare(
+        qid: u16,
+        depth: usize,
+        arena: Arc<Arena>,
         dev: Arc<OwnedFd>,
         lock: bool,
     ) -> io::Result<UringQueue> {
-        let threads = 1 + HELPERS_PER_QUEUE;
-        let mut rings = (0..threads)
-            .map(|_| RingThread::new(depth))
-            .collect::<io::Result<Vec<_>>>()?;
-        for slot in &mut rings[0].slots {
-            *slot = Some(RingEntry::new(payload, lock)?);
-        }
+        let inboxes: Vec<Arc<Inbox>> = (0..1 + HELPERS_PER_QUEUE)
+            .map(|_| Inbox::new().map(Arc::new))
+            .collect::<io::Result<_>>()?;
+        let parking = Arc::new(Parking {
+            qid,
+            depth,
+            parked: Mutex::new(HashMap::new()),
+            live: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+            total: AtomicUsize::new(0),
+            parked_now: AtomicUsize::new(0),
+            next_idx: AtomicUsize::new(0),
+            arena: arena.clone(),
+            lock,
+            pinned: inboxes[0].clone(),
+        });
         Ok(UringQueue {
             qid,
             dev,
-            rings,
-            inboxes: (0..threads)
-                .map(|_| Inbox::new().map(Arc::new))
-                .collect::<io::Result<_>>()?,
-            payload,
+            arena,
             lock,
-            mountpoint: None,
+            parking,
+            inboxes,
+            drain: Drain::new()?,
+            next: Mutex::new(None),
+            mountpoint: Mutex::new(None),
         })
+    }
+
+    fn make_rings(&self, entries: usize) -> io::Result<Vec<RingThread>> {
+        (0..1 + HELPERS_PER_QUEUE)
+            .map(|_| RingThread::new(entries, self.drain.armed.clone()))
+            .collect()
+    }
+
+    /// Plans the next run from the slots' records: each entry in use is
+    /// served, committed or registered, as the last drain left it.
+    fn plan_from_records(&self) -> io::Result<()> {
+        let mut rings = self.make_rings(self.parking.depth)?;
+        let mut start = Vec::new();
+        let mut top = 0;
+        for idx in 0..self.arena.capacity() {
+            let Some(record) = self.arena.record(self.qid, idx) else {
+                break;
+            };
+            let then = match record.get() {
+                SlotState::Unused => continue,
+                SlotState::Register => Then::Register,
+                SlotState::Serve => Then::Serve,
+                SlotState::Commit(id) => Then::Commit(id),
+            };
+            if !matches!(then, Then::Register) {
+                self.arena.load_payload(self.qid, idx);
+            }
+            *rings[0].slot(idx) = Some(RingEntry::new(&self.arena, self.qid, idx, self.lock)?);
+            start.push((idx, then));
+            top = idx + 1;
+        }
+        let parked = self.parking.parked_now.load(Ordering::Acquire);
+        self.parking.live.store(start.len(), Ordering::Release);
+        self.parking
+            .total
+            .store(start.len() + parked, Ordering::Release);
+        self.parking.next_idx.fetch_max(top, Ordering::AcqRel);
+        self.parking.stopped.store(false, Ordering::Release);
+        self.drain.armed.store(0, Ordering::Release);
+        lock(&self.drain.held).clear();
+        self.drain.done.store(false, Ordering::Release);
+        self.drain.on.store(false, Ordering::Release);
+        *lock(&self.next) = Some(NextRun {
+            rings,
+            start,
+            kick: true,
+        });
+        Ok(())
     }
 
     /// Tells the queue where the filesystem is mounted; without it a queue
     /// whose requests wait behind deferred ones waits for other traffic.
-    pub(crate) fn set_mountpoint(&mut self, mountpoint: PathBuf) {
-        self.mountpoint = Some(mountpoint);
+    pub(crate) fn set_mountpoint(&self, mountpoint: PathBuf) {
+        *lock(&self.mountpoint) = Some(mountpoint);
     }
 
     /// The thread name of the queue's pinned thread; its helpers are
@@ -939,6 +1216,119 @@ impl UringQueue {
     pub(crate) fn thread_name(&self) -> String {
         format!("ff-uring{}", self.qid)
     }
+
+    /// The memfd the queues' entries live in, for a successor.
+    pub(crate) fn arena_fd(queues: &[Arc<UringQueue>]) -> Option<BorrowedFd<'_>> {
+        queues.first().map(|q| q.arena.fd())
+    }
+
+    /// Why these queues cannot be drained, if they cannot: a drain fills
+    /// each queue's free entries with requests made on its CPU, so every
+    /// queue's CPU must be online and open to this process.
+    pub(crate) fn undrainable(queues: &[Arc<UringQueue>]) -> Option<String> {
+        let mine = sys::CpuSet::current().ok();
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
+        let online = online.as_deref().map(str::trim).and_then(parse_cpu_set);
+        for q in queues {
+            let cpu = usize::from(q.qid);
+            if online.as_ref().is_some_and(|set| !set.contains(&cpu)) {
+                return Some(format!(
+                    "CPU {cpu} is offline: its io_uring queue cannot be drained"
+                ));
+            }
+            if mine.as_ref().is_some_and(|set| !set.contains(cpu)) {
+                return Some(format!(
+                    "this process may not run on CPU {cpu}: its io_uring queue cannot be drained"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Drains every queue (see [`Drain`]): from now on their threads keep
+    /// what comes back from the kernel, and each queue's entries still in
+    /// the kernel are handed requests (a GETATTR of the mount's root made
+    /// on its CPU, which the next run serves). Returns once every entry
+    /// of every queue is kept or parked, when their threads stop; then
+    /// join the threads and call [`finish_drain`](UringQueue::finish_drain).
+    /// Waits out requests being served, however long they take.
+    pub(crate) fn drain(queues: &[Arc<UringQueue>]) -> io::Result<()> {
+        for q in queues {
+            q.drain.on.store(true, Ordering::SeqCst);
+        }
+        let mut fed: Vec<Option<std::time::Instant>> = vec![None; queues.len()];
+        loop {
+            if queues.iter().all(|q| q.drain.done.load(Ordering::Acquire)) {
+                return Ok(());
+            }
+            for (q, fed) in queues.iter().zip(&mut fed) {
+                let armed = q.drain.armed.load(Ordering::Acquire);
+                if armed > 0 && fed.is_none_or(|t| t.elapsed() >= REFEED) {
+                    let mountpoint = lock(&q.mountpoint).clone();
+                    for _ in 0..armed {
+                        kick(mountpoint.as_ref(), q.qid);
+                    }
+                    *fed = Some(std::time::Instant::now());
+                }
+            }
+            let fds: Vec<BorrowedFd<'_>> =
+                queues.iter().map(|q| q.drain.progress.as_fd()).collect();
+            let ready = sys::poll_readable(&fds, Some(REFEED))?;
+            for (q, &r) in queues.iter().zip(&ready) {
+                if r != 0 {
+                    let _ = sys::eventfd_read(q.drain.progress.as_fd());
+                }
+            }
+        }
+    }
+
+    /// After a drain, once the queue's threads have returned: writes what
+    /// each entry holds into its slot's record, for the next run (entries
+    /// handed between threads as the last ones stopped included).
+    pub(crate) fn finish_drain(&self) {
+        let mut held = std::mem::take(&mut *lock(&self.drain.held));
+        for inbox in &self.inboxes {
+            for h in inbox.take() {
+                let state = match h.then {
+                    Then::Serve => SlotState::Serve,
+                    Then::Commit(id) => SlotState::Commit(id),
+                    Then::Register => SlotState::Register,
+                };
+                held.push((h.idx, state));
+            }
+        }
+        for idx in 0..self.arena.capacity() {
+            if let Some(r) = self.arena.record(self.qid, idx) {
+                r.set(SlotState::Unused);
+            }
+        }
+        for (idx, state) in held {
+            if let Some(r) = self.arena.record(self.qid, idx) {
+                r.set(state);
+            }
+            if matches!(state, SlotState::Serve | SlotState::Commit(_)) {
+                // For a successor: the payload buffers are this process's.
+                self.arena.save_payload(self.qid, idx);
+            }
+        }
+    }
+
+    /// Plans a run that carries on after a drain in this process (the
+    /// upgrade failed): call [`serve`](UringQueue::serve) again.
+    pub(crate) fn restart(&self) -> io::Result<()> {
+        self.plan_from_records()
+    }
+}
+
+/// The CPUs in a list like "0-3,8".
+fn parse_cpu_set(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+        cpus.extend(a..=b);
+    }
+    Some(cpus)
 }
 
 /// Makes the kernel give up on io_uring for this connection: any failed
@@ -970,27 +1360,29 @@ fn abandon_ring(dev: &OwnedFd, qid: u16) {
     }
 }
 
-impl Transport for UringQueue {
-    fn name(&self) -> &'static str {
-        "uring"
-    }
-
-    fn serve<F: Filesystem>(self, server: &Server<F>) -> io::Result<()> {
-        let dev = self.dev.clone();
-        let qid = self.qid;
+impl UringQueue {
+    /// Serves the queue's next run (planned by [`new_set`], [`adopt_set`]
+    /// or [`restart`]) until the connection ends, a thread fails or a
+    /// drain is done. A failure makes the kernel fall back to /dev/fuse.
+    ///
+    /// [`new_set`]: UringQueue::new_set
+    /// [`adopt_set`]: UringQueue::adopt_set
+    /// [`restart`]: UringQueue::restart
+    pub(crate) fn serve<F: Filesystem>(&self, server: &Server<F>) -> io::Result<()> {
         let result = self.run(server);
         if let Err(e) = &result {
-            tracing::error!(qid, "io_uring queue failed: {e}");
-            abandon_ring(&dev, qid);
+            tracing::error!(qid = self.qid, "io_uring queue failed: {e}");
+            abandon_ring(&self.dev, self.qid);
         }
         result
     }
-}
 
-impl UringQueue {
     /// Runs the pinned thread here and the helpers beside it; returns once
     /// all have stopped.
-    fn run<F: Filesystem>(self, server: &Server<F>) -> io::Result<()> {
+    fn run<F: Filesystem>(&self, server: &Server<F>) -> io::Result<()> {
+        let Some(NextRun { rings, start, kick }) = lock(&self.next).take() else {
+            return Err(io::Error::other("no run of the io_uring queue was planned"));
+        };
         // Helpers float over the CPUs the process may use; they are
         // spawned by the pinned thread and would inherit its single CPU.
         let floating = sys::CpuSet::current()
@@ -999,42 +1391,21 @@ impl UringQueue {
         if let Err(e) = sys::CpuSet::one(self.qid as usize).apply() {
             tracing::debug!(qid = self.qid, "cannot pin queue thread: {e}");
         }
-        let UringQueue {
-            qid,
-            dev,
-            rings,
-            inboxes,
-            payload,
-            lock,
-            mountpoint,
-        } = self;
+        let qid = self.qid;
         let mut rings = rings.into_iter();
         let mut pinned = rings.next().expect("a queue has a pinned ring");
-        let depth = pinned.slots.len();
-        let parking = Arc::new(Parking {
-            qid,
-            depth,
-            parked: Mutex::new(HashMap::new()),
-            live: AtomicUsize::new(depth),
-            stopped: AtomicBool::new(false),
-            total: AtomicUsize::new(depth),
-            parked_now: AtomicUsize::new(0),
-            next_idx: AtomicUsize::new(depth),
-            payload,
-            lock,
-            pinned: inboxes[0].clone(),
-        });
         let q = QueueShared {
             qid,
-            dev: &dev,
+            dev: &self.dev,
+            drain: &self.drain,
             server,
             shard: server.stats.shard("uring"),
-            parking,
+            parking: self.parking.clone(),
             failed: AtomicBool::new(false),
-            inboxes,
+            inboxes: self.inboxes.clone(),
             next_helper: AtomicUsize::new(0),
             floating,
-            mountpoint,
+            mountpoint: lock(&self.mountpoint).clone(),
         };
         let q = &q;
         std::thread::scope(|s| {
@@ -1043,15 +1414,12 @@ impl UringQueue {
                     .name(format!("ff-uring{qid}h{h}"))
                     .spawn_scoped(s, move || {
                         q.float();
-                        if let Err(e) = ring.run(q, h + 1, s) {
+                        if let Err(e) = ring.run(q, h + 1, s, Vec::new(), false) {
                             tracing::error!(qid, "io_uring helper failed: {e}");
                         }
                     })?;
             }
-            let result = (0..pinned.slots.len())
-                .try_for_each(|idx| pinned.push_register(q.dev, qid, idx))
-                .inspect_err(|_| q.fail())
-                .and_then(|()| pinned.run(q, 0, s));
+            let result = pinned.run(q, 0, s, start, kick);
             tracing::debug!(qid, "io_uring queue stopped");
             result
         })?;

@@ -4,13 +4,13 @@
 //! io_uring only fails to start (`SessionError::Transport`).
 
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use fastfuse_abi as abi;
 
-use super::{Server, Transport};
+use super::Server;
 use crate::filesystem::Filesystem;
 
 /// An io_uring queue: none can exist.
@@ -40,21 +40,28 @@ pub(crate) fn payload_size(_max_write: u32, _max_pages: u16) -> usize {
 
 impl UringQueue {
     /// Always fails: the build has no io_uring.
-    pub(crate) fn new(
-        _qid: u16,
+    pub(crate) fn new_set(
         _depth: usize,
         _payload: usize,
-        _dev: Arc<OwnedFd>,
+        _dev: &Arc<OwnedFd>,
         _lock: bool,
-    ) -> io::Result<UringQueue> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "built without the io-uring feature",
-        ))
+    ) -> io::Result<Vec<Arc<UringQueue>>> {
+        Err(unsupported())
+    }
+
+    /// Always fails: the build has no io_uring.
+    pub(crate) fn adopt_set(
+        _fd: OwnedFd,
+        _depth: usize,
+        _payload: usize,
+        _dev: &Arc<OwnedFd>,
+        _lock: bool,
+    ) -> io::Result<Vec<Arc<UringQueue>>> {
+        Err(unsupported())
     }
 
     /// Never called.
-    pub(crate) fn set_mountpoint(&mut self, _: PathBuf) {
+    pub(crate) fn set_mountpoint(&self, _: PathBuf) {
         match *self {}
     }
 
@@ -62,14 +69,41 @@ impl UringQueue {
     pub(crate) fn thread_name(&self) -> String {
         match *self {}
     }
-}
 
-impl Transport for UringQueue {
-    fn name(&self) -> &'static str {
+    /// Never called.
+    pub(crate) fn serve<F: Filesystem>(&self, _: &Server<F>) -> io::Result<()> {
         match *self {}
     }
 
-    fn serve<F: Filesystem>(self, _: &Server<F>) -> io::Result<()> {
-        match self {}
+    /// No queues, no arena.
+    pub(crate) fn arena_fd(_: &[Arc<UringQueue>]) -> Option<BorrowedFd<'_>> {
+        None
     }
+
+    /// No queues to refuse.
+    pub(crate) fn undrainable(_: &[Arc<UringQueue>]) -> Option<String> {
+        None
+    }
+
+    /// No queues to drain.
+    pub(crate) fn drain(_: &[Arc<UringQueue>]) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Never called.
+    pub(crate) fn finish_drain(&self) {
+        match *self {}
+    }
+
+    /// Never called.
+    pub(crate) fn restart(&self) -> io::Result<()> {
+        match *self {}
+    }
+}
+
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "built without the io-uring feature",
+    )
 }
