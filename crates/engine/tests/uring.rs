@@ -226,3 +226,132 @@ fn uring_required_but_not_offered_fails_clearly() {
     // Nothing is left mounted.
     assert!(fastfuse::mount_device(dir.path()).unwrap().is_none());
 }
+
+/// Where the connection mounted at `dir` counts its waiting requests;
+/// taken while it serves (a stat of the mount would wait while paused).
+fn waiting_file(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).unwrap().dev();
+    format!("/sys/fs/fuse/connections/{}/waiting", libc::minor(dev))
+}
+
+/// A GETATTR of the mount's root, whatever the attribute cache holds.
+fn getattr(dir: &Path) -> std::io::Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: plain data statx buffer and a NUL-terminated path.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_MODE,
+            &mut stx,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Starts a GETATTR of the mount's root on each CPU (each queue, then),
+/// which the paused session leaves waiting, and waits until the kernel
+/// has them.
+fn requests_while_paused(
+    dir: &Path,
+    counter: &str,
+) -> Vec<std::thread::JoinHandle<std::io::Result<()>>> {
+    let waiting = || -> u64 {
+        std::fs::read_to_string(counter)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let before = waiting();
+    let writers: Vec<_> = (0..cpus)
+        .map(|cpu| {
+            let dir = dir.to_path_buf();
+            std::thread::spawn(move || {
+                let mut r = Ok(());
+                on_cpu(cpu, || r = getattr(&dir));
+                r
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while waiting() < before + cpus as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writes never came"
+        );
+        std::thread::yield_now();
+    }
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "a request was served while paused"
+    );
+    writers
+}
+
+/// A session over io_uring pauses (its queues drain: every ring entry
+/// comes back and is kept), serves again through the same entries,
+/// pauses again and hands the entries to a new session in the same
+/// process, which answers what waited and goes on through io_uring.
+#[test]
+fn a_paused_ring_session_resumes_and_hands_its_entries_over() {
+    let _param = UringParam::set(true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = mount(dir.path(), TransportKind::Uring).unwrap();
+    let uring = |s: &fastfuse::stats::StatsSnapshot| s.requests_by_transport.get("uring").copied();
+    exercise(dir.path(), 5);
+    let counter = waiting_file(dir.path());
+    first.pause().unwrap();
+    let writers = requests_while_paused(dir.path(), &counter);
+    let before = uring(&first.stats().snapshot());
+    first.resume();
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    assert!(
+        uring(&first.stats().snapshot()) > before,
+        "not served by the ring"
+    );
+
+    first.pause().unwrap();
+    let writers = requests_while_paused(dir.path(), &counter);
+    let handover = first.handover().unwrap();
+    assert!(
+        handover.rings.is_some(),
+        "an io_uring hand-over carries its rings"
+    );
+    first.leave();
+    let next = Session::resume(
+        memfs::MemFs::default(),
+        handover,
+        Config {
+            uring_queue_depth: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    let served = uring(&next.stats().snapshot());
+    // The next MemFs starts empty: the kernel's cached names of the
+    // first one's files mean nothing to it.
+    std::fs::create_dir(dir.path().join("next")).unwrap();
+    exercise(&dir.path().join("next"), 5);
+    assert!(
+        uring(&next.stats().snapshot()) > served,
+        "the next session serves by the ring"
+    );
+    next.unmount().unwrap();
+}
