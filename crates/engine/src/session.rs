@@ -586,7 +586,10 @@ impl<F: Filesystem> Session<F> {
         };
         let (workers, readers) = serving.start(&set)?;
         for queue in &serving.queues {
-            queue.set_mountpoint(self.mount.mountpoint().to_path_buf());
+            queue.set_mountpoint(
+                self.mount.mountpoint().to_path_buf(),
+                self.mount.unique_id(),
+            );
         }
         serving
             .start_queues()

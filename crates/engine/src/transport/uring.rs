@@ -655,8 +655,9 @@ pub(crate) struct UringQueue {
     drain: Drain,
     /// What the next run starts with.
     next: Mutex<Option<NextRun>>,
-    /// The mount, for [`kick`].
-    mountpoint: Mutex<Option<PathBuf>>,
+    /// Where the filesystem is mounted and the mount's unique id, for
+    /// [`kick`] (a path, not a descriptor: one would keep the mount busy).
+    mountpoint: Mutex<Option<(PathBuf, u64)>>,
 }
 
 /// What the next run of a queue starts from.
@@ -1204,10 +1205,16 @@ impl UringQueue {
         Ok(())
     }
 
-    /// Tells the queue where the filesystem is mounted; without it a queue
-    /// whose requests wait behind deferred ones waits for other traffic.
-    pub(crate) fn set_mountpoint(&self, mountpoint: PathBuf) {
-        *lock(&self.mountpoint) = Some(mountpoint);
+    /// Tells the queue where the filesystem is mounted (and the mount's
+    /// unique id), which its kicks stat: without it a queue whose requests
+    /// wait behind deferred ones waits for other traffic, and a drain
+    /// cannot feed it.
+    pub(crate) fn set_mountpoint(&self, mountpoint: PathBuf, mount_id: u64) {
+        *lock(&self.mountpoint) = Some((mountpoint, mount_id));
+    }
+
+    fn mountpoint(&self) -> Option<PathBuf> {
+        lock(&self.mountpoint).as_ref().map(|(p, _)| p.clone())
     }
 
     /// The thread name of the queue's pinned thread; its helpers are
@@ -1226,6 +1233,21 @@ impl UringQueue {
     /// each queue's free entries with requests made on its CPU, so every
     /// queue's CPU must be online and open to this process.
     pub(crate) fn undrainable(queues: &[Arc<UringQueue>]) -> Option<String> {
+        for q in queues {
+            // The kicks stat the mountpoint: it must be this mount's root,
+            // not another mount on top of it.
+            let here = lock(&q.mountpoint).clone();
+            let Some((path, id)) = here else {
+                return Some("the queues do not know where the mount is".into());
+            };
+            if sys::statx_mount(&path).map(|m| m.mount_id).ok() != Some(id) {
+                return Some(format!(
+                    "{} is not this mount's root (another mount is on top of it?): \
+                     its io_uring queues cannot be drained",
+                    path.display()
+                ));
+            }
+        }
         let mine = sys::CpuSet::current().ok();
         let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
         let online = online.as_deref().map(str::trim).and_then(parse_cpu_set);
@@ -1261,10 +1283,16 @@ impl UringQueue {
             if queues.iter().all(|q| q.drain.done.load(Ordering::Acquire)) {
                 return Ok(());
             }
+            if queues
+                .iter()
+                .any(|q| q.parking.stopped.load(Ordering::Acquire))
+            {
+                return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+            }
             for (q, fed) in queues.iter().zip(&mut fed) {
                 let armed = q.drain.armed.load(Ordering::Acquire);
                 if armed > 0 && fed.is_none_or(|t| t.elapsed() >= REFEED) {
-                    let mountpoint = lock(&q.mountpoint).clone();
+                    let mountpoint = q.mountpoint();
                     for _ in 0..armed {
                         kick(mountpoint.as_ref(), q.qid);
                     }
@@ -1405,7 +1433,7 @@ impl UringQueue {
             inboxes: self.inboxes.clone(),
             next_helper: AtomicUsize::new(0),
             floating,
-            mountpoint: lock(&self.mountpoint).clone(),
+            mountpoint: self.mountpoint(),
         };
         let q = &q;
         std::thread::scope(|s| {

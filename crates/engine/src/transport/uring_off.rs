@@ -61,7 +61,7 @@ impl UringQueue {
     }
 
     /// Never called.
-    pub(crate) fn set_mountpoint(&self, _: PathBuf) {
+    pub(crate) fn set_mountpoint(&self, _: PathBuf, _: u64) {
         match *self {}
     }
 
