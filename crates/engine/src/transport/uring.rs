@@ -618,8 +618,9 @@ impl Drop for RingThread {
     fn drop(&mut self) {
         // An entry whose command is still in the kernel may yet be written
         // into: closing the ring cancels its command only asynchronously.
-        // Such entries are left allocated (only a queue that failed has
-        // any; a queue that stopped cleanly saw every command end).
+        // Such entries are leaked, and with them the arena's mapping (only
+        // a queue that failed has any; a queue that stopped cleanly or
+        // drained saw every command end).
         let mut leaked = 0;
         for (slot, &live) in self.slots.iter_mut().zip(&self.in_kernel) {
             if live {
@@ -632,7 +633,7 @@ impl Drop for RingThread {
         if leaked > 0 {
             tracing::warn!(
                 leaked,
-                "io_uring entries whose command may still be in the kernel are left allocated"
+                "io_uring entries whose command may still be in the kernel are left mapped"
             );
         }
     }
@@ -673,9 +674,11 @@ struct NextRun {
 }
 
 /// Entries a queue may have beyond its depth: spares for deferred
-/// requests. A queue with this many deferred at once makes no more (see
-/// [`Parking::spare`]).
-const SPARES_PER_QUEUE: usize = 64;
+/// requests (lock waits), one per request deferred at once. A queue with
+/// more makes no more spares and serves with fewer entries (see
+/// [`Parking::spare`]). The arena reserves address space for all of them
+/// (4 GiB a queue with 1 MiB payloads) but only spares made take memory.
+const SPARES_PER_QUEUE: usize = 4096;
 
 /// How long a drain waits for its kicks' requests before kicking again.
 const REFEED: Duration = Duration::from_millis(5);
@@ -797,10 +800,12 @@ impl RingThread {
                 .build()
                 .user_data(idx as u64);
         let sqe = sys::uring_cmd_with_len(sqe, 2);
-        // SAFETY: the iovecs and the buffers they name are heap
-        // allocations of an entry in self.slots, which holds it until its
-        // command has ended (in_kernel is set below, and an entry whose
-        // command may still be in the kernel is never freed: see Drop).
+        // SAFETY: the iovecs are a heap allocation of an entry in
+        // self.slots, and the buffers they name its arena slot, mapped for
+        // as long as the entry (which holds the arena) lives; self.slots
+        // holds it until its command has ended (in_kernel is set below,
+        // and an entry whose command may still be in the kernel is never
+        // dropped: see Drop).
         unsafe { sys::uring_push(&mut self.ring, &sqe) }?;
         self.in_kernel[idx] = true;
         self.armed.fetch_add(1, Ordering::AcqRel);

@@ -200,7 +200,9 @@ fn map_anonymous_at(addr: Option<usize>, len: usize) -> io::Result<NonNull<u8>> 
             hint,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed,
+            // NORESERVE: the range is mostly address space reserved for
+            // spare entries, never touched unless they are made.
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | fixed,
             -1,
             0,
         )
