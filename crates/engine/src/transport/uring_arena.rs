@@ -190,36 +190,12 @@ fn offsets(queues: usize, capacity: usize, payload: usize) -> Offsets {
 /// Maps `len` bytes of private anonymous memory at `addr` if that range
 /// is free, or where the kernel likes, asking for transparent huge pages.
 fn map_anonymous_at(addr: Option<usize>, len: usize) -> io::Result<NonNull<u8>> {
-    let (hint, fixed) = match addr {
-        Some(a) => (a as *mut libc::c_void, libc::MAP_FIXED_NOREPLACE),
-        None => (std::ptr::null_mut(), 0),
-    };
-    // SAFETY: as in map_at: no existing mapping is replaced.
-    let p = unsafe {
-        libc::mmap(
-            hint,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            // NORESERVE: the range is mostly address space reserved for
-            // spare entries, never touched unless they are made.
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | fixed,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    if addr.is_some_and(|a| p as usize != a) {
-        // SAFETY: p..p+len is the mapping just made.
-        unsafe { libc::munmap(p, len) };
-        return Err(io::Error::from_raw_os_error(libc::EEXIST));
-    }
+    let p = map_fixed(None, addr, len)?;
     // SAFETY: the range is the mapping just made.
-    if unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) } != 0 {
+    if unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_HUGEPAGE) } != 0 {
         tracing::debug!("MADV_HUGEPAGE refused: {}", io::Error::last_os_error());
     }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+    Ok(p)
 }
 
 /// Where the payload buffers go, given where the memfd is mapped: the next
@@ -231,9 +207,29 @@ fn payloads_after(base: NonNull<u8>, len: usize) -> usize {
 /// Maps `len` bytes of `fd` shared at `addr` if that range is free
 /// (MAP_FIXED_NOREPLACE), or, with `addr` None, where the kernel likes.
 fn map_at(fd: BorrowedFd<'_>, addr: Option<usize>, len: usize) -> io::Result<NonNull<u8>> {
+    map_fixed(Some(fd), addr, len)
+}
+
+/// Maps `len` bytes, of `fd` shared or (None) of private anonymous memory,
+/// at `addr` if that range is free (MAP_FIXED_NOREPLACE; EEXIST if not),
+/// or, with `addr` None, where the kernel likes.
+fn map_fixed(
+    fd: Option<BorrowedFd<'_>>,
+    addr: Option<usize>,
+    len: usize,
+) -> io::Result<NonNull<u8>> {
     let (hint, fixed) = match addr {
         Some(a) => (a as *mut libc::c_void, libc::MAP_FIXED_NOREPLACE),
         None => (std::ptr::null_mut(), 0),
+    };
+    let (backing, raw) = match fd {
+        Some(fd) => (libc::MAP_SHARED, fd.as_raw_fd()),
+        // NORESERVE: the range is mostly address space kept for spare
+        // entries, never touched unless they are made.
+        None => (
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        ),
     };
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping (it
     // fails with EEXIST instead), and without it the kernel picks a free
@@ -243,21 +239,19 @@ fn map_at(fd: BorrowedFd<'_>, addr: Option<usize>, len: usize) -> io::Result<Non
             hint,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | fixed,
-            fd.as_raw_fd(),
+            backing | fixed,
+            raw,
             0,
         )
     };
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    if let Some(a) = addr {
-        if p as usize != a {
-            // A kernel older than 4.17 takes the flag as a hint.
-            // SAFETY: p..p+len is the mapping just made.
-            unsafe { libc::munmap(p, len) };
-            return Err(io::Error::from_raw_os_error(libc::EEXIST));
-        }
+    if addr.is_some_and(|a| p as usize != a) {
+        // A kernel older than 4.17 takes the flag as a hint.
+        // SAFETY: p..p+len is the mapping just made.
+        unsafe { libc::munmap(p, len) };
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
     }
     NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
