@@ -255,9 +255,42 @@ fn locked_with_waiters(
     let mut h = holder(&file, kind);
     assert_eq!(h.report(), LOCKED, "{tag}: the holder could not lock");
     let before = served_count(served);
-    let waiters: Vec<Child> = (0..n).map(|_| waiter(&file, &marker, kind)).collect();
+    // Forked on one CPU (they inherit this thread's affinity): over
+    // io_uring, every lock wait then parks an entry of one queue, which
+    // makes a spare entry for each.
+    let waiters: Vec<Child> =
+        on_cpu_zero(|| (0..n).map(|_| waiter(&file, &marker, kind)).collect());
     wait_for_waiters(served.mnt(), before, n as u64);
     (h, waiters, markers)
+}
+
+/// Runs `f` with this thread on CPU 0 only, then restores its affinity.
+fn on_cpu_zero<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity write and
+    // read the sets given for this thread only.
+    let before = unsafe {
+        let mut before: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut before),
+            0
+        );
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one),
+            0
+        );
+        before
+    };
+    let out = f();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &before),
+            0
+        );
+    }
+    out
 }
 
 /// One holder and `n` waiters on one file: see the module's doc.
