@@ -274,9 +274,16 @@ impl BackgroundSession {
             return Err(PauseError::Ended);
         }
         let uring = serving.uring();
+        if uring {
+            // A drain waits out whatever is being served: begun at a quiet
+            // moment, as the /dev/fuse half is (but once draining it cannot
+            // let the others go on while a long request finishes).
+            self.wait_for_quiet(Instant::now() + QUIET_WAIT);
+        }
         let drained_at = Instant::now();
         if uring {
             serving.drain_queues().map_err(PauseError::Uring)?;
+            tracing::debug!(took = ?drained_at.elapsed(), "io_uring queues drained");
         }
         let parked = self.park_workers();
         if let Err(e) = parked {
@@ -323,15 +330,7 @@ impl BackgroundSession {
         let gate = serving.gate();
         let deadline = Instant::now() + QUIET_WAIT;
         loop {
-            // No event says "the long request is done" (its worker goes
-            // on to the next one), so this polls, within a bound.
-            while self
-                .stats
-                .longest_in_flight()
-                .is_some_and(|t| t > QUIET && Instant::now() < deadline)
-            {
-                let _ = sys::poll_readable(&[self.ended_fd()], Some(QUIET));
-            }
+            self.wait_for_quiet(deadline);
             let closed_at = Instant::now();
             gate.close();
             let patient = Instant::now() >= deadline;
@@ -347,6 +346,20 @@ impl BackgroundSession {
             }
         }
         Ok(())
+    }
+
+    /// Waits, until `deadline` at most, for a moment when no request has
+    /// been in flight longer than [`QUIET`]. No event says "the long
+    /// request is done" (its worker goes on to the next one), so this
+    /// polls, within the bound.
+    fn wait_for_quiet(&self, deadline: Instant) {
+        while self
+            .stats
+            .longest_in_flight()
+            .is_some_and(|t| t > QUIET && Instant::now() < deadline)
+        {
+            let _ = sys::poll_readable(&[self.ended_fd()], Some(QUIET));
+        }
     }
 
     /// With the gate closed: signals the workers out of read(2) until all
