@@ -219,6 +219,7 @@ struct Handoff {
 }
 
 /// What the receiver of a [`Handoff`] does with it.
+#[derive(Debug, Clone, Copy)]
 enum Then {
     /// Serve the request in it.
     Serve,
@@ -227,6 +228,28 @@ enum Then {
     /// A new entry: register it (it stands in for one whose request was
     /// deferred).
     Register,
+}
+
+impl Then {
+    /// What a slot's record says of an entry kept with this to do.
+    fn kept(self) -> SlotState {
+        match self {
+            Then::Serve => SlotState::Serve,
+            Then::Commit(id) => SlotState::Commit(id),
+            Then::Register => SlotState::Register,
+        }
+    }
+
+    /// What to do with an entry whose slot's record says `state` (None:
+    /// the slot is unused).
+    fn from_kept(state: SlotState) -> Option<Then> {
+        match state {
+            SlotState::Unused => None,
+            SlotState::Register => Some(Then::Register),
+            SlotState::Serve => Some(Then::Serve),
+            SlotState::Commit(id) => Some(Then::Commit(id)),
+        }
+    }
 }
 
 /// Entries handed to one thread, and the eventfd that wakes its ring.
@@ -693,9 +716,7 @@ pub(crate) fn possible_cpus() -> usize {
 
 /// The highest CPU number in a list like "0-3,8" plus one.
 fn parse_cpu_list(list: &str) -> Option<usize> {
-    list.split(',')
-        .map(|part| part.rsplit('-').next()?.parse::<usize>().ok())
-        .try_fold(0, |max, cpu| Some(max.max(cpu? + 1)))
+    Some(parse_cpu_set(list)?.into_iter().max()? + 1)
 }
 
 /// The payload buffer size the kernel requires (dev_uring.c's
@@ -892,12 +913,7 @@ impl RingThread {
                     "keeping an entry this thread does not hold",
                 ));
             };
-            let state = match then {
-                Then::Serve => SlotState::Serve,
-                Then::Commit(id) => SlotState::Commit(id),
-                Then::Register => SlotState::Register,
-            };
-            q.hold(idx, entry, state);
+            q.hold(idx, entry, then.kept());
             return Ok(false);
         }
         match then {
@@ -1085,20 +1101,13 @@ impl UringQueue {
             .map(|qid| {
                 let q =
                     UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
-                let mut rings = q.make_rings(depth)?;
-                let mut start = Vec::with_capacity(depth);
                 for idx in 0..depth {
-                    rings[0].slots[idx] = Some(RingEntry::new(&arena, q.qid, idx, lock_buffers)?);
-                    start.push((idx, Then::Register));
+                    if let Some(record) = arena.record(q.qid, idx) {
+                        record.set(SlotState::Register);
+                    }
                 }
-                q.parking.live.store(depth, Ordering::Release);
-                q.parking.total.store(depth, Ordering::Release);
-                q.parking.next_idx.store(depth, Ordering::Release);
-                *lock(&q.next) = Some(NextRun {
-                    rings,
-                    start,
-                    kick: false,
-                });
+                // No kick: nothing has queued before the first REGISTER.
+                q.plan_from_records(false)?;
                 Ok(Arc::new(q))
             })
             .collect()
@@ -1119,7 +1128,7 @@ impl UringQueue {
             .map(|qid| {
                 let q =
                     UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
-                q.plan_from_records()?;
+                q.plan_from_records(true)?;
                 Ok(Arc::new(q))
             })
             .collect()
@@ -1169,8 +1178,9 @@ impl UringQueue {
     }
 
     /// Plans the next run from the slots' records: each entry in use is
-    /// served, committed or registered, as the last drain left it.
-    fn plan_from_records(&self) -> io::Result<()> {
+    /// served, committed or registered, as the last drain (or `new_set`)
+    /// left it; `kick`: wake the queue once they are submitted.
+    fn plan_from_records(&self, kick: bool) -> io::Result<()> {
         let mut rings = self.make_rings(self.parking.depth)?;
         let mut start = Vec::new();
         let mut top = 0;
@@ -1178,11 +1188,8 @@ impl UringQueue {
             let Some(record) = self.arena.record(self.qid, idx) else {
                 break;
             };
-            let then = match record.get() {
-                SlotState::Unused => continue,
-                SlotState::Register => Then::Register,
-                SlotState::Serve => Then::Serve,
-                SlotState::Commit(id) => Then::Commit(id),
+            let Some(then) = Then::from_kept(record.get()) else {
+                continue;
             };
             if !matches!(then, Then::Register) {
                 self.arena.load_payload(self.qid, idx);
@@ -1202,11 +1209,7 @@ impl UringQueue {
         lock(&self.drain.held).clear();
         self.drain.done.store(false, Ordering::Release);
         self.drain.on.store(false, Ordering::Release);
-        *lock(&self.next) = Some(NextRun {
-            rings,
-            start,
-            kick: true,
-        });
+        *lock(&self.next) = Some(NextRun { rings, start, kick });
         Ok(())
     }
 
@@ -1238,6 +1241,9 @@ impl UringQueue {
     /// each queue's free entries with requests made on its CPU, so every
     /// queue's CPU must be online and open to this process.
     pub(crate) fn undrainable(queues: &[Arc<UringQueue>]) -> Option<String> {
+        let mine = sys::CpuSet::current().ok();
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
+        let online = online.as_deref().map(str::trim).and_then(parse_cpu_set);
         for q in queues {
             // The kicks stat the mountpoint: it must be this mount's root,
             // not another mount on top of it.
@@ -1252,11 +1258,6 @@ impl UringQueue {
                     path.display()
                 ));
             }
-        }
-        let mine = sys::CpuSet::current().ok();
-        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
-        let online = online.as_deref().map(str::trim).and_then(parse_cpu_set);
-        for q in queues {
             let cpu = usize::from(q.qid);
             if online.as_ref().is_some_and(|set| !set.contains(&cpu)) {
                 return Some(format!(
@@ -1321,14 +1322,7 @@ impl UringQueue {
     pub(crate) fn finish_drain(&self) {
         let mut held = std::mem::take(&mut *lock(&self.drain.held));
         for inbox in &self.inboxes {
-            for h in inbox.take() {
-                let state = match h.then {
-                    Then::Serve => SlotState::Serve,
-                    Then::Commit(id) => SlotState::Commit(id),
-                    Then::Register => SlotState::Register,
-                };
-                held.push((h.idx, state));
-            }
+            held.extend(inbox.take().into_iter().map(|h| (h.idx, h.then.kept())));
         }
         for idx in 0..self.arena.capacity() {
             if let Some(r) = self.arena.record(self.qid, idx) {
@@ -1349,7 +1343,7 @@ impl UringQueue {
     /// Plans a run that carries on after a drain in this process (the
     /// upgrade failed): call [`serve`](UringQueue::serve) again.
     pub(crate) fn restart(&self) -> io::Result<()> {
-        self.plan_from_records()
+        self.plan_from_records(true)
     }
 }
 

@@ -126,15 +126,15 @@ impl SlotRecord {
 /// The shared mapping of the ring entries' memory.
 pub(crate) struct Arena {
     fd: OwnedFd,
-    /// The memfd's mapping.
+    /// The memfd's mapping, of `o.len` bytes.
     base: NonNull<u8>,
-    len: usize,
-    /// The payload buffers' anonymous mapping.
+    /// The payload buffers' anonymous mapping, of `o.payloads_len` bytes.
     payloads: NonNull<u8>,
-    payloads_len: usize,
     queues: usize,
     capacity: usize,
     payload: usize,
+    /// Where things are, from the three above.
+    o: Offsets,
     /// Mapped from another process's memfd: kept payloads are in the
     /// transfer buffers, not yet in this process's payload buffers.
     adopted: bool,
@@ -144,7 +144,7 @@ impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
             .field("base", &self.base)
-            .field("len", &self.len)
+            .field("len", &self.o.len)
             .field("queues", &self.queues)
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
@@ -158,6 +158,7 @@ unsafe impl Send for Arena {}
 // SAFETY: as above.
 unsafe impl Sync for Arena {}
 
+#[derive(Debug, Clone, Copy)]
 struct Offsets {
     records: usize,
     headers: usize,
@@ -302,12 +303,11 @@ impl Arena {
         let arena = Arena {
             fd,
             base,
-            len: o.len,
             payloads,
-            payloads_len: o.payloads_len,
             queues,
             capacity,
             payload,
+            o,
             adopted: false,
         };
         let header = ArenaHeader {
@@ -392,12 +392,11 @@ impl Arena {
         Ok(Arc::new(Arena {
             fd,
             base,
-            len,
             payloads,
-            payloads_len: o.payloads_len,
             queues,
             capacity,
             payload,
+            o,
             adopted: true,
         }))
     }
@@ -420,7 +419,7 @@ impl Arena {
     /// Slot `idx` of queue `qid`'s record.
     pub(crate) fn record(&self, qid: u16, idx: usize) -> Option<&SlotRecord> {
         let n = self.number(qid, idx)?;
-        let o = offsets(self.queues, self.capacity, self.payload);
+        let o = &self.o;
         // SAFETY: the record lies inside the mapping (offsets() sized it),
         // is aligned (page-aligned array of 16-byte records) and is only
         // accessed through atomics.
@@ -444,7 +443,7 @@ impl Arena {
                 self.capacity
             ))
         })?;
-        let o = offsets(self.queues, self.capacity, self.payload);
+        let o = &self.o;
         // SAFETY: both offsets lie inside their mappings (offsets() sized
         // them).
         let (header, payload) = unsafe {
@@ -467,7 +466,7 @@ impl Arena {
     /// payload bytes its header announces (a request's or a reply's).
     fn payload_parts(&self, qid: u16, idx: usize) -> Option<(*mut u8, *mut u8, usize)> {
         let n = self.number(qid, idx)?;
-        let o = offsets(self.queues, self.capacity, self.payload);
+        let o = &self.o;
         // SAFETY: all three offsets lie inside their mappings.
         let (header, payload, transfer) = unsafe {
             (
@@ -513,7 +512,7 @@ impl Arena {
         };
         // SAFETY: as in save_payload.
         unsafe { std::ptr::copy_nonoverlapping(transfer, payload, len) };
-        let o = offsets(self.queues, self.capacity, self.payload);
+        let o = &self.o;
         let offset = transfer as usize - self.base.as_ptr() as usize;
         // SAFETY: fallocate takes no pointers; the range is the slot's
         // transfer buffer, inside the memfd.
@@ -539,8 +538,8 @@ impl Drop for Arena {
         // SAFETY: the mappings are this arena's; every ArenaSlot holds an
         // Arc of it, so none is left.
         unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
-            libc::munmap(self.payloads.as_ptr().cast(), self.payloads_len);
+            libc::munmap(self.base.as_ptr().cast(), self.o.len);
+            libc::munmap(self.payloads.as_ptr().cast(), self.o.payloads_len);
         }
     }
 }
