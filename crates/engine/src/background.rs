@@ -61,6 +61,9 @@ pub(crate) trait Serving: Send {
     fn rings(&self) -> Option<BorrowedFd<'_>>;
     /// Where /dev/fuse workers park between requests while paused.
     fn gate(&self) -> &Gate;
+    /// Wakes the /dev/fuse workers that stand by for the reader's role
+    /// (see `transport::relay`), so that they see a closed gate.
+    fn wake_standby(&self);
     /// Runs the filesystem's `destroy` (the connection ended).
     fn destroy(&self);
 }
@@ -367,6 +370,9 @@ impl BackgroundSession {
     /// serving a request for [`GIVE_UP`] (false).
     fn park_all(&self, gate: &Gate, closed_at: Instant, patient: bool) -> Result<bool, PauseError> {
         loop {
+            if let Some(serving) = &self.serving {
+                serving.wake_standby();
+            }
             // Only a worker in read(2) is signalled (see `gate`).
             for (w, reading) in self.workers.iter().zip(&self.readers) {
                 // ESRCH: it returned (the connection ended).

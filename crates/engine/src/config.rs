@@ -73,6 +73,13 @@ pub struct Config {
     /// `fs.fuse.max_request_timeout`; a blocking lock wait counts as an
     /// unanswered request too.
     pub request_timeout: u16,
+    /// On the /dev/fuse transport, how long a worker polls for the next
+    /// request before it sleeps in read(2); zero: never. Polling spares a
+    /// caller the wake-up of a sleeping worker, which on a VM's halted
+    /// vCPU costs more than most metadata requests; it costs CPU, bounded
+    /// as `transport::spin` says (one poller per session, only while
+    /// requests come closer together than this, yielding at every turn).
+    pub spin_wait: std::time::Duration,
 }
 
 impl Default for Config {
@@ -99,6 +106,7 @@ impl Default for Config {
             io_flusher: true,
             handle_signals: false,
             request_timeout: 0,
+            spin_wait: std::time::Duration::ZERO,
         }
     }
 }

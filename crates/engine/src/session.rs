@@ -28,6 +28,7 @@ use crate::stats::{Stats, StatsSnapshot};
 use crate::stoppable::StoppableThread;
 use crate::sys;
 use crate::transport::dev::DevWorker;
+use crate::transport::relay::Relay;
 use crate::transport::uring::{self, UringQueue};
 use crate::transport::{Server, Transport};
 
@@ -574,8 +575,16 @@ impl<F: Filesystem> Session<F> {
         // (a script polling it, a test) finds its statistics too.
         let stats_server = make_stats_server();
         let set = WorkerSet::new().map_err(|e| SessionError::Io("creating an eventfd", e))?;
+        // Over io_uring the one /dev/fuse worker carries FORGETs, which
+        // nobody waits for: no polling for them.
+        let relay = if self.queues.is_empty() {
+            Relay::new(self.config.spin_wait)
+        } else {
+            None
+        };
         let serving = DevWorkers {
             server: self.server.clone(),
+            relay,
             dev: self.dev.clone(),
             config: self.config.clone(),
             splice_pipe: self.splice_pipe,
@@ -626,6 +635,8 @@ struct DevWorkers<F> {
     queues: Vec<Arc<UringQueue>>,
     /// The threads serving them, until a pause's drain stops them.
     queue_threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The reader's role the workers pass around when they poll.
+    relay: Option<Arc<Relay>>,
     /// Counts every worker and queue thread.
     set: Arc<WorkerSet>,
 }
@@ -667,6 +678,7 @@ impl<F: Filesystem> DevWorkers<F> {
                 self.config.mlock_buffers,
                 self.splice_pipe,
                 reading.clone(),
+                self.relay.clone().map(|r| (r, self.config.spin_wait)),
             );
             let server = self.server.clone();
             let io_flusher = self.config.io_flusher;
@@ -767,6 +779,12 @@ impl<F: Filesystem> Serving for DevWorkers<F> {
 
     fn gate(&self) -> &Gate {
         &self.server.gate
+    }
+
+    fn wake_standby(&self) {
+        if let Some(relay) = &self.relay {
+            relay.wake_all();
+        }
     }
 
     fn destroy(&self) {

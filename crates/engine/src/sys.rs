@@ -679,6 +679,20 @@ pub fn poll_readable(
     }
 }
 
+/// Whether `fd` is readable (or in error) right now: `poll(2)` with a zero
+/// timeout, which puts the caller on no wait queue, so a writer has nobody
+/// to wake.
+pub fn poll_now(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is one live pollfd, which poll writes revents into.
+    let ret = check(unsafe { libc::poll(&mut pfd, 1, 0) })?;
+    Ok(ret > 0)
+}
+
 /// Whether the kernel has ended the FUSE connection `dev` (a /dev/fuse fd)
 /// belongs to: after an unmount or an abort, /dev/fuse polls as POLLERR.
 pub fn fuse_connection_ended(dev: BorrowedFd<'_>) -> io::Result<bool> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use fastfuse_abi as abi;
 use zerocopy::{FromBytes, IntoBytes};
 
+use super::relay::{Polled, Relay, Spinner, Turn};
 use super::{Server, Transport};
 use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
@@ -33,6 +34,10 @@ pub(crate) struct DevWorker {
     splice_score: u8,
     /// Whether it is in read(2), for a pause's signal.
     reading: Arc<Reading>,
+    /// Polls for the next request before sleeping, if the session does;
+    /// then it reads only while it holds the relay's role.
+    spinner: Option<Spinner>,
+    relay: Option<Arc<Relay>>,
 }
 
 /// Splicing costs every request a syscall and the kernel a page, and pays
@@ -73,6 +78,7 @@ impl DevWorker {
         lock: bool,
         splice_pipe: Option<usize>,
         reading: Arc<Reading>,
+        relay: Option<(Arc<Relay>, std::time::Duration)>,
     ) -> Self {
         let pipe = splice_pipe.and_then(|want| match Pipe::new(want) {
             Ok(pipe) if pipe.max_write() + PAGE_SIZE >= request_size => Some(pipe),
@@ -92,15 +98,17 @@ impl DevWorker {
             pipe,
             splice_score: 0,
             reading,
+            spinner: relay.as_ref().map(|(_, budget)| Spinner::new(*budget)),
+            relay: relay.map(|(relay, _)| relay),
         }
     }
 
     /// Reads one request into the request buffer; its length.
     fn receive(&mut self) -> io::Result<usize> {
-        self.reading.enter();
-        let r = sys::read(self.fd.as_fd(), &mut self.request);
-        self.reading.leave();
-        r
+        let (fd, request) = (&self.fd, &mut self.request);
+        sleeping(&self.reading, &mut self.spinner, || {
+            sys::read(fd.as_fd(), request)
+        })
     }
 
     /// Counts a request of `n` bytes toward the splicing decision.
@@ -204,6 +212,19 @@ impl DevWorker {
     }
 }
 
+/// Runs `read`, one blocking read(2) or splice(2) of a request, where a
+/// pause may signal it, and tells the spinner how long it slept.
+fn sleeping<T>(reading: &Reading, spinner: &mut Option<Spinner>, read: impl FnOnce() -> T) -> T {
+    let start = spinner.is_some().then(std::time::Instant::now);
+    reading.enter();
+    let r = read();
+    reading.leave();
+    if let (Some(s), Some(start)) = (spinner, start) {
+        s.slept(start.elapsed());
+    }
+    r
+}
+
 /// Bytes of a WRITE before its data: the header and `fuse_write_in`.
 const WRITE_HEAD: usize = size_of::<abi::InHeader>() + size_of::<abi::WriteIn>();
 
@@ -263,37 +284,87 @@ impl Transport for DevWorker {
 
     fn serve<F: Filesystem>(mut self, server: &Server<F>) -> io::Result<()> {
         let shard = server.stats.shard(self.name());
+        let relay = self.relay.take();
         loop {
-            let next = match &self.pipe {
-                Some(pipe) if self.splice_score >= SCORE_ON => {
-                    self.reading.enter();
-                    let r = sys::splice(
-                        self.fd.as_fd(),
-                        None,
-                        pipe.write_end(),
-                        None,
-                        self.request.len(),
-                        0,
-                    );
-                    self.reading.leave();
-                    match r {
-                        Ok(n) => self.serve_spliced(server, &shard, n),
-                        Err(e) => classify(&e, "splice"),
-                    }
-                }
-                _ => match self.receive() {
-                    Ok(n) => self.serve_read(server, &shard, n),
-                    Err(e) => classify(&e, "read"),
-                },
+            let next = match &relay {
+                Some(relay) => self.relayed(relay, server, &shard),
+                None => self.next(server, &shard, |_| {}),
             };
             if matches!(next, Next::Stop) {
+                if let Some(relay) = &relay {
+                    relay.end();
+                }
                 return Ok(());
             }
             // Checked between requests, so that a pause never leaves one
             // half served: a worker blocked in read(2) is woken by a signal
-            // (EINTR, no request taken) and lands here.
+            // (EINTR, no request taken) and lands here, a polling or
+            // standing-by one is told to look.
             if server.gate.is_closed() && !server.gate.wait() {
                 return Ok(());
+            }
+        }
+    }
+}
+
+impl DevWorker {
+    /// Serves the next request as the relay has it: takes the reader's
+    /// role and polls (or, with every worker reading, just reads), frees
+    /// the role saying whose request it read, then serves.
+    fn relayed<F: Filesystem>(&mut self, relay: &Relay, server: &Server<F>, shard: &Shard) -> Next {
+        let pausing = || server.gate.is_closed();
+        match relay.take(pausing) {
+            Turn::Poll => {}
+            Turn::Read => return self.next(server, shard, |caller| relay.took(caller)),
+            Turn::Pause => return Next::Retry,
+            Turn::Ended => return Next::Stop,
+        }
+        if let Some(spinner) = &mut self.spinner {
+            match spinner.wait(self.fd.as_fd(), pausing) {
+                Polled::Ready => {}
+                Polled::Sleep => relay.sleeping(),
+                Polled::Stopped => {
+                    relay.give_up();
+                    return Next::Retry;
+                }
+            }
+        }
+        self.next(server, shard, |caller| relay.took(caller))
+    }
+
+    /// Reads (or splices) the next request and serves it; `took` runs
+    /// between the two with the request's caller (its pid field; 0 when
+    /// nothing was read, `None` when the header is still in the pipe).
+    fn next<F: Filesystem>(
+        &mut self,
+        server: &Server<F>,
+        shard: &Shard,
+        took: impl FnOnce(Option<u32>),
+    ) -> Next {
+        match &self.pipe {
+            Some(pipe) if self.splice_score >= SCORE_ON => {
+                let (fd, len) = (&self.fd, self.request.len());
+                let r = sleeping(&self.reading, &mut self.spinner, || {
+                    sys::splice(fd.as_fd(), None, pipe.write_end(), None, len, 0)
+                });
+                took(if r.is_ok() { None } else { Some(0) });
+                match r {
+                    Ok(n) => self.serve_spliced(server, shard, n),
+                    Err(e) => classify(&e, "splice"),
+                }
+            }
+            _ => {
+                let r = self.receive();
+                let caller = r.as_ref().ok().and_then(|&n| {
+                    abi::InHeader::read_from_prefix(&self.request[..n])
+                        .ok()
+                        .map(|(h, _)| h.pid)
+                });
+                took(Some(caller.unwrap_or(0)));
+                match r {
+                    Ok(n) => self.serve_read(server, shard, n),
+                    Err(e) => classify(&e, "read"),
+                }
             }
         }
     }

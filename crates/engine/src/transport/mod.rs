@@ -3,6 +3,7 @@
 //! through [`Server::serve_request`].
 
 pub(crate) mod dev;
+pub(crate) mod relay;
 #[cfg(feature = "io-uring")]
 pub(crate) mod uring;
 #[cfg(not(feature = "io-uring"))]
