@@ -204,6 +204,17 @@ impl PassthroughFs {
         Ok(self.entry(node, &st))
     }
 
+    /// [`lookup_child`](Self::lookup_child) of a name that probably names
+    /// an inode the table holds open (LOOKUP, READDIRPLUS): a stat of the
+    /// name finds it without opening it again.
+    pub(crate) fn lookup_known_child(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
+        let st = sys::fstatat(parent.fd.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
+        match self.inodes.acquire_known(&st) {
+            Some((node, _)) => Ok(self.entry(node, &st)),
+            None => self.lookup_child(parent, name),
+        }
+    }
+
     /// Counts one lookup of the inode an open descriptor `fd` refers to
     /// (after CREATE and O_TMPFILE, where looking the name up again could
     /// find another file).

@@ -6,10 +6,15 @@
 //! which pins the inode: while we hold it, the source cannot free the
 //! inode and reuse its number, so a key never silently changes meaning.
 //!
-//! When the kernel forgets a node, the entry does not vanish at once: its
-//! fd is closed, but the node id is remembered together with the source's
-//! own file handle of the inode (`name_to_handle_at`), in a bounded table
-//! of forgotten nodes. The kernel's file handles (NFS export,
+//! When the kernel forgets a node, the entry does not vanish at once: the
+//! node id is remembered, in a bounded table of forgotten nodes. The most
+//! recently forgotten keep their fd (at most a quarter of RLIMIT_NOFILE of
+//! them), so that a lookup soon after (a cold `find` after the kernel
+//! dropped its caches, an `ls -l` of a big directory) revives them with a
+//! stat of the name and nothing else. The older ones are remembered by the
+//! source's own file handle of the inode (`name_to_handle_at`), their fd
+//! closed. An inode whose last name is gone is not remembered: its fd
+//! closes at FORGET, so that its space is freed as on the source. The kernel's file handles (NFS export,
 //! `open_by_handle_at`) carry only a node id; when it decodes one whose
 //! inode it no longer caches, it asks LOOKUP "." in that node id, and the
 //! node is revived from the source handle under its old id. A later
@@ -38,9 +43,10 @@
 //! "insert it" are one step and two racing lookups of one inode cannot
 //! create two entries.
 //!
-//! The bound on forgotten nodes is the table's, not a shard's: a table-wide
-//! count says when it is exceeded, and the oldest forgotten node of all
-//! shards (by a table-wide sequence number) goes first.
+//! The bounds on forgotten nodes, and on those of them holding an fd, are
+//! the table's, not a shard's: table-wide counts say when one is exceeded,
+//! and the oldest forgotten node of all shards (by a table-wide sequence
+//! number) goes first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
@@ -244,16 +250,22 @@ struct Nodes {
     /// Forgotten nodes, oldest first, for dropping the oldest beyond
     /// `max_forgotten`.
     age: BTreeMap<u64, NodeId>,
+    /// The forgotten nodes that still hold their fd (`Kept::Taking`) and
+    /// that nobody is taking the handle of yet, oldest first, for closing
+    /// the oldest beyond `max_open_forgotten`.
+    open_age: BTreeMap<u64, NodeId>,
 }
 
 /// The exclusive lock of one shard. It keeps
-/// [`InodeTable::forgotten_total`] in step with the shard's forgotten
-/// nodes: whatever the holder did to them is added up when it lets go,
-/// still under the lock.
+/// [`InodeTable::forgotten_total`] and [`InodeTable::open_total`] in step
+/// with the shard's forgotten nodes: whatever the holder did to them is
+/// added up when it lets go, still under the lock.
 struct ShardWrite<'a> {
     nodes: RwLockWriteGuard<'a, Nodes>,
     forgotten_before: usize,
+    open_before: usize,
     total: &'a AtomicUsize,
+    open_total: &'a AtomicUsize,
 }
 
 impl Deref for ShardWrite<'_> {
@@ -272,16 +284,21 @@ impl DerefMut for ShardWrite<'_> {
 
 impl Drop for ShardWrite<'_> {
     fn drop(&mut self) {
-        // Relaxed: the total only decides when to drop the oldest forgotten
-        // nodes; each shard's maps, under its lock, are the truth.
-        let now = self.nodes.forgotten.len();
-        if now > self.forgotten_before {
-            self.total
-                .fetch_add(now - self.forgotten_before, Ordering::Relaxed);
-        } else if now < self.forgotten_before {
-            self.total
-                .fetch_sub(self.forgotten_before - now, Ordering::Relaxed);
+        // Relaxed: the totals only decide when to drop or close the oldest
+        // forgotten nodes; each shard's maps, under its lock, are the truth.
+        fn follow(total: &AtomicUsize, before: usize, now: usize) {
+            if now > before {
+                total.fetch_add(now - before, Ordering::Relaxed);
+            } else if now < before {
+                total.fetch_sub(before - now, Ordering::Relaxed);
+            }
         }
+        follow(
+            self.total,
+            self.forgotten_before,
+            self.nodes.forgotten.len(),
+        );
+        follow(self.open_total, self.open_before, self.nodes.open_age.len());
     }
 }
 
@@ -296,6 +313,7 @@ fn empty_shards() -> [RwLock<Nodes>; SHARDS] {
             next_id: 1,
             forgotten: HashMap::new(),
             age: BTreeMap::new(),
+            open_age: BTreeMap::new(),
         })
     })
 }
@@ -309,6 +327,8 @@ pub(crate) struct InodeTable {
     root_key: InodeKey,
     /// Forgotten nodes in all shards (see [`ShardWrite`]).
     forgotten_total: AtomicUsize,
+    /// Forgotten nodes in all shards' `open_age` (see [`ShardWrite`]).
+    open_total: AtomicUsize,
     /// The next [`Forgotten::seq`]: table-wide, so that the oldest
     /// forgotten node of all shards is the one to drop.
     next_seq: AtomicU64,
@@ -320,6 +340,9 @@ pub(crate) struct InodeTable {
     /// The most forgotten nodes remembered, over all shards; the oldest go
     /// first.
     max_forgotten: usize,
+    /// The most forgotten nodes that keep their fd; the oldest beyond are
+    /// remembered by handle instead.
+    max_open_forgotten: usize,
     /// The crash journal, which every node handed out goes into (see
     /// `journal`).
     journal: Option<Arc<Journal>>,
@@ -341,9 +364,11 @@ impl InodeTable {
             shards,
             root_key: key,
             forgotten_total: AtomicUsize::new(0),
+            open_total: AtomicUsize::new(0),
             next_seq: AtomicU64::new(0),
             handles,
             max_forgotten,
+            max_open_forgotten: open_bound(max_forgotten),
             journal: None,
         };
         table
@@ -386,8 +411,10 @@ impl InodeTable {
             .unwrap_or_else(PoisonError::into_inner);
         ShardWrite {
             forgotten_before: nodes.forgotten.len(),
+            open_before: nodes.open_age.len(),
             nodes,
             total: &self.forgotten_total,
+            open_total: &self.open_total,
         }
     }
 
@@ -482,6 +509,35 @@ impl InodeTable {
         }
     }
 
+    /// One more lookup of the inode `st` describes, if the table holds it
+    /// open: live, or forgotten so recently that its fd is still held
+    /// (revived under its old id). `None`: the caller must open it.
+    pub(crate) fn acquire_known(&self, st: &libc::stat) -> Option<(NodeId, Arc<Inode>)> {
+        let key = InodeKey::of(st);
+        let shard = self.shard_of_key(key);
+        if let Some(found) = self.read(shard).acquire_key(key) {
+            return Some(found);
+        }
+        let mut nodes = self.write(shard);
+        let &node = nodes.by_key.get(&key)?;
+        if let Some(slot) = nodes.by_id.get_mut(&node) {
+            *slot.lookups.get_mut() += 1;
+            return Some((node, slot.inode.clone()));
+        }
+        if !matches!(nodes.forgotten.get(&node)?.kept, Kept::Taking(_)) {
+            return None;
+        }
+        let Some(Kept::Taking(inode)) = nodes.take_forgotten(node).map(|f| f.kept) else {
+            return None;
+        };
+        nodes.insert_live(node, key, inode.clone());
+        drop(nodes);
+        if let Some(journal) = &self.journal {
+            journal.record_node(node, Some(key), &inode);
+        }
+        Some((node, inode))
+    }
+
     /// One more lookup of `node` itself (LOOKUP "."): of a live node, or of
     /// a forgotten one, revived from its source handle under its old id.
     /// ESTALE when the node is unknown or its inode no longer exists.
@@ -513,13 +569,10 @@ impl InodeTable {
             let key = forgotten.key;
             match &forgotten.kept {
                 Kept::Handle(h) => (key, h.clone()),
-                Kept::Taking(_) => {
-                    let Some(Kept::Taking(inode)) = nodes.take_forgotten(node).map(|f| f.kept)
-                    else {
-                        unreachable!("matched above under the same lock");
-                    };
-                    nodes.insert_live(node, key, inode.clone());
-                    return Ok(inode);
+                Kept::Taking(inode) => {
+                    let (inode, seq) = (inode.clone(), forgotten.seq);
+                    drop(nodes);
+                    return self.revive_open(node, seq, inode);
                 }
             }
         };
@@ -569,6 +622,41 @@ impl InodeTable {
         Ok(inode)
     }
 
+    /// [`acquire_or_revive`](Self::acquire_or_revive) of a forgotten node
+    /// that still holds its fd (`inode`, forgotten as `seq`): revived
+    /// unless its inode lost its last name since, which, as on the source
+    /// (whose handles of deleted files are stale), makes it ESTALE.
+    fn revive_open(&self, node: NodeId, seq: u64, inode: Arc<Inode>) -> Result<Arc<Inode>, Errno> {
+        let named = has_name(&inode);
+        let mut nodes = self.write(shard_of_id(node));
+        if let Some(slot) = nodes.by_id.get_mut(&node) {
+            // Revived by another thread meanwhile.
+            *slot.lookups.get_mut() += 1;
+            return Ok(slot.inode.clone());
+        }
+        let same = nodes
+            .forgotten
+            .get(&node)
+            .is_some_and(|f| f.seq == seq && matches!(f.kept, Kept::Taking(_)));
+        if !same {
+            // Dropped, or its handle taken, meanwhile: look again.
+            drop(nodes);
+            return self.acquire_or_revive_unjournaled(node);
+        }
+        if !named {
+            tracing::debug!(node = node.0, "a forgotten node is gone from the source");
+            let gone = nodes.drop_forgotten(node);
+            drop(nodes);
+            drop(gone);
+            return Err(Errno::ESTALE);
+        }
+        let Some(Forgotten { key, .. }) = nodes.take_forgotten(node) else {
+            return Err(Errno::ESTALE);
+        };
+        nodes.insert_live(node, key, inode.clone());
+        Ok(inode)
+    }
+
     /// Counts one more lookup of a node the kernel already holds (LINK
     /// returns the linked node again). ESTALE if it is unknown.
     pub(crate) fn acquire_existing(&self, node: NodeId) -> Result<Arc<Inode>, Errno> {
@@ -598,53 +686,121 @@ impl InodeTable {
         forgets.sort_by_key(|&(node, _)| shard_of_id(node));
         let remember = self.handles.is_some();
         let mut released = Vec::new();
+        let mut closed = Vec::new();
         for group in forgets.chunk_by(|a, b| shard_of_id(a.0) == shard_of_id(b.0)) {
             let mut nodes = self.write(shard_of_id(group[0].0));
             for &(node, nlookup) in group {
-                if let Some(inode) = nodes.forget(node, nlookup, remember, &self.next_seq) {
-                    if let Some(journal) = &self.journal {
-                        // Under the lock: a revival cannot come between.
-                        journal.forget_node(&inode);
-                    }
-                    released.push((node, inode));
+                let Some((inode, seq)) = nodes.forget(node, nlookup, remember, &self.next_seq)
+                else {
+                    continue;
+                };
+                if let Some(journal) = &self.journal {
+                    // Under the lock: a revival cannot come between.
+                    journal.forget_node(&inode);
+                }
+                match seq {
+                    Some(seq) => released.push((node, seq, inode)),
+                    None => closed.push(inode),
                 }
             }
         }
+        // The fds of nodes not remembered close here, outside the locks.
+        drop(closed);
         if let Some(mount) = &self.handles {
-            self.take_handles(mount.id, released);
+            self.settle(mount.id, released);
         }
-        // Otherwise the fds close here, outside the locks.
     }
 
-    /// Second half of FORGET, without the locks: the source handle of each
-    /// node just forgotten, then under its shard's lock once more, each
-    /// `Taking` entry turned into a `Handle` one, or dropped when the inode
-    /// has no handle, is on another mount or has no name left (deleted:
-    /// through the mount too). Then the oldest forgotten nodes beyond the
-    /// bound go. `released` comes grouped by shard.
-    fn take_handles(&self, mount: libc::c_int, released: Vec<(NodeId, Arc<Inode>)>) {
-        if released.is_empty() {
-            return;
-        }
-        let handles: Vec<(NodeId, Option<SourceHandle>)> = released
+    /// Second half of FORGET, without the locks: a node whose inode has no
+    /// name left (deleted, through the mount or not) is dropped, so that
+    /// its fd closes and the source frees it as it would without us; the
+    /// others keep their fd, and the oldest beyond the open bound are
+    /// remembered by handle instead. `released` comes grouped by shard.
+    fn settle(&self, mount: libc::c_int, released: Vec<(NodeId, u64, Arc<Inode>)>) {
+        let deleted: Vec<(NodeId, u64, Option<SourceHandle>)> = released
             .iter()
-            .map(|(node, inode)| (*node, source_handle(inode, mount)))
+            .filter(|(_, _, inode)| !has_name(inode))
+            .map(|&(node, seq, _)| (node, seq, None))
             .collect();
+        self.keep_handles(deleted);
+        drop(released);
+        self.close_oldest_open(mount);
+    }
+
+    /// Remembers the oldest forgotten nodes that still hold their fd by
+    /// their source handle, closing the fd, while more than
+    /// `max_open_forgotten` hold one. Each round takes a few of the oldest
+    /// shard's under its lock (out of `open_age`, still `Taking`), takes
+    /// their handles without the lock, and stores them.
+    fn close_oldest_open(&self, mount: libc::c_int) {
+        /// Nodes a round takes from one shard.
+        const BATCH: usize = 16;
+        loop {
+            let over = self
+                .open_total
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.max_open_forgotten);
+            if over == 0 {
+                return;
+            }
+            let oldest = (0..SHARDS)
+                .filter_map(|shard| {
+                    let seq = *self.read(shard).open_age.first_key_value()?.0;
+                    Some((seq, shard))
+                })
+                .min();
+            let Some((_, shard)) = oldest else {
+                return;
+            };
+            let mut picked = Vec::new();
+            {
+                let mut nodes = self.write(shard);
+                while picked.len() < over.min(BATCH) {
+                    let Some((seq, node)) = nodes.open_age.pop_first() else {
+                        break;
+                    };
+                    if let Some(Forgotten {
+                        kept: Kept::Taking(inode),
+                        ..
+                    }) = nodes.forgotten.get(&node)
+                    {
+                        picked.push((node, seq, inode.clone()));
+                    }
+                }
+            }
+            let handles = picked
+                .iter()
+                .map(|(node, seq, inode)| (*node, *seq, source_handle(inode, mount)))
+                .collect();
+            self.keep_handles(handles);
+            // The fds close here, outside the locks.
+            drop(picked);
+        }
+    }
+
+    /// Under each shard's lock, every forgotten node of `handles` that is
+    /// still the same forgotten node (`seq`) and still holds its fd is
+    /// remembered by its handle from now on, or dropped when it has none
+    /// (no handle, another mount, no name left). Then the oldest forgotten
+    /// nodes beyond the bound go. `handles` comes grouped by shard.
+    fn keep_handles(&self, handles: Vec<(NodeId, u64, Option<SourceHandle>)>) {
         let mut dropped = Vec::new();
         for group in handles.chunk_by(|a, b| shard_of_id(a.0) == shard_of_id(b.0)) {
             let mut nodes = self.write(shard_of_id(group[0].0));
-            for (node, handle) in group {
+            for (node, seq, handle) in group {
                 let Some(forgotten) = nodes.forgotten.get_mut(node) else {
                     // Revived (or dropped) meanwhile.
                     continue;
                 };
-                if !matches!(forgotten.kept, Kept::Taking(_)) {
-                    // Revived and forgotten again, and its handle taken by
-                    // the thread of that FORGET.
+                if forgotten.seq != *seq || !matches!(forgotten.kept, Kept::Taking(_)) {
+                    // Revived and forgotten again since.
                     continue;
                 }
                 match handle {
-                    Some(h) => forgotten.kept = Kept::Handle(h.clone()),
+                    Some(h) => {
+                        forgotten.kept = Kept::Handle(h.clone());
+                        nodes.open_age.remove(seq);
+                    }
                     None => dropped.extend(nodes.drop_forgotten(*node)),
                 }
             }
@@ -652,7 +808,6 @@ impl InodeTable {
         self.drop_beyond_bound(&mut dropped);
         // The fds close here, outside the locks.
         drop(dropped);
-        drop(released);
     }
 
     /// Drops the oldest forgotten nodes of all shards while there are more
@@ -724,9 +879,8 @@ impl InodeTable {
                         handle_type: h.handle_type(),
                         bytes: h.bytes().to_vec(),
                     },
-                    // A FORGET still taking the handle (which cannot be when
-                    // no request is served): the fd goes, and the successor
-                    // takes the handle.
+                    // Forgotten recently, it keeps its fd: so does the
+                    // successor.
                     Kept::Taking(inode) => SavedKept::Open {
                         inode: saver.inode(inode)?,
                     },
@@ -806,12 +960,13 @@ impl InodeTable {
             shards: empty_shards(),
             root_key,
             forgotten_total: AtomicUsize::new(0),
+            open_total: AtomicUsize::new(0),
             next_seq: AtomicU64::new(saved.next_seq),
             handles,
             max_forgotten,
+            max_open_forgotten: open_bound(max_forgotten),
             journal: None,
         };
-        let mut taking = Vec::new();
         for (shard, s) in saved.shards.into_iter().enumerate() {
             let mut nodes = table.write(shard);
             nodes.next_id = s.next_id;
@@ -859,15 +1014,14 @@ impl InodeTable {
                             })?;
                         Kept::Handle(handle)
                     }
-                    SavedKept::Open { inode: index } => {
-                        let inode = inode(index, f.id, key)?;
-                        taking.push((node, inode.clone()));
-                        Kept::Taking(inode)
-                    }
+                    SavedKept::Open { inode: index } => Kept::Taking(inode(index, f.id, key)?),
                 };
                 if table.handles.is_none() {
                     // Nothing to revive it with here: as if dropped.
                     continue;
+                }
+                if matches!(kept, Kept::Taking(_)) {
+                    nodes.open_age.insert(f.seq, node);
                 }
                 if nodes.by_id.contains_key(&node)
                     || nodes.forgotten.contains_key(&node)
@@ -910,13 +1064,9 @@ impl InodeTable {
         if !table.read(ROOT_SHARD).by_id.contains_key(&NodeId::ROOT) {
             return Err(invalid("no root node".into()));
         }
-        // What the FORGETs in flight would have done, and the bound.
-        match &table.handles {
-            Some(mount) => {
-                taking.sort_by_key(|(node, _)| shard_of_id(*node));
-                table.take_handles(mount.id, taking);
-            }
-            None => drop(taking),
+        // The bounds, which may be lower here.
+        if let Some(mount) = &table.handles {
+            table.close_oldest_open(mount.id);
         }
         let mut dropped = Vec::new();
         table.drop_beyond_bound(&mut dropped);
@@ -946,9 +1096,8 @@ impl InodeTable {
 /// none for it, when it is on a mount other than the root's (a handle is
 /// opened on the root's filesystem) or when it has no name left.
 fn source_handle(inode: &Inode, mount: libc::c_int) -> Option<SourceHandle> {
-    match sys::stat_fd(inode.fd.as_fd()) {
-        Ok(st) if st.st_nlink > 0 => {}
-        _ => return None,
+    if !has_name(inode) {
+        return None;
     }
     match sys::name_to_handle(inode.fd.as_fd()) {
         Ok((handle, m)) if m == mount => Some(handle),
@@ -958,6 +1107,20 @@ fn source_handle(inode: &Inode, mount: libc::c_int) -> Option<SourceHandle> {
             None
         }
     }
+}
+
+/// Whether `inode` still has a name on the source (a link count above 0;
+/// an inode that cannot be stat'ed is taken for gone).
+fn has_name(inode: &Inode) -> bool {
+    sys::stat_fd(inode.fd.as_fd()).is_ok_and(|st| st.st_nlink > 0)
+}
+
+/// The most forgotten nodes that keep their fd, of `max_forgotten`: a
+/// quarter of the fds RLIMIT_NOFILE allows, so that live nodes keep the
+/// rest.
+fn open_bound(max_forgotten: usize) -> usize {
+    let soft = sys::nofile_limit().map_or(1024, |(soft, _)| soft);
+    max_forgotten.min(usize::try_from(soft / 4).unwrap_or(usize::MAX))
 }
 
 /// The source root, for `open_by_handle_at`.
@@ -1055,6 +1218,7 @@ impl Nodes {
     fn take_forgotten(&mut self, node: NodeId) -> Option<Forgotten> {
         let forgotten = self.forgotten.remove(&node)?;
         self.age.remove(&forgotten.seq);
+        self.open_age.remove(&forgotten.seq);
         Some(forgotten)
     }
 
@@ -1081,16 +1245,17 @@ impl Nodes {
     }
 
     /// The body of FORGET. At zero lookups the entry leaves `by_id`; with
-    /// `remember` it becomes a forgotten node (still `Taking` its handle,
-    /// aged by `next_seq`) and its inode is returned for the caller to take
-    /// the handle from; otherwise the inode is returned to be closed.
+    /// `remember` it becomes a forgotten node that keeps its fd (`Taking`,
+    /// aged by `next_seq` in `age` and `open_age`), and its inode and
+    /// sequence number are returned for the caller to settle; otherwise
+    /// the inode is returned to be closed.
     fn forget(
         &mut self,
         node: NodeId,
         nlookup: u64,
         remember: bool,
         next_seq: &AtomicU64,
-    ) -> Option<Arc<Inode>> {
+    ) -> Option<(Arc<Inode>, Option<u64>)> {
         if node == NodeId::ROOT {
             // The root lives as long as the filesystem; its count is not kept.
             return None;
@@ -1119,16 +1284,17 @@ impl Nodes {
         let slot = self.by_id.remove(&node)?;
         // Only the node the key points at is remembered (or unmapped).
         if self.by_key.get(&slot.key) != Some(&node) {
-            return Some(slot.inode);
+            return Some((slot.inode, None));
         }
         if !remember {
             self.by_key.remove(&slot.key);
-            return Some(slot.inode);
+            return Some((slot.inode, None));
         }
         // Relaxed: only the order of the numbers matters, not what else
         // other threads see.
         let seq = next_seq.fetch_add(1, Ordering::Relaxed);
         self.age.insert(seq, node);
+        self.open_age.insert(seq, node);
         self.forgotten.insert(
             node,
             Forgotten {
@@ -1137,7 +1303,7 @@ impl Nodes {
                 kept: Kept::Taking(slot.inode.clone()),
             },
         );
-        Some(slot.inode)
+        Some((slot.inode, Some(seq)))
     }
 
     /// Empties the shard but for the root, returning what it held for the
@@ -1147,6 +1313,7 @@ impl Nodes {
         let rest = self.by_id.drain().map(|(_, s)| s).collect();
         self.by_key.clear();
         self.age.clear();
+        self.open_age.clear();
         let forgotten = std::mem::take(&mut self.forgotten);
         if let Some(root) = root {
             self.by_key.insert(root.key, NodeId::ROOT);
@@ -1192,7 +1359,9 @@ mod tests {
 
     #[test]
     fn ids_are_not_reused() {
-        let t = table();
+        // Remembering nothing, so that the forgotten node goes for good.
+        let (fd, st) = open_path(c"/");
+        let t = InodeTable::new(fd, &st, 0);
         let (fd, st) = open_path(c"/proc");
         let a = t.acquire(fd, &st).0;
         t.forget(a, 1);
@@ -1271,6 +1440,77 @@ mod tests {
     fn look(t: &InodeTable, path: &std::path::Path) -> (NodeId, libc::ino_t) {
         let (fd, st) = open_path(&c_path(path));
         (t.acquire(fd, &st).0, st.st_ino)
+    }
+
+    fn kept_open(t: &InodeTable, node: NodeId) -> Option<bool> {
+        let nodes = t.read(shard_of_id(node));
+        let f = nodes.forgotten.get(&node)?;
+        let open = matches!(f.kept, Kept::Taking(_));
+        assert_eq!(
+            open,
+            nodes.open_age.get(&f.seq) == Some(&node),
+            "open_age in step"
+        );
+        Some(open)
+    }
+
+    #[test]
+    fn recent_forgotten_nodes_keep_their_fd_and_older_ones_their_handle() {
+        let (dir, mut t) = dir_table(&["a", "b", "c"], 16);
+        t.max_open_forgotten = 2;
+        let path = |n: &str| dir.path().join(n);
+        let ids: Vec<NodeId> = ["a", "b", "c"]
+            .iter()
+            .map(|n| look(&t, &path(n)).0)
+            .collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        assert_eq!(t.forgotten_len(), 3);
+        assert_eq!(t.open_total.load(Ordering::Relaxed), 2);
+        let open: Vec<Option<bool>> = ids.iter().map(|&id| kept_open(&t, id)).collect();
+        assert_eq!(
+            open,
+            [Some(false), Some(true), Some(true)],
+            "the oldest went by handle"
+        );
+        // A stat of the name finds b without opening it, under its id.
+        let stat = |n: &str| {
+            sys::fstatat(
+                t.get(NodeId::ROOT).unwrap().fd.as_fd(),
+                &c_path(std::path::Path::new(n)),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+            .unwrap()
+        };
+        assert_eq!(t.acquire_known(&stat("b")).map(|(n, _)| n), Some(ids[1]));
+        assert_eq!(t.open_total.load(Ordering::Relaxed), 1);
+        // a holds no fd: the caller must open it, and it revives too.
+        assert!(t.acquire_known(&stat("a")).is_none());
+        assert_eq!(look(&t, &path("a")).0, ids[0]);
+        assert_eq!((t.len(), t.forgotten_len()), (3, 1));
+        // c is revived by its id (LOOKUP "."), from its fd.
+        assert!(t.acquire_or_revive(ids[2]).is_ok());
+        assert_eq!(
+            (
+                t.len(),
+                t.forgotten_len(),
+                t.open_total.load(Ordering::Relaxed)
+            ),
+            (4, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_file_deleted_after_its_forget_is_stale_though_its_fd_is_kept() {
+        let (dir, t) = dir_table(&["a"], 16);
+        let (a, _) = look(&t, &dir.path().join("a"));
+        t.forget(a, 1);
+        assert_eq!(kept_open(&t, a), Some(true));
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+        assert_eq!(t.open_total.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -128,8 +128,9 @@ pub(crate) struct SavedForgotten {
 pub(crate) enum SavedKept {
     /// The source's file handle.
     Handle { handle_type: i32, bytes: Vec<u8> },
-    /// Still its inode (a FORGET was taking the handle): index into
-    /// [`SavedState::inodes`]; the successor takes the handle.
+    /// Still its inode (forgotten recently, it keeps its fd): index into
+    /// [`SavedState::inodes`]; the successor keeps it so, within its own
+    /// bound of such nodes.
     Open { inode: usize },
 }
 
@@ -1015,11 +1016,11 @@ pub(crate) mod tests {
         assert_eq!(fs.remembered_count(), 1);
     }
 
-    /// A node saved while its FORGET was still taking the source handle
-    /// comes with its descriptor; the successor takes the handle, and the
-    /// node revives under its id.
+    /// A node remembered by its handle in the predecessor but saved with
+    /// its descriptor (as a recently forgotten one is) comes back holding
+    /// the descriptor, and revives under its id.
     #[test]
-    fn a_node_forgotten_mid_forget_gets_its_handle_taken_by_the_successor() {
+    fn a_node_saved_open_stays_open_in_the_successor_and_revives() {
         let w = busy();
         let (mut state, mut fds) = w.fs.save().map(owned).unwrap();
         let gone = w.src.path().join("gone");
@@ -1040,7 +1041,7 @@ pub(crate) mod tests {
             .flat_map(|s| s.forgotten.iter_mut())
             .find(|f| f.id == w.gone.0)
             .unwrap();
-        let handle = std::mem::replace(&mut forgotten.kept, SavedKept::Open { inode: index });
+        forgotten.kept = SavedKept::Open { inode: index };
         let fs = PassthroughFs::restore(w.src.path(), Options::default(), state, fds).unwrap();
         assert_eq!(fs.remembered_count(), 1);
         let (again, _) = fs.save().map(owned).unwrap();
@@ -1051,7 +1052,7 @@ pub(crate) mod tests {
             .flat_map(|s| &s.forgotten)
             .find(|f| f.id == w.gone.0)
             .map(|f| f.kept.clone());
-        assert_eq!(kept, Some(handle), "the same source handle, taken anew");
+        assert!(matches!(kept, Some(SavedKept::Open { .. })), "{kept:?}");
         let revived = fs.lookup(&req(), w.gone, OsStr::new(".")).unwrap();
         assert_eq!(revived.node, w.gone);
     }

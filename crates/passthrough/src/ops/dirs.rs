@@ -83,7 +83,8 @@ fn lookup_listed(fs: &PassthroughFs, dir: &Inode, e: &DirEntry<'_>) -> Entry {
     let Ok(name) = CString::new(e.name) else {
         return nameless(e);
     };
-    fs.lookup_child(dir, &name).unwrap_or_else(|_| nameless(e))
+    fs.lookup_known_child(dir, &name)
+        .unwrap_or_else(|_| nameless(e))
 }
 
 /// READDIRPLUS: READDIR plus a lookup of each entry. The lookup reference

@@ -41,7 +41,7 @@ pub(super) fn lookup(
         }
         _ => {
             let dir = fs.inode(parent)?;
-            fs.lookup_child(&dir, &component(name)?)
+            fs.lookup_known_child(&dir, &component(name)?)
         }
     }
 }
