@@ -27,9 +27,12 @@ echo "== package"
 # registry named after this checkout's path (registry/src/-HASH), and a
 # later run from the same path reuses what it unpacked then, even when the
 # sources have changed since (same version): it then verifies old code.
-# Clear those first.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/fastfuse*-[0-9]*
-cargo package --quiet --allow-dirty -p fastfuse-abi -p fastfuse -p fastfuse-passthrough
+# So it does with what it compiled of them into the target directory (a
+# registry crate of one version is taken never to change). Clear the
+# sources, and verify in a target directory of its own, cleared too.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/fastfuse*-[0-9]* target/package-check
+CARGO_TARGET_DIR=target/package-check \
+    cargo package --quiet --allow-dirty -p fastfuse-abi -p fastfuse -p fastfuse-passthrough
 echo "== test"
 # The release binary serves the end-to-end tests (pjdfstest, fsx, fio).
 cargo build --release --quiet -p fastfuse-cli
