@@ -76,9 +76,10 @@ pub struct Config {
     /// On the /dev/fuse transport, how long a worker polls for the next
     /// request before it sleeps in read(2); zero: never. Polling spares a
     /// caller the wake-up of a sleeping worker, which on a VM's halted
-    /// vCPU costs more than most metadata requests; it costs CPU, bounded
-    /// as `transport::spin` says (one poller per session, only while
-    /// requests come closer together than this, yielding at every turn).
+    /// vCPU costs more than most metadata requests. It costs CPU, bounded:
+    /// one worker polls at a time, only while requests come closer
+    /// together than this and from one caller at a time, yielding the CPU
+    /// at every turn (see the README's "Polling for the next request").
     pub spin_wait: std::time::Duration,
 }
 

@@ -30,6 +30,9 @@ pub enum PassthroughError {
     /// `/proc/self/fd` could not be opened: the filesystem needs /proc.
     #[error("cannot open /proc/self/fd (is /proc mounted?): {0}")]
     Proc(#[source] io::Error),
+    /// The thread that closes forgotten nodes' fds could not be started.
+    #[error("cannot start the inode table's sweeper thread: {0}")]
+    Sweeper(#[source] io::Error),
     /// The daemon's own credentials could not be read (for
     /// [`Options::switch_credentials`](crate::Options::switch_credentials)).
     #[error("cannot read the daemon's supplementary groups: {0}")]

@@ -32,7 +32,7 @@ use crate::sys;
 pub struct PassthroughFs {
     pub(crate) source: PathBuf,
     pub(crate) options: Options,
-    pub(crate) inodes: InodeTable,
+    pub(crate) inodes: Arc<InodeTable>,
     pub(crate) files: HandleTable<OpenFile>,
     pub(crate) dirs: HandleTable<OpenDir>,
     pub(crate) proc: ProcFd,
@@ -126,6 +126,8 @@ impl PassthroughFs {
         if let Some(journal) = &journal {
             inodes.set_journal(journal.clone());
         }
+        let inodes = Arc::new(inodes);
+        inodes.start_sweeper().map_err(PassthroughError::Sweeper)?;
         let proc = ProcFd::open().map_err(PassthroughError::Proc)?;
         let daemon = if options.switch_credentials {
             Some(Identity::current().map_err(PassthroughError::Credentials)?)

@@ -52,7 +52,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
+use std::time::{Duration, Instant};
 
 use crate::mtime::KeptMtime;
 
@@ -64,6 +67,12 @@ use crate::saved::{
     invalid, SavedForgotten, SavedKept, SavedKey, SavedNode, SavedShard, SavedTable, Saver,
 };
 use crate::sys::{self, SourceHandle};
+
+/// How long a forgotten node keeps its fd at most: long enough for the
+/// walk that follows a dropping of the kernel's caches, short enough that
+/// an inode deleted behind the daemon's back is not kept from the source
+/// for long, nor fds from whoever needs them.
+pub(crate) const KEEP_OPEN: Duration = Duration::from_secs(1);
 
 /// What identifies a source inode: (st_dev, st_ino).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -251,9 +260,10 @@ struct Nodes {
     /// `max_forgotten`.
     age: BTreeMap<u64, NodeId>,
     /// The forgotten nodes that still hold their fd (`Kept::Taking`) and
-    /// that nobody is taking the handle of yet, oldest first, for closing
-    /// the oldest beyond `max_open_forgotten`.
-    open_age: BTreeMap<u64, NodeId>,
+    /// that nobody is taking the handle of yet, oldest first, with when
+    /// they were forgotten: for closing the oldest beyond
+    /// `max_open_forgotten`, and those kept [`KEEP_OPEN`].
+    open_age: BTreeMap<u64, (NodeId, Instant)>,
 }
 
 /// The exclusive lock of one shard. It keeps
@@ -343,6 +353,11 @@ pub(crate) struct InodeTable {
     /// The most forgotten nodes that keep their fd; the oldest beyond are
     /// remembered by handle instead.
     max_open_forgotten: usize,
+    /// How long one keeps it ([`KEEP_OPEN`]).
+    keep_open: Duration,
+    /// Wakes the thread that closes the fds kept too long (see
+    /// [`InodeTable::start_sweeper`]).
+    sweep: Arc<Sweep>,
     /// The crash journal, which every node handed out goes into (see
     /// `journal`).
     journal: Option<Arc<Journal>>,
@@ -369,6 +384,8 @@ impl InodeTable {
             handles,
             max_forgotten,
             max_open_forgotten: open_bound(max_forgotten),
+            keep_open: KEEP_OPEN,
+            sweep: Arc::default(),
             journal: None,
         };
         table
@@ -724,15 +741,19 @@ impl InodeTable {
             .collect();
         self.keep_handles(deleted);
         drop(released);
-        self.close_oldest_open(mount);
+        if self.close_oldest_open(mount).is_some() {
+            self.sweep.kick();
+        }
     }
 
     /// Remembers the oldest forgotten nodes that still hold their fd by
     /// their source handle, closing the fd, while more than
-    /// `max_open_forgotten` hold one. Each round takes a few of the oldest
-    /// shard's under its lock (out of `open_age`, still `Taking`), takes
-    /// their handles without the lock, and stores them.
-    fn close_oldest_open(&self, mount: libc::c_int) {
+    /// `max_open_forgotten` hold one or the oldest has held it
+    /// `keep_open`. Each round takes a few of the oldest shard's under its
+    /// lock (out of `open_age`, still `Taking`), takes their handles
+    /// without the lock, and stores them. Returns when the oldest left
+    /// will have held its fd `keep_open`, if any is left.
+    fn close_oldest_open(&self, mount: libc::c_int) -> Option<Instant> {
         /// Nodes a round takes from one shard.
         const BATCH: usize = 16;
         loop {
@@ -740,25 +761,28 @@ impl InodeTable {
                 .open_total
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.max_open_forgotten);
-            if over == 0 {
-                return;
-            }
             let oldest = (0..SHARDS)
                 .filter_map(|shard| {
-                    let seq = *self.read(shard).open_age.first_key_value()?.0;
-                    Some((seq, shard))
+                    let (&seq, &(_, since)) = self.read(shard).open_age.first_key_value()?;
+                    Some((seq, since, shard))
                 })
                 .min();
-            let Some((_, shard)) = oldest else {
-                return;
-            };
+            let (_, since, shard) = oldest?;
+            let expired = |since: Instant| since.elapsed() >= self.keep_open;
+            if over == 0 && !expired(since) {
+                return Some(since + self.keep_open);
+            }
             let mut picked = Vec::new();
             {
                 let mut nodes = self.write(shard);
-                while picked.len() < over.min(BATCH) {
-                    let Some((seq, node)) = nodes.open_age.pop_first() else {
+                while picked.len() < BATCH {
+                    let Some((&seq, &(node, since))) = nodes.open_age.first_key_value() else {
                         break;
                     };
+                    if picked.len() >= over && !expired(since) {
+                        break;
+                    }
+                    nodes.open_age.remove(&seq);
                     if let Some(Forgotten {
                         kept: Kept::Taking(inode),
                         ..
@@ -776,6 +800,21 @@ impl InodeTable {
             // The fds close here, outside the locks.
             drop(picked);
         }
+    }
+
+    /// Starts the thread that remembers forgotten nodes by handle once they
+    /// have kept their fd [`KEEP_OPEN`] (nothing to do without source
+    /// handles). It sleeps while no forgotten node holds an fd, and returns
+    /// once the table is dropped.
+    pub(crate) fn start_sweeper(self: &Arc<Self>) -> std::io::Result<()> {
+        let Some(mount) = self.handles.as_ref().map(|h| h.id) else {
+            return Ok(());
+        };
+        let (table, sweep) = (Arc::downgrade(self), self.sweep.clone());
+        std::thread::Builder::new()
+            .name("fastfuse-sweep".into())
+            .spawn(move || sweeper(&table, &sweep, mount))
+            .map(drop)
     }
 
     /// Under each shard's lock, every forgotten node of `handles` that is
@@ -965,6 +1004,8 @@ impl InodeTable {
             handles,
             max_forgotten,
             max_open_forgotten: open_bound(max_forgotten),
+            keep_open: KEEP_OPEN,
+            sweep: Arc::default(),
             journal: None,
         };
         for (shard, s) in saved.shards.into_iter().enumerate() {
@@ -1021,7 +1062,7 @@ impl InodeTable {
                     continue;
                 }
                 if matches!(kept, Kept::Taking(_)) {
-                    nodes.open_age.insert(f.seq, node);
+                    nodes.open_age.insert(f.seq, (node, Instant::now()));
                 }
                 if nodes.by_id.contains_key(&node)
                     || nodes.forgotten.contains_key(&node)
@@ -1064,7 +1105,8 @@ impl InodeTable {
         if !table.read(ROOT_SHARD).by_id.contains_key(&NodeId::ROOT) {
             return Err(invalid("no root node".into()));
         }
-        // The bounds, which may be lower here.
+        // The bounds, which may be lower here; the sweeper, which the
+        // caller starts, closes the rest in time.
         if let Some(mount) = &table.handles {
             table.close_oldest_open(mount.id);
         }
@@ -1106,6 +1148,81 @@ fn source_handle(inode: &Inode, mount: libc::c_int) -> Option<SourceHandle> {
             tracing::debug!("no source file handle for a forgotten node: {e}");
             None
         }
+    }
+}
+
+/// What the sweeper thread waits on.
+#[derive(Debug, Default)]
+struct Sweep {
+    state: Mutex<SweepState>,
+    kicked: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SweepState {
+    /// Set when the table goes: the sweeper returns.
+    ended: bool,
+    /// A forgotten node came to keep an fd since the sweeper last looked.
+    kicked: bool,
+}
+
+impl Sweep {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SweepState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A forgotten node keeps an fd now: look when it is due.
+    fn kick(&self) {
+        self.lock().kicked = true;
+        self.kicked.notify_one();
+    }
+}
+
+impl Drop for InodeTable {
+    fn drop(&mut self) {
+        self.sweep.lock().ended = true;
+        self.sweep.kicked.notify_one();
+    }
+}
+
+/// The sweeper's loop (see [`InodeTable::start_sweeper`]): closes the
+/// kept fds that are due, then sleeps until the next is (without a timeout
+/// while none is kept, until kicked), until the table is dropped.
+fn sweeper(table: &Weak<InodeTable>, sweep: &Sweep, mount: libc::c_int) {
+    let mut due: Option<Instant> = None;
+    loop {
+        let mut state = sweep.lock();
+        loop {
+            if state.ended {
+                return;
+            }
+            match due {
+                None if state.kicked => break,
+                None => {
+                    state = sweep
+                        .kicked
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        break;
+                    }
+                    state = sweep
+                        .kicked
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+        state.kicked = false;
+        drop(state);
+        let Some(table) = table.upgrade() else {
+            return;
+        };
+        due = table.close_oldest_open(mount);
     }
 }
 
@@ -1294,7 +1411,7 @@ impl Nodes {
         // other threads see.
         let seq = next_seq.fetch_add(1, Ordering::Relaxed);
         self.age.insert(seq, node);
-        self.open_age.insert(seq, node);
+        self.open_age.insert(seq, (node, Instant::now()));
         self.forgotten.insert(
             node,
             Forgotten {
@@ -1448,7 +1565,7 @@ mod tests {
         let open = matches!(f.kept, Kept::Taking(_));
         assert_eq!(
             open,
-            nodes.open_age.get(&f.seq) == Some(&node),
+            nodes.open_age.get(&f.seq).map(|e| e.0) == Some(node),
             "open_age in step"
         );
         Some(open)
@@ -1499,6 +1616,35 @@ mod tests {
             ),
             (4, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_sweeper_closes_kept_fds_once_they_are_due_and_ends_with_the_table() {
+        let (dir, mut t) = dir_table(&["a", "b"], 16);
+        t.keep_open = Duration::from_millis(20);
+        let t = Arc::new(t);
+        t.start_sweeper().unwrap();
+        let ids: Vec<NodeId> = ["a", "b"]
+            .iter()
+            .map(|n| look(&t, &dir.path().join(n)).0)
+            .collect();
+        for &id in &ids {
+            t.forget(id, 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.open_total.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "the kept fds were not closed");
+            std::thread::yield_now();
+        }
+        // Remembered by handle now, and revived from it.
+        assert_eq!(
+            ids.iter().map(|&id| kept_open(&t, id)).collect::<Vec<_>>(),
+            [Some(false); 2]
+        );
+        assert_eq!(look(&t, &dir.path().join("a")).0, ids[0]);
+        let sweep = t.sweep.clone();
+        drop(t);
+        assert!(sweep.lock().ended, "the table's end tells the sweeper");
     }
 
     #[test]

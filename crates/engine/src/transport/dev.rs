@@ -1,6 +1,7 @@
 //! The /dev/fuse transport: each worker reads requests from its own fd
 //! (cloned with FUSE_DEV_IOC_CLONE) into its own preallocated buffer and
-//! answers on the same fd with one write.
+//! answers on the same fd with one write. With polling on, the workers
+//! read in turn as the relay says (see `relay`).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,9 +35,9 @@ pub(crate) struct DevWorker {
     splice_score: u8,
     /// Whether it is in read(2), for a pause's signal.
     reading: Arc<Reading>,
-    /// Polls for the next request before sleeping, if the session does;
-    /// then it reads only while it holds the relay's role.
+    /// Polls for the next request before sleeping, if the session does.
     spinner: Option<Spinner>,
+    /// With polling: when this worker may read (taken out by `serve`).
     relay: Option<Arc<Relay>>,
 }
 
