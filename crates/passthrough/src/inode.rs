@@ -7,14 +7,15 @@
 //! inode and reuse its number, so a key never silently changes meaning.
 //!
 //! When the kernel forgets a node, the entry does not vanish at once: the
-//! node id is remembered, in a bounded table of forgotten nodes. The most
-//! recently forgotten keep their fd (at most a quarter of RLIMIT_NOFILE of
-//! them), so that a lookup soon after (a cold `find` after the kernel
-//! dropped its caches, an `ls -l` of a big directory) revives them with a
-//! stat of the name and nothing else. The older ones are remembered by the
-//! source's own file handle of the inode (`name_to_handle_at`), their fd
-//! closed. An inode whose last name is gone is not remembered: its fd
-//! closes at FORGET, so that its space is freed as on the source. The kernel's file handles (NFS export,
+//! node id is remembered, in a bounded table of forgotten nodes. A node
+//! just forgotten keeps its fd for up to [`KEEP_OPEN`] (at most a quarter
+//! of RLIMIT_NOFILE of them at once), so that a lookup soon after (a cold
+//! `find` after the kernel dropped its caches) revives it with a stat of
+//! the name and nothing else; a sweeper thread closes those that are due.
+//! The others are remembered by the source's own file handle of the inode
+//! (`name_to_handle_at`), their fd closed. An inode whose last name is
+//! gone is not remembered: its fd closes at FORGET, so that its space is
+//! freed as on the source. The kernel's file handles (NFS export,
 //! `open_by_handle_at`) carry only a node id; when it decodes one whose
 //! inode it no longer caches, it asks LOOKUP "." in that node id, and the
 //! node is revived from the source handle under its old id. A later
@@ -741,9 +742,10 @@ impl InodeTable {
             .collect();
         self.keep_handles(deleted);
         drop(released);
-        if self.close_oldest_open(mount).is_some() {
-            self.sweep.kick();
+        if self.open_total.load(Ordering::Relaxed) > self.max_open_forgotten {
+            self.close_oldest_open(mount);
         }
+        self.sweep.kick();
     }
 
     /// Remembers the oldest forgotten nodes that still hold their fd by
@@ -1162,7 +1164,10 @@ struct Sweep {
 struct SweepState {
     /// Set when the table goes: the sweeper returns.
     ended: bool,
-    /// A forgotten node came to keep an fd since the sweeper last looked.
+    /// The sweeper sleeps without a timeout: no forgotten node kept an fd
+    /// when it last looked.
+    idle: bool,
+    /// A forgotten node may have come to keep an fd since it last looked.
     kicked: bool,
 }
 
@@ -1171,10 +1176,15 @@ impl Sweep {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A forgotten node keeps an fd now: look when it is due.
+    /// Forgotten nodes may keep fds now: an idle sweeper looks when they
+    /// are due (a busy one already will: they are due after the others).
     fn kick(&self) {
-        self.lock().kicked = true;
-        self.kicked.notify_one();
+        let mut state = self.lock();
+        state.kicked = true;
+        if state.idle {
+            drop(state);
+            self.kicked.notify_one();
+        }
     }
 }
 
@@ -1189,7 +1199,8 @@ impl Drop for InodeTable {
 /// kept fds that are due, then sleeps until the next is (without a timeout
 /// while none is kept, until kicked), until the table is dropped.
 fn sweeper(table: &Weak<InodeTable>, sweep: &Sweep, mount: libc::c_int) {
-    let mut due: Option<Instant> = None;
+    // Look once at the start: fds may be kept already (a restored table).
+    let mut due = Some(Instant::now());
     loop {
         let mut state = sweep.lock();
         loop {
@@ -1199,10 +1210,11 @@ fn sweeper(table: &Weak<InodeTable>, sweep: &Sweep, mount: libc::c_int) {
             match due {
                 None if state.kicked => break,
                 None => {
+                    state.idle = true;
                     state = sweep
                         .kicked
                         .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
                 Some(at) => {
                     let now = Instant::now();
@@ -1217,7 +1229,7 @@ fn sweeper(table: &Weak<InodeTable>, sweep: &Sweep, mount: libc::c_int) {
                 }
             }
         }
-        state.kicked = false;
+        (state.kicked, state.idle) = (false, false);
         drop(state);
         let Some(table) = table.upgrade() else {
             return;
