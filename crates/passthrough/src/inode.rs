@@ -815,7 +815,15 @@ impl InodeTable {
         let (table, sweep) = (Arc::downgrade(self), self.sweep.clone());
         std::thread::Builder::new()
             .name("fastfuse-sweep".into())
-            .spawn(move || sweeper(&table, &sweep, mount))
+            .spawn(move || {
+                // It may be started before the session blocks SIGTERM in
+                // its threads (see `sys::block_all_signals`).
+                if let Err(e) = sys::block_all_signals() {
+                    tracing::error!("the sweeper cannot block signals ({e}); not sweeping");
+                    return;
+                }
+                sweeper(&table, &sweep, mount)
+            })
             .map(drop)
     }
 

@@ -889,6 +889,24 @@ pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
     check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }).map(drop)
 }
 
+/// Blocks every signal in the calling thread: for a helper thread that
+/// needs none, so that a process-directed signal (SIGTERM, which a session
+/// takes through its signalfd only while every thread blocks it) is never
+/// delivered to it, whenever it was started.
+pub(crate) fn block_all_signals() -> io::Result<()> {
+    // SAFETY: a sigset_t is plain data initialised by sigfillset;
+    // pthread_sigmask reads it, and the old-set pointer may be null.
+    let r = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 pub(crate) use fastfuse::{install_wake_handler, WAKE_SIGNAL};
 
 /// A running thread that can be sent the wake signal.
