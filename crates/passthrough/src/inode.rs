@@ -532,6 +532,17 @@ impl InodeTable {
     /// (revived under its old id). `None`: the caller must open it.
     pub(crate) fn acquire_known(&self, st: &libc::stat) -> Option<(NodeId, Arc<Inode>)> {
         let key = InodeKey::of(st);
+        let (node, inode) = self.acquire_known_unjournaled(key)?;
+        if let Some(journal) = &self.journal {
+            // As `acquire`: a node made live by another thread is recorded
+            // before this reply names it.
+            journal.record_node(node, Some(key), &inode);
+        }
+        Some((node, inode))
+    }
+
+    /// [`acquire_known`](Self::acquire_known) but for the journal.
+    fn acquire_known_unjournaled(&self, key: InodeKey) -> Option<(NodeId, Arc<Inode>)> {
         let shard = self.shard_of_key(key);
         if let Some(found) = self.read(shard).acquire_key(key) {
             return Some(found);
@@ -549,10 +560,6 @@ impl InodeTable {
             return None;
         };
         nodes.insert_live(node, key, inode.clone());
-        drop(nodes);
-        if let Some(journal) = &self.journal {
-            journal.record_node(node, Some(key), &inode);
-        }
         Some((node, inode))
     }
 
