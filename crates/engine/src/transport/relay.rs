@@ -385,9 +385,6 @@ mod tests {
         while relay.lock().waiting < 2 {
             std::thread::yield_now();
         }
-        // FORGETs (no caller) change nothing.
-        relay.took(Some(0));
-        assert!(!relay.lock().together);
         relay.took(Some(100));
         assert_eq!(a.join().unwrap(), Turn::Read, "a new caller: all read");
         assert_eq!(b.join().unwrap(), Turn::Read);
@@ -409,6 +406,23 @@ mod tests {
         }
         relay.end();
         assert_eq!(c.join().unwrap(), Turn::Ended, "an end returns standbys");
+    }
+
+    #[test]
+    fn forgets_are_nobodys_and_leave_the_mode_as_it_is() {
+        let relay = relay();
+        relay.took(Some(7));
+        assert!(relay.lock().together, "a first caller");
+        for _ in 0..ONE_CALLER {
+            relay.took(Some(7));
+        }
+        assert!(!relay.lock().together);
+        relay.took(Some(0));
+        assert!(!relay.lock().together, "a FORGET between");
+        relay.took(Some(7));
+        assert!(!relay.lock().together, "the same caller on");
+        relay.took(Some(8));
+        assert!(relay.lock().together, "another caller");
     }
 
     #[test]
