@@ -289,7 +289,7 @@ impl Transport for DevWorker {
         loop {
             let next = match &relay {
                 Some(relay) => self.relayed(relay, server, &shard),
-                None => self.next(server, &shard, |_| {}),
+                None => self.next(server, &shard, None),
             };
             if matches!(next, Next::Stop) {
                 if let Some(relay) = &relay {
@@ -316,7 +316,7 @@ impl DevWorker {
         let pausing = || server.gate.is_closed();
         match relay.take(pausing) {
             Turn::Poll => {}
-            Turn::Read => return self.next(server, shard, |caller| relay.took(caller)),
+            Turn::Read => return self.next(server, shard, Some(relay)),
             Turn::Pause => return Next::Retry,
             Turn::Ended => return Next::Stop,
         }
@@ -330,17 +330,17 @@ impl DevWorker {
                 }
             }
         }
-        self.next(server, shard, |caller| relay.took(caller))
+        self.next(server, shard, Some(relay))
     }
 
-    /// Reads (or splices) the next request and serves it; `took` runs
-    /// between the two with the request's caller (its pid field; 0 when
+    /// Reads (or splices) the next request and serves it; in between, the
+    /// relay, if any, is told whose request it was (its pid field; 0 when
     /// nothing was read, `None` when the header is still in the pipe).
     fn next<F: Filesystem>(
         &mut self,
         server: &Server<F>,
         shard: &Shard,
-        took: impl FnOnce(Option<u32>),
+        relay: Option<&Relay>,
     ) -> Next {
         match &self.pipe {
             Some(pipe) if self.splice_score >= SCORE_ON => {
@@ -348,7 +348,9 @@ impl DevWorker {
                 let r = sleeping(&self.reading, &mut self.spinner, || {
                     sys::splice(fd.as_fd(), None, pipe.write_end(), None, len, 0)
                 });
-                took(if r.is_ok() { None } else { Some(0) });
+                if let Some(relay) = relay {
+                    relay.took(if r.is_ok() { None } else { Some(0) });
+                }
                 match r {
                     Ok(n) => self.serve_spliced(server, shard, n),
                     Err(e) => classify(&e, "splice"),
@@ -356,12 +358,14 @@ impl DevWorker {
             }
             _ => {
                 let r = self.receive();
-                let caller = r.as_ref().ok().and_then(|&n| {
-                    abi::InHeader::read_from_prefix(&self.request[..n])
-                        .ok()
-                        .map(|(h, _)| h.pid)
-                });
-                took(Some(caller.unwrap_or(0)));
+                if let Some(relay) = relay {
+                    let caller = r.as_ref().ok().and_then(|&n| {
+                        abi::InHeader::read_from_prefix(&self.request[..n])
+                            .ok()
+                            .map(|(h, _)| h.pid)
+                    });
+                    relay.took(Some(caller.unwrap_or(0)));
+                }
                 match r {
                     Ok(n) => self.serve_read(server, shard, n),
                     Err(e) => classify(&e, "read"),

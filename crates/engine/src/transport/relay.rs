@@ -41,7 +41,7 @@
 //! and yields the CPU at every turn.
 
 use std::os::fd::BorrowedFd;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -101,10 +101,10 @@ pub(crate) enum Turn {
 impl Relay {
     /// A relay, or none when polling is off (`budget` zero) or pointless
     /// (one CPU: the caller needs it).
-    pub(crate) fn new(budget: Duration) -> Option<std::sync::Arc<Self>> {
+    pub(crate) fn new(budget: Duration) -> Option<Arc<Self>> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         (!budget.is_zero() && cpus > 1).then(|| {
-            std::sync::Arc::new(Relay {
+            Arc::new(Relay {
                 state: Mutex::new(State::default()),
                 standby: Condvar::new(),
             })
@@ -286,7 +286,6 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
     fn relay() -> Arc<Relay> {
         Arc::new(Relay {
