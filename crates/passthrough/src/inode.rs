@@ -770,13 +770,10 @@ impl InodeTable {
                 .open_total
                 .load(Ordering::Relaxed)
                 .saturating_sub(self.max_open_forgotten);
-            let oldest = (0..SHARDS)
-                .filter_map(|shard| {
-                    let (&seq, &(_, since)) = self.read(shard).open_age.first_key_value()?;
-                    Some((seq, since, shard))
-                })
-                .min();
-            let (_, since, shard) = oldest?;
+            let ((_, since), shard) = self.oldest(|nodes| {
+                let (&seq, &(_, since)) = nodes.open_age.first_key_value()?;
+                Some((seq, since))
+            })?;
             let expired = |since: Instant| since.elapsed() >= self.keep_open;
             if over == 0 && !expired(since) {
                 return Some(since + self.keep_open);
@@ -874,13 +871,8 @@ impl InodeTable {
     /// shard go instead.
     fn drop_beyond_bound(&self, dropped: &mut Vec<Forgotten>) {
         while self.forgotten_total.load(Ordering::Relaxed) > self.max_forgotten {
-            let oldest = (0..SHARDS)
-                .filter_map(|shard| {
-                    let seq = *self.read(shard).age.first_key_value()?.0;
-                    Some((seq, shard))
-                })
-                .min();
-            let Some((_, shard)) = oldest else {
+            let Some((_, shard)) = self.oldest(|nodes| Some(*nodes.age.first_key_value()?.0))
+            else {
                 break;
             };
             let mut nodes = self.write(shard);
@@ -888,6 +880,17 @@ impl InodeTable {
                 dropped.extend(nodes.drop_forgotten(node));
             }
         }
+    }
+
+    /// The least of `first` over the shards (each one's oldest of some
+    /// kind, by sequence number first), and the shard it is in. Each shard
+    /// is looked at under its shared lock, one after another: what another
+    /// thread changes meanwhile merely makes the caller find the next
+    /// oldest.
+    fn oldest<T: Ord>(&self, first: impl Fn(&Nodes) -> Option<T>) -> Option<(T, usize)> {
+        (0..SHARDS)
+            .filter_map(|shard| Some((first(&self.read(shard))?, shard)))
+            .min()
     }
 
     /// Entries in the table, the root included: the live ones, not the
