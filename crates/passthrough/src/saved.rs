@@ -350,10 +350,49 @@ impl Fds {
     }
 }
 
-/// The key of the inode `fd` refers to.
-fn key_of(fd: BorrowedFd<'_>, what: &str) -> Result<(InodeKey, libc::stat), PassthroughError> {
+/// How a saved descriptor must have been opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// `O_PATH`: an inode's own fd, which names it and holds no file open.
+    Path,
+    /// Opened for I/O: a file handle's, a lock owner's or a directory
+    /// stream's fd, which reads, writes, or carries locks.
+    Io,
+}
+
+/// The key of the inode `fd` refers to, once `fd` is checked to be
+/// opened as `opened` says. Two descriptors of one inode swapped (an
+/// inode's `O_PATH` fd and its lock owner's) have the same key: only how
+/// they were opened tells them apart, and a successor that took one for
+/// the other could neither lock nor leave the file unopened.
+fn key_of(
+    fd: BorrowedFd<'_>,
+    what: &str,
+    opened: Opened,
+) -> Result<(InodeKey, libc::stat), PassthroughError> {
+    let flags = sys::status_flags(fd).map_err(|e| invalid(format!("cannot query {what}: {e}")))?;
+    let is = if flags & libc::O_PATH != 0 {
+        Opened::Path
+    } else {
+        Opened::Io
+    };
+    if is != opened {
+        return Err(invalid(format!(
+            "{what}'s descriptor is {}, not {}",
+            opened_name(is),
+            opened_name(opened)
+        )));
+    }
     let st = sys::stat_fd(fd).map_err(|e| invalid(format!("cannot stat {what}: {e}")))?;
     Ok((InodeKey::of(&st), st))
+}
+
+/// How an error names `opened`.
+fn opened_name(opened: Opened) -> &'static str {
+    match opened {
+        Opened::Path => "O_PATH",
+        Opened::Io => "open for I/O",
+    }
 }
 
 /// A saved inode with its descriptors taken from `fds`, and the key its
@@ -365,7 +404,7 @@ fn restore_inode(
 ) -> Result<(Arc<Inode>, InodeKey), PassthroughError> {
     let what = format!("inode {index}");
     let fd = fds.take(saved.fd, &what)?;
-    let (key, st) = key_of(fd.as_fd(), &what)?;
+    let (key, st) = key_of(fd.as_fd(), &what, Opened::Path)?;
     if st.st_mode & libc::S_IFMT != saved.kind {
         return Err(invalid(format!(
             "inode {index}'s descriptor is of type {:o}, not {:o}",
@@ -377,7 +416,7 @@ fn restore_inode(
     for o in &saved.posix_locks {
         let what = format!("lock owner {:#x} of inode {index}", o.owner);
         let lock_fd = fds.take(o.fd, &what)?;
-        if key_of(lock_fd.as_fd(), &what)?.0 != key {
+        if key_of(lock_fd.as_fd(), &what, Opened::Io)?.0 != key {
             return Err(invalid(format!("{what} is another inode")));
         }
         if posix_locks
@@ -567,7 +606,7 @@ impl PassthroughFs {
                 ))
             })?;
             let fd = fds.take(f.fd, &what)?;
-            if key_of(fd.as_fd(), &what)?.0 != *key {
+            if key_of(fd.as_fd(), &what, Opened::Io)?.0 != *key {
                 return Err(invalid(format!("{what} is another inode")));
             }
             let file = OpenFile {
@@ -585,6 +624,7 @@ impl PassthroughFs {
             taken(d.fh)?;
             let what = format!("directory fh {}", d.fh);
             let fd = fds.take(d.fd, &what)?;
+            key_of(fd.as_fd(), &what, Opened::Io)?;
             let stream = DirStream::restore(fd, d.position, &d.unsent)
                 .ok_or_else(|| invalid(format!("{what} has more unsent entries than fit")))?;
             let dir = OpenDir {
@@ -923,11 +963,37 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("out of range"), "{err}");
 
         // Descriptors out of order: an entry's descriptor is another inode
-        // (or another type of file).
+        // (or another type of file), or the same inode opened otherwise.
+        // Each case names the descriptors it swaps, so that it does not
+        // depend on the shards the temp dir's inode numbers pick.
+        let (state, _) = w.fs.save().map(owned).unwrap();
+        let inode_of = |node: NodeId| {
+            let n = state
+                .table
+                .shards
+                .iter()
+                .flat_map(|s| &s.live)
+                .find(|n| n.id == node.0)
+                .unwrap();
+            &state.inodes[n.inode]
+        };
+        let (a, b) = (inode_of(w.a), inode_of(w.b));
+        let a_lock = a.posix_locks[0].fd;
+        // Whichever of a and b is restored first finds the mismatch: a's
+        // lock owner against a's fd, or the table against b's node.
+        let other_inode: &[&str] = &["is another inode", "'s descriptor is inode"];
+        let opened_otherwise: &[&str] = &["'s descriptor is open for I/O, not O_PATH"];
+        for (i, j, says) in [(a.fd, b.fd, other_inode), (a.fd, a_lock, opened_otherwise)] {
+            let (state, mut fds) = w.fs.save().map(owned).unwrap();
+            fds.swap(i, j);
+            let err = refused(src, state, fds);
+            assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
+            let err = err.to_string();
+            assert!(says.iter().any(|s| err.contains(s)), "{says:?}: {err}");
+        }
         let (state, mut fds) = w.fs.save().map(owned).unwrap();
         fds.swap(0, 1);
         let err = refused(src, state, fds);
-        assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
         assert!(err.to_string().contains("descriptor is"), "{err}");
 
         // A node moved to another shard (as a build hashing keys otherwise

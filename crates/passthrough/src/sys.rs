@@ -614,6 +614,15 @@ pub(crate) fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: libc::c_int) -> io:
     }
 }
 
+/// `fcntl(fd, F_GETFL)` — [fcntl(2)]: the open file description's access
+/// mode and status flags (`O_PATH` included).
+///
+/// [fcntl(2)]: https://man7.org/linux/man-pages/man2/fcntl.2.html
+pub(crate) fn status_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: F_GETFL takes no argument and only reads the open descriptor.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
 /// `copy_file_range(fd_in, &off_in, fd_out, &off_out, len, flags)` —
 /// [copy_file_range(2)]; returns bytes copied.
 ///
