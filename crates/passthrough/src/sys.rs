@@ -13,6 +13,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Turns a `-1`-on-error return value into an `io::Result`.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -224,6 +225,40 @@ pub(crate) fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> 
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
 }
 
+/// Whether the kernel has fchmodat2(2) (Linux 6.6): cleared at its first
+/// ENOSYS, so that an older kernel pays for the probe once.
+static FCHMODAT2: AtomicBool = AtomicBool::new(true);
+
+/// `fchmodat2(fd, "", mode, AT_EMPTY_PATH)` — [fchmodat2(2)] on the inode
+/// `fd` refers to, `O_PATH` or not, with no path walked: half the cost of
+/// reaching it through `/proc/self/fd/N`. `None` on a kernel without
+/// fchmodat2, where the caller takes the magic link instead.
+///
+/// [fchmodat2(2)]: https://man7.org/linux/man-pages/man2/fchmodat.2.html
+pub(crate) fn fchmod_empty(fd: BorrowedFd<'_>, mode: libc::mode_t) -> Option<io::Result<()>> {
+    if !FCHMODAT2.load(Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: the empty path is NUL-terminated; `fd` is open; fchmodat2
+    // takes (dirfd, path, mode, flags) and reads nothing else.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    match check_size(r as isize) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            FCHMODAT2.store(false, Ordering::Relaxed);
+            None
+        }
+        r => Some(r.map(drop)),
+    }
+}
+
 /// `fchmod(fd, mode)` — [fchmod(2)] on an open (non-`O_PATH`) file.
 ///
 /// [fchmod(2)]: https://man7.org/linux/man-pages/man2/fchmod.2.html
@@ -286,6 +321,20 @@ pub(crate) fn utimensat(
     // `path` is NUL-terminated; `dir` is open.
     check(unsafe { libc::utimensat(dir.as_raw_fd(), path.as_ptr(), times.as_ptr(), flags) })
         .map(drop)
+}
+
+/// `utimensat(fd, "", times, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)` — the
+/// times of the inode `fd` refers to, `O_PATH` or not, with no path
+/// walked. A kernel that does not take AT_EMPTY_PATH here fails with
+/// EINVAL, as it does for bad times: the caller then tries the magic link,
+/// which gives the answer either way.
+pub(crate) fn utimens_empty(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
+    utimensat(
+        fd,
+        c"",
+        times,
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 /// `futimens(fd, times)` — [futimens(3)].

@@ -43,9 +43,16 @@ impl Target<'_> {
     pub(super) fn chmod(&self, fs: &PassthroughFs, mode: libc::mode_t) -> std::io::Result<()> {
         match self {
             Target::Open(fd) => sys::fchmod(*fd, mode),
-            // fchmodat has no AT_EMPTY_PATH (before fchmodat2); the magic
-            // link reaches the inode without a path lookup.
+            // fchmodat2 reaches the inode with no path at all. Before it
+            // (Linux 6.6), and for a symlink (whose chmod the magic link
+            // has always decided), the magic link reaches it with one
+            // component walked.
             Target::Path(inode) => {
+                if inode.kind != libc::S_IFLNK {
+                    if let Some(r) = sys::fchmod_empty(inode.fd.as_fd(), mode) {
+                        return r;
+                    }
+                }
                 sys::fchmodat(fs.proc.dir(), FdName::of(inode.fd.as_fd()).as_cstr(), mode)
             }
         }
@@ -68,12 +75,23 @@ impl Target<'_> {
     fn utimens(&self, fs: &PassthroughFs, times: &[libc::timespec; 2]) -> std::io::Result<()> {
         match self {
             Target::Open(fd) => sys::futimens(*fd, times),
-            Target::Path(inode) => sys::utimensat(
-                fs.proc.dir(),
-                FdName::of(inode.fd.as_fd()).as_cstr(),
-                times,
-                0,
-            ),
+            // As for chmod: no path when the kernel takes AT_EMPTY_PATH
+            // (EINVAL when it does not, or when the times are bad, which
+            // the magic link then reports itself).
+            Target::Path(inode) => {
+                if inode.kind != libc::S_IFLNK {
+                    match sys::utimens_empty(inode.fd.as_fd(), times) {
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                        r => return r,
+                    }
+                }
+                sys::utimensat(
+                    fs.proc.dir(),
+                    FdName::of(inode.fd.as_fd()).as_cstr(),
+                    times,
+                    0,
+                )
+            }
         }
     }
 }
@@ -263,5 +281,62 @@ mod tests {
         let before = Timestamp::from_wire(-315_619_200i64 as u64, 0);
         let t = timespec(Some(TimeOrNow::At(before)));
         assert_eq!(t.tv_sec, -315_619_200);
+    }
+
+    /// A SETATTR of mode and times on a node the kernel names without a
+    /// handle: reached through the inode's `O_PATH` fd (fchmodat2 and
+    /// AT_EMPTY_PATH where the kernel has them), it changes the source
+    /// file itself; a symlink's times go through the magic link as before.
+    #[test]
+    fn mode_and_times_reach_the_source_through_the_path_fd() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", src.path().join("l")).unwrap();
+        let fs = PassthroughFs::new(src.path(), crate::Options::default()).unwrap();
+        let req = Caller::detached(0, 0, 1);
+        let node = |name: &str| {
+            fastfuse::Filesystem::lookup(&fs, &req, NodeId::ROOT, std::ffi::OsStr::new(name))
+                .unwrap()
+                .node
+        };
+        let at = |secs| Some(TimeOrNow::At(Timestamp { secs, nsecs: 7 }));
+        let changes = SetAttr {
+            mode: Some(libc::S_IFREG | 0o640),
+            atime: at(1_000_000),
+            mtime: at(2_000_000),
+            ..SetAttr::default()
+        };
+        let reply = setattr(&fs, &req, node("f"), &changes).unwrap();
+        let meta = std::fs::metadata(src.path().join("f")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        assert_eq!((meta.atime(), meta.atime_nsec()), (1_000_000, 7));
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (2_000_000, 7));
+        assert_eq!(reply.attr.mode & 0o7777, 0o640);
+        assert_eq!(reply.attr.mtime, 2_000_000);
+
+        let times = SetAttr {
+            mtime: at(3_000_000),
+            ..SetAttr::default()
+        };
+        setattr(&fs, &req, node("l"), &times).unwrap();
+        let link = std::fs::symlink_metadata(src.path().join("l")).unwrap();
+        assert_eq!(link.mtime(), 3_000_000, "the symlink's own mtime");
+        let target = std::fs::metadata(src.path().join("f")).unwrap();
+        assert_eq!(target.mtime(), 2_000_000, "not its target's");
+
+        // Bad times are the source's EINVAL, whichever way they went.
+        let bad = SetAttr {
+            mtime: Some(TimeOrNow::At(Timestamp {
+                secs: 0,
+                nsecs: 2_000_000_000,
+            })),
+            ..SetAttr::default()
+        };
+        assert_eq!(
+            setattr(&fs, &req, node("f"), &bad).unwrap_err(),
+            Errno::EINVAL
+        );
     }
 }
