@@ -994,6 +994,7 @@ pub(crate) mod tests {
         let (state, mut fds) = w.fs.save().map(owned).unwrap();
         fds.swap(0, 1);
         let err = refused(src, state, fds);
+        assert!(matches!(err, PassthroughError::InvalidState(_)), "{err}");
         assert!(err.to_string().contains("descriptor is"), "{err}");
 
         // A node moved to another shard (as a build hashing keys otherwise

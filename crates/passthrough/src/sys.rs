@@ -225,9 +225,18 @@ pub(crate) fn fchmodat(dir: BorrowedFd<'_>, path: &CStr, mode: libc::mode_t) -> 
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), path.as_ptr(), mode, 0) }).map(drop)
 }
 
-/// Whether the kernel has fchmodat2(2) (Linux 6.6): cleared at its first
-/// ENOSYS, so that an older kernel pays for the probe once.
+/// Whether fchmodat2(2) (Linux 6.6) can be used: cleared at its first
+/// ENOSYS, so that an older kernel pays for the probe once, or by
+/// [`fchmodat2_refused`].
 static FCHMODAT2: AtomicBool = AtomicBool::new(true);
+
+/// Stops [`fchmod_empty`] from trying fchmodat2 again: a seccomp filter
+/// that does not know the call (a container's default profile, older than
+/// the call) answers EPERM, which the caller finds out when the magic link
+/// then succeeds.
+pub(crate) fn fchmodat2_refused() {
+    FCHMODAT2.store(false, Ordering::Relaxed);
+}
 
 /// `fchmodat2(fd, "", mode, AT_EMPTY_PATH)` — [fchmodat2(2)] on the inode
 /// `fd` refers to, `O_PATH` or not, with no path walked: half the cost of

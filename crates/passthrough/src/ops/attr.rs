@@ -46,14 +46,24 @@ impl Target<'_> {
             // fchmodat2 reaches the inode with no path at all. Before it
             // (Linux 6.6), and for a symlink (whose chmod the magic link
             // has always decided), the magic link reaches it with one
-            // component walked.
+            // component walked. An EPERM may be a seccomp filter's, not
+            // the source's: the magic link decides, and if it succeeds
+            // fchmodat2 is not tried again.
             Target::Path(inode) => {
+                let mut refused = false;
                 if inode.kind != libc::S_IFLNK {
-                    if let Some(r) = sys::fchmod_empty(inode.fd.as_fd(), mode) {
-                        return r;
+                    match sys::fchmod_empty(inode.fd.as_fd(), mode) {
+                        Some(Err(e)) if e.raw_os_error() == Some(libc::EPERM) => refused = true,
+                        Some(r) => return r,
+                        None => {}
                     }
                 }
-                sys::fchmodat(fs.proc.dir(), FdName::of(inode.fd.as_fd()).as_cstr(), mode)
+                let linked =
+                    sys::fchmodat(fs.proc.dir(), FdName::of(inode.fd.as_fd()).as_cstr(), mode);
+                if refused && linked.is_ok() {
+                    sys::fchmodat2_refused();
+                }
+                linked
             }
         }
     }
