@@ -1661,8 +1661,18 @@ mod tests {
         for &id in &ids {
             t.forget(id, 1);
         }
+        // The sweeper takes due nodes out of `open_age` (and the count)
+        // first and stores their handles after, without the lock between:
+        // done is when neither is still taking its fd.
+        let taking = |id: NodeId| {
+            let nodes = t.read(shard_of_id(id));
+            matches!(
+                nodes.forgotten.get(&id).map(|f| &f.kept),
+                Some(Kept::Taking(_))
+            )
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while t.open_total.load(Ordering::Relaxed) > 0 {
+        while t.open_total.load(Ordering::Relaxed) > 0 || ids.iter().any(|&id| taking(id)) {
             assert!(Instant::now() < deadline, "the kept fds were not closed");
             std::thread::yield_now();
         }
