@@ -360,16 +360,12 @@ enum Opened {
     Io,
 }
 
-/// The key of the inode `fd` refers to, once `fd` is checked to be
-/// opened as `opened` says. Two descriptors of one inode swapped (an
-/// inode's `O_PATH` fd and its lock owner's) have the same key: only how
-/// they were opened tells them apart, and a successor that took one for
-/// the other could neither lock nor leave the file unopened.
-fn key_of(
-    fd: BorrowedFd<'_>,
-    what: &str,
-    opened: Opened,
-) -> Result<(InodeKey, libc::stat), PassthroughError> {
+/// Checks that `fd` was opened as `opened` says. Two descriptors of one
+/// inode swapped (an inode's `O_PATH` fd and its lock owner's) have the
+/// same key: only how they were opened tells them apart, and a successor
+/// that took one for the other could neither lock nor leave the file
+/// unopened.
+fn check_opened(fd: BorrowedFd<'_>, what: &str, opened: Opened) -> Result<(), PassthroughError> {
     let flags = sys::status_flags(fd).map_err(|e| invalid(format!("cannot query {what}: {e}")))?;
     let is = if flags & libc::O_PATH != 0 {
         Opened::Path
@@ -383,6 +379,17 @@ fn key_of(
             opened_name(opened)
         )));
     }
+    Ok(())
+}
+
+/// The key of the inode `fd` refers to, once `fd` is checked to be
+/// opened as `opened` says ([`check_opened`]).
+fn key_of(
+    fd: BorrowedFd<'_>,
+    what: &str,
+    opened: Opened,
+) -> Result<(InodeKey, libc::stat), PassthroughError> {
+    check_opened(fd, what, opened)?;
     let st = sys::stat_fd(fd).map_err(|e| invalid(format!("cannot stat {what}: {e}")))?;
     Ok((InodeKey::of(&st), st))
 }
@@ -624,7 +631,7 @@ impl PassthroughFs {
             taken(d.fh)?;
             let what = format!("directory fh {}", d.fh);
             let fd = fds.take(d.fd, &what)?;
-            key_of(fd.as_fd(), &what, Opened::Io)?;
+            check_opened(fd.as_fd(), &what, Opened::Io)?;
             let stream = DirStream::restore(fd, d.position, &d.unsent)
                 .ok_or_else(|| invalid(format!("{what} has more unsent entries than fit")))?;
             let dir = OpenDir {
