@@ -1589,6 +1589,16 @@ mod tests {
         (t.acquire(fd, &st).0, st.st_ino)
     }
 
+    /// Whether forgotten `node` still holds its fd (`None`: not
+    /// forgotten), as the table says at this instant.
+    fn holds_fd(t: &InodeTable, node: NodeId) -> Option<bool> {
+        let nodes = t.read(shard_of_id(node));
+        Some(matches!(nodes.forgotten.get(&node)?.kept, Kept::Taking(_)))
+    }
+
+    /// [`holds_fd`], with `open_age` checked to be in step: only where no
+    /// sweeper can be between taking a node out of it and storing its
+    /// handle.
     fn kept_open(t: &InodeTable, node: NodeId) -> Option<bool> {
         let nodes = t.read(shard_of_id(node));
         let f = nodes.forgotten.get(&node)?;
@@ -1663,16 +1673,11 @@ mod tests {
         }
         // The sweeper takes due nodes out of `open_age` (and the count)
         // first and stores their handles after, without the lock between:
-        // done is when neither is still taking its fd.
-        let taking = |id: NodeId| {
-            let nodes = t.read(shard_of_id(id));
-            matches!(
-                nodes.forgotten.get(&id).map(|f| &f.kept),
-                Some(Kept::Taking(_))
-            )
-        };
+        // done is when neither still holds its fd.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while t.open_total.load(Ordering::Relaxed) > 0 || ids.iter().any(|&id| taking(id)) {
+        while t.open_total.load(Ordering::Relaxed) > 0
+            || ids.iter().any(|&id| holds_fd(&t, id) == Some(true))
+        {
             assert!(Instant::now() < deadline, "the kept fds were not closed");
             std::thread::yield_now();
         }
