@@ -219,6 +219,11 @@ struct Slot {
     /// decremented only under its exclusive one (see the module doc). The
     /// root's count is not kept: it is never forgotten.
     lookups: AtomicU64,
+    /// [`InodeTable::removals`] when the node became live (0 for an inode
+    /// that had no name then, an O_TMPFILE): while the count is still
+    /// that, no name has been removed through the mount since, so the
+    /// node's FORGET can trust that it still has one.
+    since: u64,
 }
 
 /// A node the kernel forgot, remembered so that its id can be revived.
@@ -362,6 +367,9 @@ pub(crate) struct InodeTable {
     /// The crash journal, which every node handed out goes into (see
     /// `journal`).
     journal: Option<Arc<Journal>>,
+    /// Names removed through the mount (UNLINK, RMDIR, RENAME), counted
+    /// from 1 (see [`Slot::since`]).
+    removals: AtomicU64,
 }
 
 impl InodeTable {
@@ -388,10 +396,12 @@ impl InodeTable {
             keep_open: KEEP_OPEN,
             sweep: Arc::default(),
             journal: None,
+            removals: AtomicU64::new(1),
         };
+        let since = table.live_since(root);
         table
             .write(ROOT_SHARD)
-            .insert_live(NodeId::ROOT, key, inode);
+            .insert_live(NodeId::ROOT, key, inode, since);
         table
     }
 
@@ -476,10 +486,11 @@ impl InodeTable {
         // key is that of a forgotten node: `None` until then, `Some(None)`
         // when the source gave none.
         let mut handle: Option<Option<SourceHandle>> = None;
+        let since = self.live_since(st);
         loop {
             let mut nodes = self.write(shard);
             let Some(&node) = nodes.by_key.get(&key) else {
-                return nodes.insert_new(key, fd, st);
+                return nodes.insert_new(key, fd, st, since);
             };
             if let Some(slot) = nodes.by_id.get_mut(&node) {
                 // Made live by another thread since the shared look.
@@ -513,7 +524,7 @@ impl InodeTable {
             };
             if !same {
                 let gone = nodes.drop_forgotten(node);
-                let found = nodes.insert_new(key, fd, st);
+                let found = nodes.insert_new(key, fd, st, since);
                 drop(nodes);
                 drop(gone);
                 return found;
@@ -522,7 +533,7 @@ impl InodeTable {
                 Some(Kept::Taking(inode)) => inode,
                 _ => Arc::new(Inode::new(fd, st)),
             };
-            nodes.insert_live(node, key, inode.clone());
+            nodes.insert_live(node, key, inode.clone(), since);
             return (node, inode);
         }
     }
@@ -547,6 +558,8 @@ impl InodeTable {
         if let Some(found) = self.read(shard).acquire_key(key) {
             return Some(found);
         }
+        // The caller found the inode by a name, so it had one.
+        let since = self.removals_now();
         let mut nodes = self.write(shard);
         let &node = nodes.by_key.get(&key)?;
         if let Some(slot) = nodes.by_id.get_mut(&node) {
@@ -559,7 +572,7 @@ impl InodeTable {
         let Some(Kept::Taking(inode)) = nodes.take_forgotten(node).map(|f| f.kept) else {
             return None;
         };
-        nodes.insert_live(node, key, inode.clone());
+        nodes.insert_live(node, key, inode.clone(), since);
         Some((node, inode))
     }
 
@@ -624,6 +637,7 @@ impl InodeTable {
         if InodeKey::of(&st) != key || st.st_nlink == 0 {
             return gone();
         }
+        let since = self.live_since(&st);
         let mut nodes = self.write(shard);
         if let Some(slot) = nodes.by_id.get_mut(&node) {
             // Revived by another thread meanwhile.
@@ -641,7 +655,7 @@ impl InodeTable {
         }
         let stale = nodes.take_forgotten(node);
         let inode = Arc::new(Inode::new(fd, &st));
-        nodes.insert_live(node, key, inode.clone());
+        nodes.insert_live(node, key, inode.clone(), since);
         drop(nodes);
         drop(stale);
         Ok(inode)
@@ -652,6 +666,7 @@ impl InodeTable {
     /// unless its inode lost its last name since, which, as on the source
     /// (whose handles of deleted files are stale), makes it ESTALE.
     fn revive_open(&self, node: NodeId, seq: u64, inode: Arc<Inode>) -> Result<Arc<Inode>, Errno> {
+        let since = self.removals_now();
         let named = has_name(&inode);
         let mut nodes = self.write(shard_of_id(node));
         if let Some(slot) = nodes.by_id.get_mut(&node) {
@@ -678,7 +693,7 @@ impl InodeTable {
         let Some(Forgotten { key, .. }) = nodes.take_forgotten(node) else {
             return Err(Errno::ESTALE);
         };
-        nodes.insert_live(node, key, inode.clone());
+        nodes.insert_live(node, key, inode.clone(), since);
         Ok(inode)
     }
 
@@ -695,6 +710,29 @@ impl InodeTable {
             journal.record_node(node, None, &inode);
         }
         Ok(inode)
+    }
+
+    /// Counts a name removed through the mount (UNLINK, RMDIR, a RENAME
+    /// that may have replaced one), after the source removed it and before
+    /// the reply: the FORGET the kernel then sends of the inode that lost
+    /// it asks the source whether the inode has a name left.
+    pub(crate) fn name_removed(&self) {
+        self.removals.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The count of [`name_removed`](Self::name_removed) now.
+    fn removals_now(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// What [`Slot::since`] is for a node made live now whose inode `st`
+    /// describes.
+    fn live_since(&self, st: &libc::stat) -> u64 {
+        if st.st_nlink == 0 {
+            0
+        } else {
+            self.removals_now()
+        }
     }
 
     /// Subtracts `nlookup` from `node`'s count; at zero the entry becomes a
@@ -715,7 +753,8 @@ impl InodeTable {
         for group in forgets.chunk_by(|a, b| shard_of_id(a.0) == shard_of_id(b.0)) {
             let mut nodes = self.write(shard_of_id(group[0].0));
             for &(node, nlookup) in group {
-                let Some((inode, seq)) = nodes.forget(node, nlookup, remember, &self.next_seq)
+                let Some((inode, seq, since)) =
+                    nodes.forget(node, nlookup, remember, &self.next_seq)
                 else {
                     continue;
                 };
@@ -724,7 +763,7 @@ impl InodeTable {
                     journal.forget_node(&inode);
                 }
                 match seq {
-                    Some(seq) => released.push((node, seq, inode)),
+                    Some(seq) => released.push((node, seq, inode, since)),
                     None => closed.push(inode),
                 }
             }
@@ -736,16 +775,23 @@ impl InodeTable {
         }
     }
 
-    /// Second half of FORGET, without the locks: a node whose inode has no
-    /// name left (deleted, through the mount or not) is dropped, so that
-    /// its fd closes and the source frees it as it would without us; the
-    /// others keep their fd, and the oldest beyond the open bound are
-    /// remembered by handle instead. `released` comes grouped by shard.
-    fn settle(&self, mount: libc::c_int, released: Vec<(NodeId, u64, Arc<Inode>)>) {
+    /// Second half of FORGET, without the locks: a node whose inode lost
+    /// its last name through the mount is dropped, so that its fd closes
+    /// and the source frees it as it would without us; the others keep
+    /// their fd, and the oldest beyond the open bound are remembered by
+    /// handle instead. Only nodes that may have lost a name since they
+    /// became live ([`Slot::since`]) are asked: a `drop_caches` forgets
+    /// thousands of nodes at once, and the `fstat` of each was half of
+    /// what their FORGETs cost. One deleted behind the mount's back keeps
+    /// its fd until the sweeper takes its handle (at most
+    /// [`KEEP_OPEN`]), which finds it nameless and drops it then.
+    /// `released` comes grouped by shard.
+    fn settle(&self, mount: libc::c_int, released: Vec<(NodeId, u64, Arc<Inode>, u64)>) {
+        let now = self.removals_now();
         let deleted: Vec<(NodeId, u64, Option<SourceHandle>)> = released
             .iter()
-            .filter(|(_, _, inode)| !has_name(inode))
-            .map(|&(node, seq, _)| (node, seq, None))
+            .filter(|(_, _, inode, since)| *since < now && !has_name(inode))
+            .map(|&(node, seq, _, _)| (node, seq, None))
             .collect();
         self.keep_handles(deleted);
         drop(released);
@@ -1027,6 +1073,7 @@ impl InodeTable {
             keep_open: KEEP_OPEN,
             sweep: Arc::default(),
             journal: None,
+            removals: AtomicU64::new(1),
         };
         for (shard, s) in saved.shards.into_iter().enumerate() {
             let mut nodes = table.write(shard);
@@ -1053,6 +1100,9 @@ impl InodeTable {
                     inode: inode(n.inode, n.id, key)?,
                     key,
                     lookups: AtomicU64::new(n.lookups),
+                    // Names may have gone while no daemon counted: each
+                    // restored node asks at its FORGET.
+                    since: 0,
                 };
                 if nodes.by_id.insert(node, slot).is_some() {
                     return Err(invalid(format!("node {} twice", n.id)));
@@ -1338,16 +1388,23 @@ impl Nodes {
     }
 
     /// A new node id for the inode `fd` refers to, with one lookup.
-    fn insert_new(&mut self, key: InodeKey, fd: OwnedFd, st: &libc::stat) -> (NodeId, Arc<Inode>) {
+    fn insert_new(
+        &mut self,
+        key: InodeKey,
+        fd: OwnedFd,
+        st: &libc::stat,
+        since: u64,
+    ) -> (NodeId, Arc<Inode>) {
         let node = NodeId((self.next_id << SHARD_BITS) | self.shard);
         self.next_id += 1;
         let inode = Arc::new(Inode::new(fd, st));
-        self.insert_live(node, key, inode.clone());
+        self.insert_live(node, key, inode.clone(), since);
         (node, inode)
     }
 
-    /// `node` live, with one lookup.
-    fn insert_live(&mut self, node: NodeId, key: InodeKey, inode: Arc<Inode>) {
+    /// `node` live, with one lookup, made live at `since` (see
+    /// [`Slot::since`]).
+    fn insert_live(&mut self, node: NodeId, key: InodeKey, inode: Arc<Inode>, since: u64) {
         debug_assert_eq!(shard_of_id(node) as u64, self.shard);
         self.by_id.insert(
             node,
@@ -1355,6 +1412,7 @@ impl Nodes {
                 inode,
                 key,
                 lookups: AtomicU64::new(1),
+                since,
             },
         );
         self.by_key.insert(key, node);
@@ -1393,16 +1451,16 @@ impl Nodes {
 
     /// The body of FORGET. At zero lookups the entry leaves `by_id`; with
     /// `remember` it becomes a forgotten node that keeps its fd (`Taking`,
-    /// aged by `next_seq` in `age` and `open_age`), and its inode and
-    /// sequence number are returned for the caller to settle; otherwise
-    /// the inode is returned to be closed.
+    /// aged by `next_seq` in `age` and `open_age`), and its inode,
+    /// sequence number and [`Slot::since`] are returned for the caller to
+    /// settle; otherwise the inode is returned to be closed.
     fn forget(
         &mut self,
         node: NodeId,
         nlookup: u64,
         remember: bool,
         next_seq: &AtomicU64,
-    ) -> Option<(Arc<Inode>, Option<u64>)> {
+    ) -> Option<(Arc<Inode>, Option<u64>, u64)> {
         if node == NodeId::ROOT {
             // The root lives as long as the filesystem; its count is not kept.
             return None;
@@ -1431,11 +1489,11 @@ impl Nodes {
         let slot = self.by_id.remove(&node)?;
         // Only the node the key points at is remembered (or unmapped).
         if self.by_key.get(&slot.key) != Some(&node) {
-            return Some((slot.inode, None));
+            return Some((slot.inode, None, slot.since));
         }
         if !remember {
             self.by_key.remove(&slot.key);
-            return Some((slot.inode, None));
+            return Some((slot.inode, None, slot.since));
         }
         // Relaxed: only the order of the numbers matters, not what else
         // other threads see.
@@ -1450,7 +1508,7 @@ impl Nodes {
                 kept: Kept::Taking(slot.inode.clone()),
             },
         );
-        Some((slot.inode, Some(seq)))
+        Some((slot.inode, Some(seq), slot.since))
     }
 
     /// Empties the shard but for the root, returning what it held for the
@@ -1726,9 +1784,11 @@ mod tests {
     #[test]
     fn a_deleted_node_is_stale() {
         let (dir, t) = dir_table(&["a", "b"], 16);
-        // Deleted while the kernel held it: not remembered at all.
+        // Deleted through the mount while the kernel held it (UNLINK
+        // counts the removal): not remembered at all.
         let (a, _) = look(&t, &dir.path().join("a"));
         std::fs::remove_file(dir.path().join("a")).unwrap();
+        t.name_removed();
         t.forget(a, 1);
         assert_eq!(t.forgotten_len(), 0);
         assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
@@ -1740,6 +1800,51 @@ mod tests {
         std::fs::remove_file(dir.path().join("b")).unwrap();
         assert_eq!(t.acquire_or_revive(b).unwrap_err(), Errno::ESTALE);
         assert_eq!((t.len(), t.forgotten_len()), (1, 0));
+    }
+
+    #[test]
+    fn a_node_deleted_behind_the_mounts_back_keeps_its_fd_until_the_sweep() {
+        let (dir, mut t) = dir_table(&["a", "b"], 16);
+        t.keep_open = Duration::ZERO;
+        let mount = t.handles.as_ref().expect("source handles").id;
+        let (a, _) = look(&t, &dir.path().join("a"));
+        let (b, _) = look(&t, &dir.path().join("b"));
+        // No name went through the mount: its FORGET does not ask.
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        t.forget(a, 1);
+        assert_eq!(kept_open(&t, a), Some(true));
+        // A removal through the mount after b became live: b is asked,
+        // and still has its name.
+        t.name_removed();
+        t.forget(b, 1);
+        assert_eq!(kept_open(&t, b), Some(true));
+        // The sweep finds a nameless and drops it; b is kept by handle.
+        assert_eq!(t.close_oldest_open(mount), None);
+        assert_eq!((kept_open(&t, a), kept_open(&t, b)), (None, Some(false)));
+        assert_eq!(t.acquire_or_revive(a).unwrap_err(), Errno::ESTALE);
+        assert!(t.acquire_or_revive(b).is_ok());
+    }
+
+    #[test]
+    fn a_node_without_a_name_from_the_start_goes_at_its_forget() {
+        let (dir, t) = dir_table(&[], 16);
+        let tmp = sys::openat(
+            t.get(NodeId::ROOT).unwrap().fd.as_fd(),
+            c".",
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600,
+        )
+        .unwrap();
+        // Its own O_PATH fd, as CREATE's reopen through /proc gives one.
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp));
+        let fd = sys::open(&std::ffi::CString::new(link).unwrap(), libc::O_PATH).unwrap();
+        let st = sys::stat_fd(fd.as_fd()).unwrap();
+        assert_eq!(st.st_nlink, 0);
+        let (node, _) = t.acquire(fd, &st);
+        drop(tmp);
+        t.forget(node, 1);
+        assert_eq!(t.forgotten_len(), 0, "an O_TMPFILE inode is not kept");
+        drop(dir);
     }
 
     #[test]

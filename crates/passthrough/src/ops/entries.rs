@@ -176,6 +176,7 @@ fn remove(
 ) -> Result<(), Errno> {
     let dir = fs.inode(parent)?;
     sys::unlinkat(dir.fd.as_fd(), &component(name)?, flags)?;
+    fs.inodes.name_removed();
     Ok(())
 }
 
@@ -199,6 +200,10 @@ pub(super) fn rename(
         &component(new_name)?,
         flags,
     )?;
+    // Unless told not to, a rename replaces what the new name named.
+    if flags & (libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) == 0 {
+        fs.inodes.name_removed();
+    }
     Ok(())
 }
 
