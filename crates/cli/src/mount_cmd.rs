@@ -35,7 +35,9 @@ pub struct MountArgs {
     /// io_uring, transport=dev|uring|auto, xattr, no_xattr, acl (the
     /// default where the source keeps POSIX ACLs: new files get a parent's
     /// default ACL, and with default_permissions the kernel enforces ACLs),
-    /// noacl, readdirplus,
+    /// noacl, dir_cache (the default: directories open without OPENDIR and
+    /// their listings are cached like attributes), no_dir_cache,
+    /// readdirplus,
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
     /// /dev/fuse into the source file, one copy fewer), no_splice_write,
     /// request_timeout=SECS (the kernel aborts the connection when a
@@ -187,6 +189,8 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "no_xattr" => fs.xattr = false,
             "acl" => fs.posix_acl = true,
             "noacl" | "no_acl" => fs.posix_acl = false,
+            "dir_cache" => fs.cache_dirs = true,
+            "no_dir_cache" => fs.cache_dirs = false,
             "io_uring" => config.transport = TransportKind::Uring,
             "transport" => {
                 config.transport = value
@@ -482,6 +486,13 @@ mod tests {
         assert!(!p.mount.default_permissions && !p.fs.kernel_checks_permissions);
         assert!(p.fs.posix_acl);
         assert!(!parse(&["-o", "noacl", "/s", "/m"]).unwrap().fs.posix_acl);
+        assert!(parse(&["/s", "/m"]).unwrap().fs.cache_dirs);
+        assert!(
+            !parse(&["-o", "no_dir_cache", "/s", "/m"])
+                .unwrap()
+                .fs
+                .cache_dirs
+        );
         assert!(parse(&["-o", "bogus", "/s", "/m"]).is_err());
         assert!(parse(&["-o", "timeout=0", "/s", "/m"]).is_err());
         assert!(parse(&["/m"]).is_err());

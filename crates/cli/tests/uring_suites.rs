@@ -76,8 +76,9 @@ fn through_ring(extra: &[&str], suite: impl FnOnce(&Served, &[&str])) {
         .copied()
         .collect();
     let served = Served::start(&args);
-    // GETATTR of the root, OPENDIR and READDIRPLUS are answered before
-    // these return (RELEASEDIR is sent in the background, maybe later).
+    // GETATTR of the root, OPENDIR (ENOSYS: the kernel opens directories
+    // itself from then on) and READDIRPLUS are answered before these
+    // return.
     std::fs::metadata(served.mnt()).unwrap();
     std::fs::read_dir(served.mnt()).unwrap().for_each(drop);
     let before = assert_ring_answered(&served, 2);

@@ -1336,7 +1336,12 @@ mod tests {
             std::fs::write(src.path().join(format!("d/f{i}")), b"").unwrap();
         }
         let journal = Journal::create().unwrap();
-        let fs = PassthroughFs::journaled(src.path(), Options::default(), journal).unwrap();
+        // Directory handles, which the journal records.
+        let options = Options {
+            cache_dirs: false,
+            ..Options::default()
+        };
+        let fs = PassthroughFs::journaled(src.path(), options, journal).unwrap();
         assert!(matches!(fs.save(), Err(PassthroughError::Journaled)));
         let root = NodeId::ROOT;
         let a = lookup(&fs, root, "a");

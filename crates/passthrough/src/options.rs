@@ -59,6 +59,20 @@ pub struct Options {
     /// 200 bytes each; 0 remembers none. Default 1 << 18 (262,144: up to some
     /// 50 MiB).
     pub remembered_handles: usize,
+    /// Let the kernel open directories without asking and cache their
+    /// listings (default): OPENDIR answers ENOSYS, which the kernel (it
+    /// offers FUSE_NO_OPENDIR_SUPPORT) takes as "no OPENDIR nor
+    /// RELEASEDIR from now on" for the whole connection, and READDIR comes
+    /// without a handle, read from a descriptor opened for it. Each `ls`
+    /// or `find` saves a synchronous round trip per directory and the
+    /// wake-up of a RELEASEDIR. Such directories get `FOPEN_CACHE_DIR` from
+    /// the kernel: a listing is kept with the directory's inode and read
+    /// again once the directory changes through the mount, or once its
+    /// attributes, cached for [`Options::timeout`], show another mtime: a
+    /// change made behind the mount's back shows within the timeout, as a
+    /// changed attribute does. `false` (or a zero timeout): every OPENDIR
+    /// opens a handle and every listing is read from the source.
+    pub cache_dirs: bool,
 }
 
 impl Default for Options {
@@ -73,6 +87,7 @@ impl Default for Options {
             posix_acl: true,
             kernel_checks_permissions: false,
             remembered_handles: 1 << 18,
+            cache_dirs: true,
         }
     }
 }

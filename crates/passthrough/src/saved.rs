@@ -761,7 +761,12 @@ pub(crate) mod tests {
         for i in 0..100 {
             std::fs::write(src.path().join(format!("d/f{i}")), b"").unwrap();
         }
-        let fs = PassthroughFs::new(src.path(), Options::default()).unwrap();
+        // Directory handles, which a successor takes over.
+        let options = Options {
+            cache_dirs: false,
+            ..Options::default()
+        };
+        let fs = PassthroughFs::new(src.path(), options).unwrap();
         let root = NodeId::ROOT;
         let a = lookup(&fs, root, "a");
         assert_eq!(lookup(&fs, root, "a"), a);

@@ -15,13 +15,20 @@ use crate::inode::Inode;
 use crate::journal::NO_SLOT;
 use crate::sys;
 
-/// OPENDIR: the directory reopened for reading through /proc/self/fd.
+/// OPENDIR: ENOSYS when directories are cached ([`Options::cache_dirs`]),
+/// after which the kernel sends no more; otherwise the directory reopened
+/// for reading through /proc/self/fd.
+///
+/// [`Options::cache_dirs`]: crate::Options::cache_dirs
 pub(super) fn opendir(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
     node: NodeId,
     _flags: u32,
 ) -> Result<Opened, Errno> {
+    if fs.options.cache_dirs && !fs.timeout().is_zero() {
+        return Err(Errno::ENOSYS);
+    }
     let inode = fs.inode(node)?;
     let fd = fs
         .proc
@@ -42,22 +49,42 @@ pub(super) fn opendir(
 pub(super) fn readdir(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
-    _node: NodeId,
+    node: NodeId,
     fh: FileHandle,
     offset: u64,
     out: &mut DirEntries<'_>,
 ) -> Result<(), Errno> {
-    let dir = fs.dirs.get(fh)?;
-    let mut stream = dir.lock();
-    stream.read_from(offset, |e| {
-        Ok(
-            if out.push(e.ino, e.next_offset, u32::from(e.typ), e.name) {
-                Taken::Yes
-            } else {
-                Taken::Full
-            },
-        )
+    let dir = fs.inode(node)?;
+    with_stream(fs, &dir, fh, |stream| {
+        stream.read_from(offset, |e| {
+            Ok(
+                if out.push(e.ino, e.next_offset, u32::from(e.typ), e.name) {
+                    Taken::Yes
+                } else {
+                    Taken::Full
+                },
+            )
+        })
     })
+}
+
+/// Runs `read` on the stream a READDIR(PLUS) of directory `dir` reads:
+/// that of handle `fh`, or, for fh 0 (the kernel opened the directory
+/// without OPENDIR, see `opendir`), one opened for this request alone,
+/// which `read_from` seeks to the request's cookie.
+fn with_stream(
+    fs: &PassthroughFs,
+    dir: &Inode,
+    fh: FileHandle,
+    read: impl FnOnce(&mut DirStream) -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    if fh.0 == 0 {
+        let fd = sys::openat(dir.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        return read(&mut DirStream::new(fd));
+    }
+    let open = fs.dirs.get(fh)?;
+    let mut stream = open.lock();
+    read(&mut stream)
 }
 
 /// An entry that carries a name and a type but no node: the kernel shows
@@ -98,28 +125,29 @@ pub(super) fn readdirplus(
     offset: u64,
     out: &mut DirEntriesPlus<'_>,
 ) -> Result<(), Errno> {
-    let dir = fs.dirs.get(fh)?;
     let parent = fs.inode(node)?;
-    let mut stream = dir.lock();
-    stream.read_from(offset, |e| {
-        if !out.fits(e.name.len()) {
-            return Ok(Taken::Full);
-        }
-        let entry = if e.is_dot_or_dotdot() {
-            nameless(e)
-        } else {
-            lookup_listed(fs, &parent, e)
-        };
-        if out.push(&entry, e.next_offset, u32::from(e.typ), e.name) {
-            Ok(Taken::Yes)
-        } else {
-            // `fits` said yes, so this does not happen; if it ever did, the
-            // kernel never saw the entry and its lookup must be given back.
-            if entry.node.0 != 0 {
-                fs.inodes.forget(entry.node, 1);
+    with_stream(fs, &parent, fh, |stream| {
+        stream.read_from(offset, |e| {
+            if !out.fits(e.name.len()) {
+                return Ok(Taken::Full);
             }
-            Ok(Taken::Full)
-        }
+            let entry = if e.is_dot_or_dotdot() {
+                nameless(e)
+            } else {
+                lookup_listed(fs, &parent, e)
+            };
+            if out.push(&entry, e.next_offset, u32::from(e.typ), e.name) {
+                Ok(Taken::Yes)
+            } else {
+                // `fits` said yes, so this does not happen; if it ever
+                // did, the kernel never saw the entry and its lookup must
+                // be given back.
+                if entry.node.0 != 0 {
+                    fs.inodes.forget(entry.node, 1);
+                }
+                Ok(Taken::Full)
+            }
+        })
     })
 }
 
@@ -138,14 +166,26 @@ pub(super) fn releasedir(
     Ok(())
 }
 
-/// FSYNCDIR: fsync or fdatasync on the directory handle.
+/// FSYNCDIR: fsync or fdatasync on the directory handle, or, without one
+/// (fh 0, see `opendir`), on the directory opened for it.
 pub(super) fn fsyncdir(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
-    _node: NodeId,
+    node: NodeId,
     fh: FileHandle,
     datasync: bool,
 ) -> Result<(), Errno> {
+    if fh.0 == 0 {
+        let inode = fs.inode(node)?;
+        let fd = sys::openat(
+            inode.fd.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        sys::fsync(fd.as_fd(), datasync)?;
+        return Ok(());
+    }
     let dir = fs.dirs.get(fh)?;
     let stream = dir.lock();
     sys::fsync(stream.fd(), datasync)?;
