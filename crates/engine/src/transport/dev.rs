@@ -125,6 +125,7 @@ impl DevWorker {
 
     /// Serves one request read into the request buffer.
     fn serve_read<F: Filesystem>(&mut self, server: &Server<F>, shard: &Shard, n: usize) -> Next {
+        let start = self.spinner.is_some().then(std::time::Instant::now);
         let buf = &self.request[..n];
         let (header, body) = match request::decode_header(buf) {
             Ok(h) => h,
@@ -149,10 +150,16 @@ impl DevWorker {
             ReplyTo::Dev(&self.fd),
         );
         self.note(&header, n);
-        match outcome {
+        let next = match outcome {
             Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
             Outcome::None | Outcome::Deferred => Next::Retry,
+        };
+        if let (Some(s), Some(start)) = (&mut self.spinner, start) {
+            let listing = [abi::Opcode::Readdir as u32, abi::Opcode::Readdirplus as u32]
+                .contains(&header.opcode);
+            s.served(listing.then(|| start.elapsed()));
         }
+        next
     }
 
     /// Serves one request that is in the pipe (`n` bytes): a large WRITE
@@ -190,6 +197,9 @@ impl DevWorker {
         );
         // Whatever the filesystem left must go before the next request.
         let drained = pipe.discard(data.remaining());
+        if let Some(s) = &mut self.spinner {
+            s.served(None);
+        }
         self.note(&header, n);
         let next = match outcome {
             Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
