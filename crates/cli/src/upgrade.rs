@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use fastfuse::stats::StatsSnapshot;
 use fastfuse::{BackgroundSession, Handover, Negotiated, Session};
-use fastfuse_passthrough::{PassthroughFs, SavedState, STATE_VERSION};
+use fastfuse_passthrough::{PassthroughFs, SavedState, OLDEST_STATE_VERSION, STATE_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::{self, Channel};
@@ -237,14 +237,19 @@ pub fn take_over(
         bail!("the old daemon did not offer its state");
     };
     let reads = match std::env::var(CLAIMED_VERSION) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{CLAIMED_VERSION}={v:?} is not a number"))?,
-        Err(_) => STATE_VERSION,
+        Ok(v) => {
+            let claimed = v
+                .parse()
+                .with_context(|| format!("{CLAIMED_VERSION}={v:?} is not a number"))?;
+            claimed..=claimed
+        }
+        Err(_) => OLDEST_STATE_VERSION..=STATE_VERSION,
     };
-    if state_version != reads {
+    if !reads.contains(&state_version) {
         let why = format!(
-            "the running daemon (pid {pid}) writes state version {state_version}, this binary reads version {reads}"
+            "the running daemon (pid {pid}) writes state version {state_version}, this binary reads versions {} to {}",
+            reads.start(),
+            reads.end()
         );
         chan.send(&Msg::Refuse { why: why.clone() })?;
         bail!("{why}");

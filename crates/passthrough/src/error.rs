@@ -49,13 +49,15 @@ pub enum PassthroughError {
     /// descriptor limit, most likely: saving needs as many again).
     #[error("cannot duplicate a descriptor for the successor: {0}")]
     SaveDescriptor(#[source] io::Error),
-    /// A saved state of another format version.
-    #[error("saved state version {found}, this build reads {expected}")]
+    /// A saved state of a format version this build does not read.
+    #[error("saved state version {found}, this build reads {oldest} to {newest}")]
     StateVersion {
         /// The state's version.
         found: u32,
+        /// [`OLDEST_STATE_VERSION`](crate::OLDEST_STATE_VERSION).
+        oldest: u32,
         /// [`STATE_VERSION`](crate::STATE_VERSION).
-        expected: u32,
+        newest: u32,
     },
     /// The source given to
     /// [`PassthroughFs::restore`](crate::PassthroughFs::restore) is not

@@ -67,7 +67,7 @@ pub use error::PassthroughError;
 pub use fs::PassthroughFs;
 pub use journal::{Journal, Recovery, JOURNAL_VERSION};
 pub use options::{BypassRw, Options};
-pub use saved::{SavedFds, SavedState, STATE_VERSION};
+pub use saved::{SavedFds, SavedState, OLDEST_STATE_VERSION, STATE_VERSION};
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new
 /// soft limit. The filesystem holds one fd per inode the kernel knows and

@@ -43,8 +43,17 @@ use crate::mtime::KeptMtime;
 use crate::options::Options;
 use crate::sys;
 
-/// The version of the [`SavedState`] format this build writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// The version of the [`SavedState`] format this build writes.
+///
+/// 2: the kernel may be opening directories without OPENDIR (see
+/// `Options::cache_dirs`) and sending READDIR without a handle, which a
+/// build that writes 1 answers EBADF; such a build refuses the state
+/// (equal versions only), so a downgrade is refused rather than breaking
+/// every listing. The layout is that of 1, which this build reads too.
+pub const STATE_VERSION: u32 = 2;
+
+/// The oldest [`SavedState`] version this build reads.
+pub const OLDEST_STATE_VERSION: u32 = 1;
 
 /// Everything a successor needs to go on serving the kernel's node ids and
 /// file handles (see [`PassthroughFs::save`]).
@@ -58,7 +67,8 @@ pub const STATE_VERSION: u32 = 1;
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SavedState {
     /// The format's version, [`STATE_VERSION`] of the build that saved
-    /// it; [`PassthroughFs::restore`] refuses any other.
+    /// it; [`PassthroughFs::restore`] refuses any outside
+    /// [`OLDEST_STATE_VERSION`]`..=`[`STATE_VERSION`].
     pub version: u32,
     pub(crate) table: SavedTable,
     /// Every inode an entry below refers to, each once.
@@ -566,10 +576,11 @@ impl PassthroughFs {
         fds: Vec<OwnedFd>,
         journal: Option<Arc<Journal>>,
     ) -> Result<PassthroughFs, PassthroughError> {
-        if state.version != STATE_VERSION {
+        if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&state.version) {
             return Err(PassthroughError::StateVersion {
                 found: state.version,
-                expected: STATE_VERSION,
+                oldest: OLDEST_STATE_VERSION,
+                newest: STATE_VERSION,
             });
         }
         let (root, st) = crate::fs::open_root(source)?;
@@ -927,6 +938,18 @@ pub(crate) mod tests {
         sys::flock(flocked.as_fd(), libc::LOCK_EX | libc::LOCK_NB).unwrap();
     }
 
+    #[test]
+    fn a_state_of_the_previous_version_is_read() {
+        let w = busy();
+        let (mut state, fds) = w.fs.save().map(owned).unwrap();
+        state.version = OLDEST_STATE_VERSION;
+        let fs = PassthroughFs::restore(w.src.path(), Options::default(), state, fds).unwrap();
+        // Its directory handle serves on: the listing goes on after the
+        // entries already sent.
+        let (rest, _) = list(&fs, w.fd, w.listed.1, usize::MAX);
+        assert_eq!(w.listed.0.len() + rest.len(), 102, "100 files, . and ..");
+    }
+
     /// Restores `state` with `fds` over `w`'s source: the error.
     fn refused(src: &Path, state: SavedState, fds: Vec<OwnedFd>) -> PassthroughError {
         PassthroughFs::restore(src, Options::default(), state, fds).unwrap_err()
@@ -944,13 +967,17 @@ pub(crate) mod tests {
             matches!(
                 err,
                 PassthroughError::StateVersion {
-                    found: 2,
-                    expected: 1
+                    found: 3,
+                    oldest: 1,
+                    newest: 2
                 }
             ),
             "{err}"
         );
-        assert_eq!(err.to_string(), "saved state version 2, this build reads 1");
+        assert_eq!(
+            err.to_string(),
+            "saved state version 3, this build reads 1 to 2"
+        );
 
         let elsewhere = tempfile::tempdir().unwrap();
         let (state, fds) = w.fs.save().map(owned).unwrap();
