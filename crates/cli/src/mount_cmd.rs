@@ -36,7 +36,8 @@ pub struct MountArgs {
     /// default where the source keeps POSIX ACLs: new files get a parent's
     /// default ACL, and with default_permissions the kernel enforces ACLs),
     /// noacl, dir_cache (the default: directories open without OPENDIR and
-    /// their listings are cached like attributes), no_dir_cache,
+    /// their listings are cached like attributes), no_dir_cache, statahead
+    /// (the default: a walk's next listings are read ahead), no_statahead,
     /// readdirplus,
     /// no_readdirplus, splice_write (the default: large WRITEs spliced from
     /// /dev/fuse into the source file, one copy fewer), no_splice_write,
@@ -191,6 +192,8 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "noacl" | "no_acl" => fs.posix_acl = false,
             "dir_cache" => fs.cache_dirs = true,
             "no_dir_cache" => fs.cache_dirs = false,
+            "statahead" => fs.statahead = true,
+            "no_statahead" => fs.statahead = false,
             "io_uring" => config.transport = TransportKind::Uring,
             "transport" => {
                 config.transport = value

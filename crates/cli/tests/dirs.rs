@@ -2,7 +2,9 @@
 //! directories without OPENDIR and caches their listings, which must
 //! still follow every change made through the mount at once and a change
 //! made on the source within the attribute timeout; `-o no_dir_cache`
-//! opens a handle per listing and reads the source every time.
+//! opens a handle per listing and reads the source every time. A tree walk
+//! finds its next listings read ahead (`statahead`), which must never
+//! answer with what a change through the mount has changed since.
 
 mod common;
 mod support;
@@ -13,6 +15,17 @@ use std::time::Duration;
 
 use common::{op_count, Served};
 use support::wait_for;
+
+/// Held by the tests that drop the kernel's caches and by those that
+/// count on a listing staying cached: the tests of one binary run at
+/// once, and `drop_caches` empties every mount's.
+static CACHES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn caches() -> std::sync::MutexGuard<'static, ()> {
+    CACHES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The names in `dir`, "." and ".." left out.
 fn names(dir: &Path) -> BTreeSet<String> {
@@ -29,6 +42,7 @@ fn listings(mnt: &Path) -> u64 {
 
 #[test]
 fn cached_listings_follow_every_change_without_opendir() {
+    let _caches = caches();
     let served = Served::start(&[]);
     let (mnt, src) = (served.mnt(), served.src());
     let dir = mnt.join("d");
@@ -96,4 +110,54 @@ fn without_the_directory_cache_every_listing_reads_the_source() {
         wait_for(Duration::from_secs(10), || op_count(mnt, "RELEASEDIR") >= 2),
         "no RELEASEDIR came"
     );
+}
+
+/// The modes of every file under `top/*/`, by path, as `find` would see
+/// them: each directory listed, each name stat'ed.
+fn modes(top: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut seen = Vec::new();
+    for d in std::fs::read_dir(top).unwrap() {
+        let d = d.unwrap().path();
+        for f in std::fs::read_dir(&d).unwrap() {
+            let f = f.unwrap().path();
+            let mode = std::fs::symlink_metadata(&f).unwrap().permissions().mode();
+            seen.push((f.to_string_lossy().into_owned(), mode & 0o7777));
+        }
+    }
+    seen.sort();
+    seen
+}
+
+#[test]
+fn a_walk_after_a_change_through_the_mount_sees_the_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let _caches = caches();
+    let served = Served::start(&[]);
+    let top = served.mnt().join("top");
+    for d in 0..20 {
+        std::fs::create_dir_all(top.join(format!("d{d:02}"))).unwrap();
+        for f in 0..20 {
+            std::fs::write(top.join(format!("d{d:02}/f{f:02}")), b"x").unwrap();
+        }
+    }
+    for round in 0..5u32 {
+        // Cold: the listing of `top` has the subdirectories read ahead.
+        support::drop_caches();
+        let _ = names(&top);
+        // Then every file changes mode through the mount before its
+        // directory is listed: no listing read before may answer.
+        let mode = if round % 2 == 0 { 0o600 } else { 0o644 };
+        for d in 0..20 {
+            for f in 0..20 {
+                let p = top.join(format!("d{d:02}/f{f:02}"));
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let stale: Vec<_> = modes(&top)
+            .into_iter()
+            .filter(|(_, m)| *m != mode)
+            .collect();
+        assert!(stale.is_empty(), "round {round}: stale modes {stale:?}");
+    }
 }

@@ -33,6 +33,9 @@ pub enum PassthroughError {
     /// The thread that closes forgotten nodes' fds could not be started.
     #[error("cannot start the inode table's sweeper thread: {0}")]
     Sweeper(#[source] io::Error),
+    /// The thread that reads listings ahead could not be started.
+    #[error("cannot start the statahead thread: {0}")]
+    Statahead(#[source] io::Error),
     /// The daemon's own credentials could not be read (for
     /// [`Options::switch_credentials`](crate::Options::switch_credentials)).
     #[error("cannot read the daemon's supplementary groups: {0}")]

@@ -20,6 +20,7 @@ use crate::journal::Journal;
 use crate::lock_wait::LockWaiters;
 use crate::options::Options;
 use crate::procfd::ProcFd;
+use crate::statahead::Statahead;
 use crate::sys;
 
 /// A filesystem that mirrors a source directory.
@@ -54,6 +55,16 @@ pub struct PassthroughFs {
     /// The crash journal every node and open goes into, when journaled
     /// (see `journal`).
     pub(crate) journal: Option<Arc<Journal>>,
+    /// Listings read ahead for tree walks, when [`Options::statahead`].
+    pub(crate) statahead: Option<Arc<Statahead>>,
+}
+
+impl Drop for PassthroughFs {
+    fn drop(&mut self) {
+        if let Some(s) = &self.statahead {
+            s.end();
+        }
+    }
 }
 
 /// What the session agreed, as far as the filesystem cares.
@@ -134,6 +145,13 @@ impl PassthroughFs {
         } else {
             None
         };
+        let statahead = if options.statahead && !options.timeout.is_zero() {
+            let s = Arc::new(Statahead::new(options.timeout / 4));
+            s.start().map_err(PassthroughError::Statahead)?;
+            Some(s)
+        } else {
+            None
+        };
         Ok(PassthroughFs {
             source: source.to_owned(),
             options,
@@ -147,7 +165,16 @@ impl PassthroughFs {
             lock_waits: LockWaiters::default(),
             saved: AtomicBool::new(false),
             journal,
+            statahead,
         })
+    }
+
+    /// A request that may have changed the source was served (see
+    /// `statahead`).
+    pub(crate) fn source_changed(&self) {
+        if let Some(s) = &self.statahead {
+            s.changed();
+        }
     }
 
     /// Live entries of the inode table, the root included: 1 when the

@@ -60,6 +60,7 @@ mod ops;
 mod options;
 mod procfd;
 mod saved;
+mod statahead;
 #[allow(unsafe_code)]
 mod sys;
 

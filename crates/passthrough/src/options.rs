@@ -73,6 +73,14 @@ pub struct Options {
     /// changed attribute does. `false` (or a zero timeout): every OPENDIR
     /// opens a handle and every listing is read from the source.
     pub cache_dirs: bool,
+    /// Read ahead the listings of the subdirectories a READDIRPLUS from
+    /// the start of a directory names, with each name's stat, on a thread
+    /// of its own (SCHED_IDLE), so that a tree walk finds them read
+    /// (default; see `statahead`). A listing is used only if no request
+    /// that may change the source came since it was read, and only for a
+    /// quarter of [`Options::timeout`]. `false`, or a zero timeout: every
+    /// listing is read when asked.
+    pub statahead: bool,
 }
 
 impl Default for Options {
@@ -88,6 +96,7 @@ impl Default for Options {
             kernel_checks_permissions: false,
             remembered_handles: 1 << 18,
             cache_dirs: true,
+            statahead: true,
         }
     }
 }

@@ -960,6 +960,15 @@ pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
 /// needs none, so that a process-directed signal (SIGTERM, which a session
 /// takes through its signalfd only while every thread blocks it) is never
 /// delivered to it, whenever it was started.
+/// Puts the calling thread under SCHED_IDLE: it runs only when no other
+/// thread wants its CPU.
+pub(crate) fn sched_idle() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the call; pid 0 is the
+    // calling thread, whose policy alone changes.
+    check(unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) }).map(drop)
+}
+
 pub(crate) fn block_all_signals() -> io::Result<()> {
     // SAFETY: a sigset_t is plain data initialised by sigfillset;
     // pthread_sigmask reads it, and the old-set pointer may be null.

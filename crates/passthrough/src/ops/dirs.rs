@@ -116,7 +116,9 @@ fn lookup_listed(fs: &PassthroughFs, dir: &Inode, e: &DirEntry<'_>) -> Entry {
 
 /// READDIRPLUS: READDIR plus a lookup of each entry. The lookup reference
 /// is taken only once the entry is known to fit, because an entry that is
-/// not sent must not count.
+/// not sent must not count. From the start of a directory, a listing the
+/// statahead read is used if it is still fresh, and the subdirectories
+/// listed are handed to it to read next (see `statahead`).
 pub(super) fn readdirplus(
     fs: &PassthroughFs,
     _req: &Caller<'_>,
@@ -126,29 +128,77 @@ pub(super) fn readdirplus(
     out: &mut DirEntriesPlus<'_>,
 ) -> Result<(), Errno> {
     let parent = fs.inode(node)?;
-    with_stream(fs, &parent, fh, |stream| {
-        stream.read_from(offset, |e| {
-            if !out.fits(e.name.len()) {
-                return Ok(Taken::Full);
-            }
-            let entry = if e.is_dot_or_dotdot() {
-                nameless(e)
-            } else {
-                lookup_listed(fs, &parent, e)
-            };
-            if out.push(&entry, e.next_offset, u32::from(e.typ), e.name) {
-                Ok(Taken::Yes)
-            } else {
-                // `fits` said yes, so this does not happen; if it ever
-                // did, the kernel never saw the entry and its lookup must
-                // be given back.
-                if entry.node.0 != 0 {
-                    fs.inodes.forget(entry.node, 1);
+    let statahead = fs.statahead.as_deref().filter(|_| offset == 0);
+    let mut subdirs = statahead.map(|_| Vec::new());
+    match statahead.and_then(|s| s.take(node)) {
+        Some(listing) => {
+            for a in &listing.entries {
+                let e = DirEntry {
+                    ino: a.ino,
+                    next_offset: a.next_offset,
+                    typ: a.typ,
+                    name: &a.name,
+                };
+                if !out.fits(e.name.len()) {
+                    break;
                 }
-                Ok(Taken::Full)
+                let entry = match &a.st {
+                    _ if e.is_dot_or_dotdot() => nameless(&e),
+                    Some(st) => match fs.inodes.acquire_known(st) {
+                        Some((node, _)) => fs.entry(node, st),
+                        None => lookup_listed(fs, &parent, &e),
+                    },
+                    None => lookup_listed(fs, &parent, &e),
+                };
+                if send_plus(fs, out, &entry, &e, subdirs.as_mut()) == Taken::Full {
+                    break;
+                }
             }
-        })
-    })
+        }
+        None => with_stream(fs, &parent, fh, |stream| {
+            stream.read_from(offset, |e| {
+                if !out.fits(e.name.len()) {
+                    return Ok(Taken::Full);
+                }
+                let entry = if e.is_dot_or_dotdot() {
+                    nameless(e)
+                } else {
+                    lookup_listed(fs, &parent, e)
+                };
+                Ok(send_plus(fs, out, &entry, e, subdirs.as_mut()))
+            })
+        })?,
+    }
+    if let (Some(s), Some(subdirs)) = (statahead, subdirs) {
+        s.want(subdirs);
+    }
+    Ok(())
+}
+
+/// Puts `entry` (of listed `e`) into the reply; a directory goes into
+/// `subdirs` too, if given.
+fn send_plus(
+    fs: &PassthroughFs,
+    out: &mut DirEntriesPlus<'_>,
+    entry: &Entry,
+    e: &DirEntry<'_>,
+    subdirs: Option<&mut Vec<(NodeId, std::sync::Arc<Inode>)>>,
+) -> Taken {
+    if !out.push(entry, e.next_offset, u32::from(e.typ), e.name) {
+        // `fits` said yes, so this does not happen; if it ever did, the
+        // kernel never saw the entry and its lookup must be given back.
+        if entry.node.0 != 0 {
+            fs.inodes.forget(entry.node, 1);
+        }
+        return Taken::Full;
+    }
+    let is_dir = entry.attr.mode & libc::S_IFMT == libc::S_IFDIR;
+    if let (Some(subdirs), true) = (subdirs, is_dir && entry.node.0 != 0) {
+        if let Ok(inode) = fs.inodes.get(entry.node) {
+            subdirs.push((entry.node, inode));
+        }
+    }
+    Taken::Yes
 }
 
 /// RELEASEDIR: the directory handle goes, and its stream with it.

@@ -71,8 +71,14 @@ pub(super) fn open(
         }
         other => other?,
     };
-    if flags.kill_suidgid && flags.flags as libc::c_int & libc::O_TRUNC != 0 {
+    let truncated = flags.flags as libc::c_int & libc::O_TRUNC != 0;
+    if flags.kill_suidgid && truncated {
         kill_suidgid(&fd, req)?;
+    }
+    if truncated {
+        // An OPEN counts as no change to the source (see `ops`), but this
+        // one truncated the file.
+        fs.source_changed();
     }
     Ok(finish_open(fs, node, inode, fd, wanted))
 }

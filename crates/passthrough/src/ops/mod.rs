@@ -45,9 +45,43 @@ use xattr::{getxattr, listxattr, removexattr, setxattr};
 
 use crate::fs::PassthroughFs;
 
+/// Whether the operation named `op` may change the source's names or
+/// attributes, which makes listings read ahead stale (see `statahead`).
+/// OPEN changes it only with O_TRUNC, which `open` tells itself. A method
+/// the engine adds counts as a change until it is named here.
+fn may_change(op: &str) -> bool {
+    !matches!(
+        op,
+        "init"
+            | "ready"
+            | "destroy"
+            | "lookup"
+            | "forget"
+            | "batch_forget"
+            | "getattr"
+            | "readlink"
+            | "open"
+            | "read"
+            | "opendir"
+            | "readdir"
+            | "readdirplus"
+            | "releasedir"
+            | "fsyncdir"
+            | "statfs"
+            | "getxattr"
+            | "listxattr"
+            | "access"
+            | "getlk"
+            | "setlk"
+            | "lseek"
+            | "syncfs"
+    )
+}
+
 /// `impl Filesystem for PassthroughFs` from the engine's method list: each
 /// method calls the function of the same name with `self` and its
-/// arguments. A method the engine adds fails to compile here until this
+/// arguments, and, after one that may change the source, tells the
+/// statahead. A method the engine adds fails to compile here until this
 /// crate has a function for it.
 macro_rules! forward_to_ops {
     ($( fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?; )*) => {
@@ -55,7 +89,11 @@ macro_rules! forward_to_ops {
             $(
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
-                    $name(self $(, $arg)*)
+                    let done = $name(self $(, $arg)*);
+                    if may_change(stringify!($name)) {
+                        self.source_changed();
+                    }
+                    done
                 }
             )*
         }
