@@ -1359,12 +1359,7 @@ impl HandleMount {
     /// (rather than kept open, which would be a descriptor per filesystem
     /// besides the table's one per node).
     fn open(&self, handle: &SourceHandle) -> std::io::Result<OwnedFd> {
-        let mount = sys::openat(
-            self.root.fd.as_fd(),
-            c".",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
+        let mount = sys::open_dir(self.root.fd.as_fd())?;
         sys::open_by_handle(mount.as_fd(), handle, libc::O_PATH)
     }
 }

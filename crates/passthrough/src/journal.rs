@@ -850,11 +850,10 @@ impl PassthroughFs {
         journal.mount_id = root_mount_id(root.as_fd());
         // open_by_handle_at needs a descriptor on the filesystem that is
         // not O_PATH.
-        let mount = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(|e| PassthroughError::OpenSource {
-                path: source.to_owned(),
-                source: e,
-            })?;
+        let mount = sys::open_dir(root.as_fd()).map_err(|e| PassthroughError::OpenSource {
+            path: source.to_owned(),
+            source: e,
+        })?;
         let mount = journal.mount_id.map(|_| mount);
         drop(root);
         let mut recovery = Recovery::default();

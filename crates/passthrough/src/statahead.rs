@@ -244,7 +244,7 @@ impl Statahead {
     fn read(&self, dir: &Inode) -> Option<Listing> {
         let changes = self.changes.load(Ordering::Acquire);
         let at = Instant::now();
-        let fd = sys::openat(dir.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).ok()?;
+        let fd = sys::open_dir(dir.fd.as_fd()).ok()?;
         let mut stream = DirStream::new(fd);
         let mut entries = Vec::new();
         let mut too_many = false;

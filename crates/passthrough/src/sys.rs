@@ -960,6 +960,13 @@ pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> io::Result<()> {
 /// needs none, so that a process-directed signal (SIGTERM, which a session
 /// takes through its signalfd only while every thread blocks it) is never
 /// delivered to it, whenever it was started.
+/// The directory `dir` names (an `O_PATH` fd will do), opened for reading:
+/// `openat(dir, ".", O_RDONLY | O_DIRECTORY)`, which getdents64, fsync and
+/// `open_by_handle_at` take where an `O_PATH` fd is refused.
+pub(crate) fn open_dir(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
 /// Puts the calling thread under SCHED_IDLE: it runs only when no other
 /// thread wants its CPU.
 pub(crate) fn sched_idle() -> io::Result<()> {

@@ -79,8 +79,7 @@ fn with_stream(
     read: impl FnOnce(&mut DirStream) -> Result<(), Errno>,
 ) -> Result<(), Errno> {
     if fh.0 == 0 {
-        let fd = sys::openat(dir.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        return read(&mut DirStream::new(fd));
+        return read(&mut DirStream::new(sys::open_dir(dir.fd.as_fd())?));
     }
     let open = fs.dirs.get(fh)?;
     let mut stream = open.lock();
@@ -227,12 +226,7 @@ pub(super) fn fsyncdir(
 ) -> Result<(), Errno> {
     if fh.0 == 0 {
         let inode = fs.inode(node)?;
-        let fd = sys::openat(
-            inode.fd.as_fd(),
-            c".",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
+        let fd = sys::open_dir(inode.fd.as_fd())?;
         sys::fsync(fd.as_fd(), datasync)?;
         return Ok(());
     }
