@@ -238,8 +238,19 @@ impl PassthroughFs {
     /// name finds it without opening it again.
     pub(crate) fn lookup_known_child(&self, parent: &Inode, name: &CStr) -> Result<Entry, Errno> {
         let st = sys::fstatat(parent.fd.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW)?;
-        match self.inodes.acquire_known(&st) {
-            Some((node, _)) => Ok(self.entry(node, &st)),
+        self.lookup_stated_child(parent, name, &st)
+    }
+
+    /// [`lookup_known_child`](Self::lookup_known_child) of a name whose
+    /// stat `st` was taken already (a listing read ahead).
+    pub(crate) fn lookup_stated_child(
+        &self,
+        parent: &Inode,
+        name: &CStr,
+        st: &libc::stat,
+    ) -> Result<Entry, Errno> {
+        match self.inodes.acquire_known(st) {
+            Some((node, _)) => Ok(self.entry(node, st)),
             None => self.lookup_child(parent, name),
         }
     }

@@ -104,13 +104,23 @@ fn nameless(e: &DirEntry<'_>) -> Entry {
     }
 }
 
-/// The lookup READDIRPLUS makes for one listed name.
-fn lookup_listed(fs: &PassthroughFs, dir: &Inode, e: &DirEntry<'_>) -> Entry {
+/// The lookup READDIRPLUS makes for one listed name: from `st` when its
+/// stat was taken already (a listing read ahead), by a stat of the name
+/// otherwise.
+fn lookup_listed(
+    fs: &PassthroughFs,
+    dir: &Inode,
+    e: &DirEntry<'_>,
+    st: Option<&libc::stat>,
+) -> Entry {
     let Ok(name) = CString::new(e.name) else {
         return nameless(e);
     };
-    fs.lookup_known_child(dir, &name)
-        .unwrap_or_else(|_| nameless(e))
+    let found = match st {
+        Some(st) => fs.lookup_stated_child(dir, &name, st),
+        None => fs.lookup_known_child(dir, &name),
+    };
+    found.unwrap_or_else(|_| nameless(e))
 }
 
 /// READDIRPLUS: READDIR plus a lookup of each entry. The lookup reference
@@ -129,6 +139,18 @@ pub(super) fn readdirplus(
     let parent = fs.inode(node)?;
     let statahead = fs.statahead.as_deref().filter(|_| offset == 0);
     let mut subdirs = statahead.map(|_| Vec::new());
+    // One listed entry into the reply, its stat given if taken already.
+    let mut offer = |e: &DirEntry<'_>, st: Option<&libc::stat>| {
+        if !out.fits(e.name.len()) {
+            return Taken::Full;
+        }
+        let entry = if e.is_dot_or_dotdot() {
+            nameless(e)
+        } else {
+            lookup_listed(fs, &parent, e, st)
+        };
+        send_plus(fs, out, &entry, e, subdirs.as_mut())
+    };
     match statahead.and_then(|s| s.take(node)) {
         Some(listing) => {
             for a in &listing.entries {
@@ -138,34 +160,13 @@ pub(super) fn readdirplus(
                     typ: a.typ,
                     name: &a.name,
                 };
-                if !out.fits(e.name.len()) {
-                    break;
-                }
-                let entry = match &a.st {
-                    _ if e.is_dot_or_dotdot() => nameless(&e),
-                    Some(st) => match fs.inodes.acquire_known(st) {
-                        Some((node, _)) => fs.entry(node, st),
-                        None => lookup_listed(fs, &parent, &e),
-                    },
-                    None => lookup_listed(fs, &parent, &e),
-                };
-                if send_plus(fs, out, &entry, &e, subdirs.as_mut()) == Taken::Full {
+                if offer(&e, a.st.as_ref()) == Taken::Full {
                     break;
                 }
             }
         }
         None => with_stream(fs, &parent, fh, |stream| {
-            stream.read_from(offset, |e| {
-                if !out.fits(e.name.len()) {
-                    return Ok(Taken::Full);
-                }
-                let entry = if e.is_dot_or_dotdot() {
-                    nameless(e)
-                } else {
-                    lookup_listed(fs, &parent, e)
-                };
-                Ok(send_plus(fs, out, &entry, e, subdirs.as_mut()))
-            })
+            stream.read_from(offset, |e| Ok(offer(e, None)))
         })?,
     }
     if let (Some(s), Some(subdirs)) = (statahead, subdirs) {
