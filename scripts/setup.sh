@@ -13,7 +13,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need=()
-for pkg in fuse3 fio mergerfs bindfs attr util-linux libfuse3-dev gcc pkg-config linux-perf; do
+for pkg in fuse3 fio mergerfs bindfs attr util-linux libfuse3-dev gcc pkg-config linux-perf \
+    curl g++ meson ninja-build liburing-dev libnuma-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -58,6 +59,35 @@ if [ ! -x "$peers/passthrough_ll" ] || [ "$ll_src" -nt "$peers/passthrough_ll" ]
         -o "$peers/passthrough_ll.tmp" $(pkg-config fuse3 --libs)
     mv "$peers/passthrough_ll.tmp" "$peers/passthrough_ll"
     echo "$ll_flags" >"$peers/passthrough_ll.flags"
+fi
+# libfuse's passthrough_hp, the bench's libfuse-hp and libfuse-hp-uring:
+# libfuse 3.18.3, the first release line with FUSE over io_uring (Debian 12
+# ships 3.14), from the source Debian unstable packages, its checksum
+# pinned here. Linked statically, so the binary stands alone. A machine that
+# cannot fetch it goes on without it: the bench then says the peer is
+# missing, and nothing else needs it.
+hp_version=3.18.3
+hp_sha256=bcd19582c5e30f7fe45dd86a5540e998590aa01903afc7ebcbeea6c8ac5421ee
+hp_tar="fuse3_$hp_version.orig.tar.gz"
+if [ "$(cat "$peers/passthrough_hp.version" 2>/dev/null)" != "$hp_version" ] \
+    || [ ! -x "$peers/passthrough_hp" ]; then
+    echo "setup: building $peers/passthrough_hp from libfuse $hp_version"
+    hp_dir="$peers/libfuse-$hp_version"
+    rm -rf "$hp_dir" && mkdir -p "$hp_dir"
+    if curl -fsS --retry 3 -o "$hp_dir/$hp_tar" \
+        "http://deb.debian.org/debian/pool/main/f/fuse3/$hp_tar" \
+        && echo "$hp_sha256  $hp_dir/$hp_tar" | sha256sum -c --quiet - \
+        && tar -xzf "$hp_dir/$hp_tar" -C "$hp_dir" --strip-components=1 \
+        && meson setup "$hp_dir/build" "$hp_dir" -Ddefault_library=static \
+            -Dexamples=true -Dutils=false -Dtests=false >"$hp_dir/meson.log" \
+        && ninja -C "$hp_dir/build" example/passthrough_hp >"$hp_dir/ninja.log"; then
+        cp "$hp_dir/build/example/passthrough_hp" "$peers/passthrough_hp.tmp"
+        mv "$peers/passthrough_hp.tmp" "$peers/passthrough_hp"
+        echo "$hp_version" >"$peers/passthrough_hp.version"
+        rm -rf "$hp_dir"
+    else
+        echo "setup: warning: could not build libfuse $hp_version's passthrough_hp (logs in $hp_dir); the bench runs without it" >&2
+    fi
 fi
 # The POSIX suite and the data-integrity exerciser, pinned to the versions
 # the README's results were taken with.

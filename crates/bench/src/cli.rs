@@ -75,10 +75,13 @@ pub struct RunArgs {
     /// Configurations to run, comma-separated (default: all available
     /// but the opt-in ones). Known: tmpfs, fastfuse-seed, fastfuse,
     /// fastfuse-uring, fastfuse-wt, fastfuse-passthrough, fastfuse-bypass1,
-    /// fastfuse-bypass2, libfuse-ll (libfuse's passthrough_ll, built by
-    /// scripts/setup.sh), mergerfs-wb, mergerfs, bindfs, and --peer names;
-    /// opt-in: fastfuse-nosplice (the seed's without splicing WRITE data),
-    /// fastfuse-uring1 (io_uring with one ring entry per queue).
+    /// fastfuse-bypass2, libfuse-ll (libfuse's passthrough_ll), libfuse-hp
+    /// and libfuse-hp-uring (libfuse 3.18.3's passthrough_hp over /dev/fuse
+    /// and io_uring; scripts/setup.sh builds both peers), mergerfs-wb,
+    /// mergerfs, bindfs, and --peer names; opt-in: fastfuse-nosplice (the
+    /// seed's without splicing WRITE data), fastfuse-uring1 (io_uring with
+    /// one ring entry per queue), fastfuse-passthrough-uring (kernel
+    /// passthrough over io_uring, passthrough_hp's mode).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub configs: Vec<String>,
     /// Workloads to run, comma-separated (default: all). Known:
@@ -230,9 +233,9 @@ pub fn plan(
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let ll = config::find_passthrough_ll(bin.as_deref());
+    let peers = config::PeerBins::find(bin.as_deref());
     let (mut usable, missing) =
-        config::known(bin.is_some(), cpus, crate::mounts::is_root(), ll.as_deref());
+        config::known(bin.is_some(), cpus, crate::mounts::is_root(), &peers);
     for p in &args.peers {
         let peer = config::parse_peer(p).map_err(anyhow::Error::msg)?;
         if usable.iter().any(|c| c.name == peer.name) {

@@ -67,11 +67,22 @@ impl ConfigSpec {
         self.family != Family::FastfuseBypass
     }
 
-    /// Whether fastfuse serves it over io_uring (the bench must turn the
-    /// kernel's `enable_uring` on).
+    /// Whether it is served over io_uring (the bench must turn the
+    /// kernel's `enable_uring` on): fastfuse with `--transport uring`, or a
+    /// shell command with `io_uring` among its `-o` options (libfuse's).
     pub fn uses_io_uring(&self) -> bool {
-        matches!(&self.launch, Launch::Fastfuse(args)
-            if args.windows(2).any(|w| w[0] == "--transport" && w[1] == "uring"))
+        match &self.launch {
+            Launch::Raw => false,
+            Launch::Fastfuse(args) => args
+                .windows(2)
+                .any(|w| w[0] == "--transport" && w[1] == "uring"),
+            Launch::Shell(cmd) => {
+                let words: Vec<&str> = cmd.split_whitespace().collect();
+                words
+                    .windows(2)
+                    .any(|w| w[0] == "-o" && w[1].split(',').any(|o| o == "io_uring"))
+            }
+        }
     }
 
     /// Whether it is served by fastfuse (its statistics can be read).
@@ -98,7 +109,7 @@ impl ConfigSpec {
 }
 
 /// Names of the configurations the bench knows, in table order.
-pub const KNOWN: [&str; 14] = [
+pub const KNOWN: [&str; 17] = [
     "tmpfs",
     "fastfuse-seed",
     "fastfuse-nosplice",
@@ -107,18 +118,25 @@ pub const KNOWN: [&str; 14] = [
     "fastfuse-uring1",
     "fastfuse-wt",
     "fastfuse-passthrough",
+    "fastfuse-passthrough-uring",
     "fastfuse-bypass1",
     "fastfuse-bypass2",
     "libfuse-ll",
+    "libfuse-hp",
+    "libfuse-hp-uring",
     "mergerfs-wb",
     "mergerfs",
     "bindfs",
 ];
 
 /// Configurations that only run when named in `--configs`: evaluations of
-/// one choice (splicing, io_uring's entries per queue) that would push the
-/// default run past 15 minutes.
-pub const OPT_IN: [&str; 2] = ["fastfuse-nosplice", "fastfuse-uring1"];
+/// one choice (splicing, io_uring's entries per queue, kernel passthrough
+/// over the ring) that would push the default run past 15 minutes.
+pub const OPT_IN: [&str; 3] = [
+    "fastfuse-nosplice",
+    "fastfuse-uring1",
+    "fastfuse-passthrough-uring",
+];
 
 /// mergerfs 2.33 refuses to create files on a branch with less than
 /// `minfreespace` (4G by default) free, which a small tmpfs is:
@@ -136,25 +154,55 @@ const BINDFS: &str = "bindfs -f {src} {mnt}";
 /// field), so it runs up to libfuse's default of 10 workers.
 const LIBFUSE_LL: &str = "-f -o writeback -o max_threads=4 -o source={src} {mnt}";
 
-/// Where `scripts/setup.sh` builds passthrough_ll, inside the target
-/// directory.
-pub const PASSTHROUGH_LL: &str = "peers/passthrough_ll";
+/// libfuse's passthrough_hp as it comes: kernel passthrough for reads and
+/// writes (so no writeback cache: the kernel refuses the two together),
+/// entry and attribute timeouts of a day, libfuse's default worker pool;
+/// `--foreground` keeps it our child.
+const LIBFUSE_HP: &str = "--foreground {src} {mnt}";
+/// The same over FUSE-over-io_uring (libfuse 3.18's ring threads, one
+/// queue per CPU).
+const LIBFUSE_HP_URING: &str = "--foreground -o io_uring {src} {mnt}";
 
-/// The passthrough_ll binary: next to the fastfuse binary's target
-/// directory (`target/release/fastfuse` → `target/peers/passthrough_ll`),
-/// under `./target`, or on the PATH.
-pub fn find_passthrough_ll(fastfuse_bin: Option<&Path>) -> Option<PathBuf> {
+/// Where `scripts/setup.sh` puts the peers it builds, inside the target
+/// directory: `peers/passthrough_ll` (libfuse 3.14's, from Debian's
+/// libfuse3-dev examples) and `peers/passthrough_hp` (libfuse 3.18.3's).
+pub const PEERS: &str = "peers";
+
+/// The peer binaries at hand ([`find_peer`]).
+#[derive(Debug, Clone, Default)]
+pub struct PeerBins {
+    /// libfuse's passthrough_ll.
+    pub ll: Option<PathBuf>,
+    /// libfuse's passthrough_hp.
+    pub hp: Option<PathBuf>,
+}
+
+impl PeerBins {
+    /// Looks for both next to `fastfuse_bin` (see [`find_peer`]).
+    pub fn find(fastfuse_bin: Option<&Path>) -> PeerBins {
+        PeerBins {
+            ll: find_peer(fastfuse_bin, "passthrough_ll"),
+            hp: find_peer(fastfuse_bin, "passthrough_hp"),
+        }
+    }
+}
+
+/// A peer binary `program` built by `scripts/setup.sh`: in the fastfuse
+/// binary's target directory (`target/release/fastfuse` →
+/// `target/peers/PROGRAM`), under `./target`, or on the PATH.
+pub fn find_peer(fastfuse_bin: Option<&Path>, program: &str) -> Option<PathBuf> {
     let is_exe = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
+    let rel = Path::new(PEERS).join(program);
     let near_bin = fastfuse_bin
-        .and_then(|b| b.parent()?.parent().map(|t| t.join(PASSTHROUGH_LL)))
+        .and_then(|b| b.parent()?.parent().map(|t| t.join(&rel)))
         .and_then(|p| std::fs::canonicalize(p).ok());
-    let in_cwd = std::fs::canonicalize(Path::new("target").join(PASSTHROUGH_LL)).ok();
+    let in_cwd = std::fs::canonicalize(Path::new("target").join(&rel)).ok();
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|d| d.join("passthrough_ll"))
+            .map(|d| d.join(program))
             .find(|p| is_exe(p))
     });
     [near_bin, in_cwd, on_path]
@@ -193,13 +241,13 @@ pub fn on_path(program: &str) -> bool {
 
 /// The known configurations: those usable here, and those that are not
 /// with why. `has_fastfuse`: a fastfuse binary is at hand; `cpus`: the
-/// thread count of the `fastfuse` configuration; `passthrough_ll`:
-/// libfuse's passthrough_ll, if built ([`find_passthrough_ll`]).
+/// thread count of the `fastfuse` configuration; `peers`: libfuse's
+/// servers that are built ([`PeerBins::find`]).
 pub fn known(
     has_fastfuse: bool,
     cpus: usize,
     root: bool,
-    passthrough_ll: Option<&Path>,
+    peers: &PeerBins,
 ) -> (Vec<ConfigSpec>, Vec<(String, String)>) {
     let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let threads = cpus.to_string();
@@ -267,6 +315,13 @@ pub fn known(
             Family::Fastfuse,
             &s(&["--passthrough", "--transport", "dev"]),
         ),
+        // hp's own mode (kernel passthrough) over the ring, beside
+        // libfuse-hp-uring.
+        fastfuse(
+            "fastfuse-passthrough-uring",
+            Family::Fastfuse,
+            &s(&["--passthrough", "--transport", "uring"]),
+        ),
         fastfuse(
             "fastfuse-bypass1",
             Family::FastfuseBypass,
@@ -281,7 +336,7 @@ pub fn known(
     for c in ff {
         if !has_fastfuse {
             missing.push((c.name, "no fastfuse binary".into()));
-        } else if c.name == "fastfuse-passthrough" && !root {
+        } else if c.name.starts_with("fastfuse-passthrough") && !root {
             missing.push((c.name, "kernel passthrough needs root".into()));
         } else if c.uses_io_uring() && !(root && UringSwitch::available()) {
             missing.push((
@@ -292,7 +347,7 @@ pub fn known(
             usable.push(c);
         }
     }
-    match passthrough_ll {
+    match &peers.ll {
         Some(bin) => usable.push(shell(
             "libfuse-ll",
             &format!("{} {LIBFUSE_LL}", sh_quote(bin)),
@@ -300,9 +355,34 @@ pub fn known(
         None => missing.push((
             "libfuse-ll".into(),
             format!(
-                "libfuse's passthrough_ll is not built (scripts/setup.sh builds it into target/{PASSTHROUGH_LL})"
+                "libfuse's passthrough_ll is not built (scripts/setup.sh builds it into target/{PEERS}/passthrough_ll)"
             ),
         )),
+    }
+    for (name, args) in [
+        ("libfuse-hp", LIBFUSE_HP),
+        ("libfuse-hp-uring", LIBFUSE_HP_URING),
+    ] {
+        let spec = peers
+            .hp
+            .as_ref()
+            .map(|bin| shell(name, &format!("{} {args}", sh_quote(bin))));
+        match spec {
+            // Its reads and writes go through kernel passthrough.
+            Some(_) if !root => missing.push((name.into(), "kernel passthrough needs root".into())),
+            Some(c) if c.uses_io_uring() && !UringSwitch::available() => missing.push((
+                name.into(),
+                "FUSE over io_uring needs the fuse module's enable_uring parameter (Linux 6.14+)"
+                    .into(),
+            )),
+            Some(c) => usable.push(c),
+            None => missing.push((
+                name.into(),
+                format!(
+                    "libfuse's passthrough_hp is not built (scripts/setup.sh builds libfuse 3.18.3's into target/{PEERS}/passthrough_hp)"
+                ),
+            )),
+        }
     }
     for (name, cmd, program) in [
         ("mergerfs-wb", MERGERFS_WB, "mergerfs"),
@@ -666,8 +746,11 @@ mod tests {
 
     #[test]
     fn known_configurations_in_table_order() {
-        let ll = Path::new("/opt/peers/passthrough_ll");
-        let (usable, missing) = known(true, 2, true, Some(ll));
+        let peers = PeerBins {
+            ll: Some("/opt/peers/passthrough_ll".into()),
+            hp: Some("/opt/peers/passthrough_hp".into()),
+        };
+        let (usable, missing) = known(true, 2, true, &peers);
         let mut names: Vec<&str> = usable.iter().map(|c| c.name.as_str()).collect();
         names.extend(missing.iter().map(|(n, _)| n.as_str()));
         for n in KNOWN {
@@ -680,7 +763,20 @@ mod tests {
             ll_spec.command_line(),
             "'/opt/peers/passthrough_ll' -f -o writeback -o max_threads=4 -o source={src} {mnt}"
         );
-        let (usable, missing) = known(false, 2, false, None);
+        let hp = usable.iter().find(|c| c.name == "libfuse-hp").unwrap();
+        assert_eq!(
+            hp.command_line(),
+            "'/opt/peers/passthrough_hp' --foreground {src} {mnt}"
+        );
+        assert!(!hp.uses_io_uring());
+        if UringSwitch::available() {
+            let ring = usable
+                .iter()
+                .find(|c| c.name == "libfuse-hp-uring")
+                .unwrap();
+            assert!(ring.uses_io_uring());
+        }
+        let (usable, missing) = known(false, 2, false, &PeerBins::default());
         assert!(usable.iter().all(|c| !c.is_fastfuse()));
         assert!(missing
             .iter()
@@ -688,11 +784,14 @@ mod tests {
         assert!(missing
             .iter()
             .any(|(n, why)| n == "libfuse-ll" && why.contains("scripts/setup.sh")));
+        assert!(missing
+            .iter()
+            .any(|(n, why)| n == "libfuse-hp-uring" && why.contains("scripts/setup.sh")));
     }
 
     #[test]
     fn the_seed_configuration_uses_the_seed_options() {
-        let (usable, _) = known(true, 8, true, None);
+        let (usable, _) = known(true, 8, true, &PeerBins::default());
         let seed = usable.iter().find(|c| c.name == "fastfuse-seed").unwrap();
         assert_eq!(
             seed.command_line(),
@@ -706,7 +805,7 @@ mod tests {
             .unwrap();
         assert!(!b2.stores_data());
         for c in &usable {
-            let ring = c.name.starts_with("fastfuse-uring");
+            let ring = c.name.starts_with("fastfuse-uring") || c.name.ends_with("-uring");
             assert_eq!(c.uses_io_uring(), ring, "{}", c.name);
         }
         let no_splice = usable
@@ -727,6 +826,9 @@ mod tests {
         assert!(parse_peer("noequals").is_err());
         let p = parse_peer("hp=passthrough_hp --bypass-rw 2 {src} {mnt}").unwrap();
         assert_eq!(p.family, Family::Peer);
+        assert!(!p.uses_io_uring());
+        let p = parse_peer("hp=passthrough_hp -o allow_other,io_uring {src} {mnt}").unwrap();
+        assert!(p.uses_io_uring());
         assert_eq!(sh_quote(Path::new("/a'b")), r"'/a'\''b'");
     }
 }

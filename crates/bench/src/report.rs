@@ -240,6 +240,55 @@ pub fn headline(run: &BenchRun) -> String {
     )
 }
 
+/// fastfuse against libfuse's passthrough_hp on the matching transport:
+/// the default mounts side by side (fastfuse's writeback cache against
+/// hp's kernel passthrough), and fastfuse in hp's own mode where it ran.
+/// Empty when neither libfuse-hp configuration ran.
+fn against_passthrough_hp(run: &BenchRun) -> String {
+    let e = run.engine.as_str();
+    let has = |c: &str| run.configs.iter().any(|x| x.name == c);
+    let pairs: Vec<(&str, &str)> = [
+        ("fastfuse", "libfuse-hp"),
+        ("fastfuse-passthrough", "libfuse-hp"),
+        ("fastfuse-uring", "libfuse-hp-uring"),
+        ("fastfuse-passthrough-uring", "libfuse-hp-uring"),
+    ]
+    .into_iter()
+    .filter(|(ours, theirs)| has(ours) && has(theirs))
+    .collect();
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Against libfuse's passthrough_hp\n\nlibfuse 3.18.3's passthrough_hp as it comes (kernel passthrough, so no writeback cache; timeouts of a day), over /dev/fuse (libfuse-hp) and io_uring (libfuse-hp-uring), against fastfuse on the same transport: its default mount (writeback cache) and, where it ran, kernel passthrough, hp's own mode. Medians; floor on untar, stat and rm: 1.30.\n\n| workload |",
+    );
+    for (ours, theirs) in &pairs {
+        let _ = write!(s, " {ours} / {theirs} |");
+    }
+    s += "\n|---|";
+    s += &"---:|".repeat(pairs.len());
+    s += "\n";
+    for w in &run.workloads {
+        let mut row = format!("| {} |", w.name);
+        let mut any = false;
+        for (ours, theirs) in &pairs {
+            let a = cell(run, ours, &w.name, e).median;
+            let b = cell(run, theirs, &w.name, e).median;
+            match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => {
+                    any = true;
+                    let _ = write!(row, " {} / {} = {:.2} |", figure(a), figure(b), a / b);
+                }
+                _ => row += " - |",
+            }
+        }
+        if any {
+            let _ = writeln!(s, "{row}");
+        }
+    }
+    s
+}
+
 /// Which CPU counters the run's samples came from, in words.
 fn cpu_clocks(run: &BenchRun) -> String {
     let cpus: Vec<_> = run.results.iter().filter_map(|x| x.cpu.as_ref()).collect();
@@ -422,6 +471,8 @@ pub fn markdown(run: &BenchRun) -> String {
             }
         }
     }
+
+    s += &against_passthrough_hp(run);
 
     // The engines side by side.
     if run.both_engines {
@@ -927,6 +978,41 @@ pub(crate) mod tests {
         assert!(md.contains("| n/a |"), "{md}");
         // fastfuse is above mergerfs-wb: no floor warning.
         assert!(!md.contains("below mergerfs-wb"), "{md}");
+    }
+
+    #[test]
+    fn passthrough_hp_is_set_against_fastfuse_on_the_same_transport() {
+        let run = fake_run(
+            &[
+                ("fastfuse", "fastfuse"),
+                ("fastfuse-uring", "fastfuse"),
+                ("libfuse-hp", "peer"),
+                ("libfuse-hp-uring", "peer"),
+            ],
+            &["untar", "rm"],
+            &[
+                &[3000.0, 20000.0],
+                &[4000.0, 30000.0],
+                &[1500.0, 10000.0],
+                &[4000.0, 20000.0],
+            ],
+        );
+        let md = markdown(&run);
+        assert!(md.contains("## Against libfuse's passthrough_hp"), "{md}");
+        assert!(
+            md.contains("| workload | fastfuse / libfuse-hp | fastfuse-uring / libfuse-hp-uring |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| untar | 3000 / 1500 = 2.00 | 4000 / 4000 = 1.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| rm | 20000 / 10000 = 2.00 | 30000 / 20000 = 1.50 |"),
+            "{md}"
+        );
+        let without = fake_run(&[("fastfuse", "fastfuse")], &["rm"], &[&[1.0]]);
+        assert!(!markdown(&without).contains("passthrough_hp"));
     }
 
     #[test]

@@ -151,14 +151,19 @@ fn quick_run_covers_every_configuration_and_workload() {
         "fastfuse-wt",
         "fastfuse-bypass2",
     ];
-    // libfuse's passthrough_ll, where scripts/setup.sh built it (next to
-    // this binary's target directory).
-    let ll = std::path::Path::new(fastfuse_bin())
+    // libfuse's passthrough_ll and passthrough_hp, where scripts/setup.sh
+    // built them (next to this binary's target directory).
+    let peers = std::path::Path::new(fastfuse_bin())
         .parent()
         .and_then(|d| d.parent())
-        .map(|t| t.join("peers/passthrough_ll"));
-    if ll.is_some_and(|p| p.exists()) {
-        configs.push("libfuse-ll");
+        .map(|t| t.join("peers"));
+    for (name, program) in [
+        ("libfuse-ll", "passthrough_ll"),
+        ("libfuse-hp", "passthrough_hp"),
+    ] {
+        if peers.as_ref().is_some_and(|p| p.join(program).exists()) {
+            configs.push(name);
+        }
     }
     for peer in ["mergerfs-wb", "bindfs"] {
         if installed(peer.trim_end_matches("-wb")) {
