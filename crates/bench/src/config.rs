@@ -336,13 +336,9 @@ pub fn known(
     for c in ff {
         if !has_fastfuse {
             missing.push((c.name, "no fastfuse binary".into()));
-        } else if c.name.starts_with("fastfuse-passthrough") && !root {
-            missing.push((c.name, "kernel passthrough needs root".into()));
-        } else if c.uses_io_uring() && !(root && UringSwitch::available()) {
-            missing.push((
-                c.name,
-                "FUSE over io_uring needs root and the fuse module's enable_uring parameter (Linux 6.14+)".into(),
-            ));
+        } else if let Some(why) = unavailable(&c, c.name.starts_with("fastfuse-passthrough"), root)
+        {
+            missing.push((c.name, why.into()));
         } else {
             usable.push(c);
         }
@@ -369,13 +365,10 @@ pub fn known(
             .map(|bin| shell(name, &format!("{} {args}", sh_quote(bin))));
         match spec {
             // Its reads and writes go through kernel passthrough.
-            Some(_) if !root => missing.push((name.into(), "kernel passthrough needs root".into())),
-            Some(c) if c.uses_io_uring() && !UringSwitch::available() => missing.push((
-                name.into(),
-                "FUSE over io_uring needs the fuse module's enable_uring parameter (Linux 6.14+)"
-                    .into(),
-            )),
-            Some(c) => usable.push(c),
+            Some(c) => match unavailable(&c, true, root) {
+                Some(why) => missing.push((c.name, why.into())),
+                None => usable.push(c),
+            },
             None => missing.push((
                 name.into(),
                 format!(
@@ -396,6 +389,19 @@ pub fn known(
         }
     }
     (usable, missing)
+}
+
+/// Why `c` cannot run on this machine, if it cannot: kernel passthrough
+/// (`passthrough`: it uses it) needs root, and FUSE over io_uring needs
+/// root and the fuse module's switch.
+fn unavailable(c: &ConfigSpec, passthrough: bool, root: bool) -> Option<&'static str> {
+    if passthrough && !root {
+        Some("kernel passthrough needs root")
+    } else if c.uses_io_uring() && !(root && UringSwitch::available()) {
+        Some("FUSE over io_uring needs root and the fuse module's enable_uring parameter (Linux 6.14+)")
+    } else {
+        None
+    }
 }
 
 /// The fuse module's switch for FUSE over io_uring.
