@@ -44,7 +44,10 @@ pub struct MountArgs {
     /// request_timeout=SECS (the kernel aborts the connection when a
     /// request stays unanswered that long; 0: never, the default),
     /// spin_wait=US (over /dev/fuse, how long a worker polls for the next
-    /// request before it sleeps; default 50, 0: never),
+    /// request before it sleeps; default 50, 0: never), local_wake (the
+    /// default: over io_uring, each CPU's ring thread runs SCHED_IDLE
+    /// while a guard sees it get the CPU, so that a reply wakes its caller
+    /// on the caller's CPU; root only), no_local_wake,
     /// remembered_handles=N (forgotten nodes kept by their source file
     /// handle, so that NFS-export file handles of them still resolve;
     /// default 262144, 0: none), supervise (as --supervise, for fstab).
@@ -185,6 +188,8 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             "congestion_threshold" => config.congestion_threshold = parse_num(opt, value)?,
             "request_timeout" => config.request_timeout = parse_num(opt, value)?,
             "spin_wait" => config.spin_wait = Duration::from_micros(parse_num(opt, value)?),
+            "local_wake" => config.uring_local_wake = true,
+            "no_local_wake" => config.uring_local_wake = false,
             "remembered_handles" => fs.remembered_handles = parse_num(opt, value)?,
             "xattr" => fs.xattr = true,
             "no_xattr" => fs.xattr = false,

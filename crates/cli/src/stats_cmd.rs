@@ -86,6 +86,13 @@ fn render(snap: &StatsSnapshot) -> String {
             snap.spliced_writes
         );
     }
+    if snap.local_wake.idle_spells > 0 {
+        let _ = writeln!(
+            out,
+            "\nio_uring threads under SCHED_IDLE (local wake-ups): {} times, {} back for a busy CPU",
+            snap.local_wake.idle_spells, snap.local_wake.starved
+        );
+    }
     if !snap.handovers.is_empty() {
         let longest = snap
             .handovers

@@ -42,6 +42,12 @@ pub struct Config {
     /// Ring entries per io_uring queue: requests of one CPU in flight at
     /// once. Each holds a max_write buffer.
     pub uring_queue_depth: usize,
+    /// Run each io_uring queue's pinned thread SCHED_IDLE while a guard
+    /// sees it get the CPU, so that the kernel wakes a caller on the CPU
+    /// it slept on instead of sending an IPI to another; off where the
+    /// process may not leave SCHED_IDLE again (no CAP_SYS_NICE). See the
+    /// README's "Local wake-ups".
+    pub uring_local_wake: bool,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,
     /// Let the kernel run lookups and readdirs of one directory in parallel.
@@ -98,6 +104,7 @@ impl Default for Config {
             max_stack_depth: 1,
             transport: TransportKind::Dev,
             uring_queue_depth: 4,
+            uring_local_wake: true,
             async_read: true,
             parallel_dirops: true,
             handle_killpriv_v2: false,

@@ -154,7 +154,13 @@ fn prepare_uring(
     // queue's CPU for short requests and floating helpers, each with its
     // own ring, for long ones (see transport::uring).
     let depth = config.uring_queue_depth.max(1);
-    let queues = UringQueue::new_set(depth, payload, dev, config.mlock_buffers);
+    let queues = UringQueue::new_set(
+        depth,
+        payload,
+        dev,
+        config.mlock_buffers,
+        config.uring_local_wake,
+    );
     match queues {
         Ok(q) => {
             tracing::info!(
@@ -388,6 +394,7 @@ impl<F: Filesystem> Session<F> {
                     payload,
                     &dev,
                     config.mlock_buffers,
+                    config.uring_local_wake,
                 )
                 .map_err(|e| SessionError::Io("taking over the io_uring queues", e))?
             }

@@ -119,11 +119,14 @@ pub struct Stats {
     /// What the servers this session took over from had counted
     /// ([`Stats::carry_on`]), and the hand-overs since.
     earlier: Mutex<StatsSnapshot>,
+    /// What the io_uring queues' local-wake guard did.
+    local_wake: [AtomicU64; 2],
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            local_wake: [AtomicU64::new(0), AtomicU64::new(0)],
             earlier: Mutex::new(StatsSnapshot::default()),
             started: Mutex::new(Instant::now()),
             shards: Mutex::new(Vec::new()),
@@ -164,6 +167,13 @@ impl Stats {
                 at_uptime_secs: uptime,
                 pause_ms: pause.as_secs_f64() * 1e3,
             });
+    }
+
+    /// Counts a pinned ring thread put under SCHED_IDLE (`starved`: false)
+    /// or, starving, back under SCHED_OTHER (true).
+    #[cfg(feature = "io-uring")]
+    pub(crate) fn record_local_wake(&self, starved: bool) {
+        self.local_wake[usize::from(starved)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How long the oldest request still being served has been, if any.
@@ -269,6 +279,10 @@ impl Stats {
                 .collect(),
             spliced_writes,
             handovers: earlier.handovers,
+            local_wake: LocalWakeStats {
+                idle_spells: self.local_wake[0].load(Ordering::Relaxed),
+                starved: self.local_wake[1].load(Ordering::Relaxed),
+            },
         }
     }
 }
@@ -317,6 +331,21 @@ pub struct StatsSnapshot {
     /// crash), oldest first.
     #[cfg_attr(feature = "serde", serde(default))]
     pub handovers: Vec<HandoverRecord>,
+    /// What the io_uring queues' pinned threads ran, since this server
+    /// started (not carried over a hand-over).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub local_wake: LocalWakeStats,
+}
+
+/// The local-wake guard of the io_uring queues (`Config::uring_local_wake`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub struct LocalWakeStats {
+    /// Times a pinned thread was put under SCHED_IDLE.
+    pub idle_spells: u64,
+    /// Times one was put back under SCHED_OTHER because it waited for its
+    /// CPU (the others go back when the mount is quiet).
+    pub starved: u64,
 }
 
 /// One hand-over of a mount to a new server.

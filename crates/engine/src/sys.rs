@@ -344,6 +344,54 @@ impl CpuSet {
     }
 }
 
+#[cfg(feature = "io-uring")]
+/// The calling thread's id (`gettid`).
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid takes no argument, touches no memory and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+#[cfg(feature = "io-uring")]
+/// Runs thread `tid` of this process (0: the calling thread) under
+/// SCHED_IDLE (`idle`) or SCHED_OTHER (`sched_setscheduler`). Leaving
+/// SCHED_IDLE takes CAP_SYS_NICE or an RLIMIT_NICE that allows nice 0.
+pub fn set_sched_idle(tid: libc::pid_t, idle: bool) -> io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the kernel reads one sched_param, which outlives the call.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "io-uring")]
+/// Sets the calling thread's nice value (`setpriority`; below 0 takes
+/// CAP_SYS_NICE).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    let tid = gettid() as libc::id_t;
+    // SAFETY: setpriority takes plain integers and touches no memory.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "io-uring")]
+/// Whether thread `tid` of this process runs under SCHED_IDLE.
+pub fn is_sched_idle(tid: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: sched_getscheduler only reads the thread's policy.
+    let policy = unsafe { libc::sched_getscheduler(tid) };
+    if policy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(policy == libc::SCHED_IDLE)
+}
+
 /// Writes a zero into the first byte of every page of `buf`, so that each
 /// page is resident now rather than faulted in while serving. Volatile: a
 /// buffer known to be zeroed (calloc) would otherwise let the optimizer

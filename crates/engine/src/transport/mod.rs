@@ -11,6 +11,8 @@ pub(crate) mod uring;
 pub(crate) mod uring;
 #[cfg(feature = "io-uring")]
 pub(crate) mod uring_arena;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring_wake;
 
 use std::time::Instant;
 

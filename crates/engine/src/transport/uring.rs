@@ -65,6 +65,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::uring_arena::{Arena, ArenaSlot, SlotState};
+use super::uring_wake::{LocalWake, Member};
 use super::Server;
 use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
@@ -442,6 +443,7 @@ fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
         .name(format!("ff-uring{qid}k"))
         .stack_size(64 * 1024)
         .spawn(move || {
+            leave_sched_idle();
             if let Err(e) = sys::CpuSet::one(qid as usize).apply() {
                 tracing::debug!(qid, "cannot pin a queue kick: {e}");
             }
@@ -451,6 +453,17 @@ fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
         });
     if let Err(e) = spawned {
         tracing::warn!(qid, "no thread to kick the queue with: {e}");
+    }
+}
+
+/// Puts a thread spawned by a pinned one, which inherits its policy, back
+/// under SCHED_OTHER: only pinned threads are watched by the local-wake
+/// guard.
+fn leave_sched_idle() {
+    if sys::is_sched_idle(0).unwrap_or(false) {
+        if let Err(e) = sys::set_sched_idle(0, false) {
+            tracing::warn!("a ring thread's helper stays SCHED_IDLE: {e}");
+        }
     }
 }
 
@@ -528,6 +541,8 @@ struct QueueShared<'s, F> {
     floating: Option<sys::CpuSet>,
     /// Where the filesystem is mounted, for [`kick`].
     mountpoint: Option<PathBuf>,
+    /// The pinned thread's place under the local-wake guard.
+    wake: Option<Member>,
 }
 
 impl<F> QueueShared<'_, F> {
@@ -591,11 +606,13 @@ impl<F> QueueShared<'_, F> {
         back
     }
 
-    /// Lets the calling thread, spawned by the pinned one, float.
+    /// Lets the calling thread, spawned by the pinned one, float, and
+    /// run SCHED_OTHER whatever the pinned thread runs.
     fn float(&self) {
         if let Some(Err(e)) = self.floating.as_ref().map(sys::CpuSet::apply) {
             tracing::debug!(qid = self.qid, "helper stays on the queue's CPU: {e}");
         }
+        leave_sched_idle();
     }
 
     fn pick_helper(&self) -> usize {
@@ -682,6 +699,9 @@ pub(crate) struct UringQueue {
     /// Where the filesystem is mounted and the mount's unique id, for
     /// [`kick`] (a path, not a descriptor: one would keep the mount busy).
     mountpoint: Mutex<Option<(PathBuf, u64)>>,
+    /// The guard of the connection's pinned threads, shared by its
+    /// queues, when they run SCHED_IDLE (see [`super::uring_wake`]).
+    local_wake: Option<Arc<LocalWake>>,
 }
 
 /// What the next run of a queue starts from.
@@ -934,11 +954,15 @@ impl RingThread {
         s: ThreadScope<'s, 'e>,
     ) -> io::Result<()> {
         self.push_wake_read(&q.inboxes[me])?;
+        let wake = q.wake.as_ref().filter(|_| me == 0);
         while !q.stopping() {
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
+            }
+            if let Some(w) = wake {
+                w.woke();
             }
             let mut ready = std::mem::take(&mut self.ready);
             ready.extend(
@@ -1095,12 +1119,15 @@ impl UringQueue {
         payload: usize,
         dev: &Arc<OwnedFd>,
         lock_buffers: bool,
+        local_wake: bool,
     ) -> io::Result<Vec<Arc<UringQueue>>> {
         let arena = Arena::create(possible_cpus(), depth + SPARES_PER_QUEUE, payload)?;
+        let wake = local_wake.then(LocalWake::start).flatten().map(Arc::new);
         (0..possible_cpus())
             .map(|qid| {
                 let q =
-                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
+                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?
+                        .with_local_wake(wake.clone());
                 for idx in 0..depth {
                     if let Some(record) = arena.record(q.qid, idx) {
                         record.set(SlotState::Register);
@@ -1122,12 +1149,15 @@ impl UringQueue {
         payload: usize,
         dev: &Arc<OwnedFd>,
         lock_buffers: bool,
+        local_wake: bool,
     ) -> io::Result<Vec<Arc<UringQueue>>> {
         let arena = Arena::adopt(fd, possible_cpus(), payload)?;
+        let wake = local_wake.then(LocalWake::start).flatten().map(Arc::new);
         (0..possible_cpus())
             .map(|qid| {
                 let q =
-                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?;
+                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?
+                        .with_local_wake(wake.clone());
                 q.plan_from_records(true)?;
                 Ok(Arc::new(q))
             })
@@ -1168,7 +1198,12 @@ impl UringQueue {
             drain: Drain::new()?,
             next: Mutex::new(None),
             mountpoint: Mutex::new(None),
+            local_wake: None,
         })
+    }
+
+    fn with_local_wake(self, local_wake: Option<Arc<LocalWake>>) -> UringQueue {
+        UringQueue { local_wake, ..self }
     }
 
     fn make_rings(&self, entries: usize) -> io::Result<Vec<RingThread>> {
@@ -1415,9 +1450,14 @@ impl UringQueue {
         let floating = sys::CpuSet::current()
             .inspect_err(|e| tracing::debug!("cannot read the CPU affinity: {e}"))
             .ok();
-        if let Err(e) = sys::CpuSet::one(self.qid as usize).apply() {
-            tracing::debug!(qid = self.qid, "cannot pin queue thread: {e}");
-        }
+        // Only a pinned thread shares its CPU with the callers it serves.
+        let wake = match sys::CpuSet::one(self.qid as usize).apply() {
+            Ok(()) => self.local_wake.as_ref().and_then(|w| w.join(&server.stats)),
+            Err(e) => {
+                tracing::debug!(qid = self.qid, "cannot pin queue thread: {e}");
+                None
+            }
+        };
         let qid = self.qid;
         let mut rings = rings.into_iter();
         let mut pinned = rings.next().expect("a queue has a pinned ring");
@@ -1433,6 +1473,7 @@ impl UringQueue {
             next_helper: AtomicUsize::new(0),
             floating,
             mountpoint: self.mountpoint(),
+            wake,
         };
         let q = &q;
         std::thread::scope(|s| {

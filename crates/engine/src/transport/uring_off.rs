@@ -45,6 +45,7 @@ impl UringQueue {
         _payload: usize,
         _dev: &Arc<OwnedFd>,
         _lock: bool,
+        _local_wake: bool,
     ) -> io::Result<Vec<Arc<UringQueue>>> {
         Err(unsupported())
     }
@@ -56,6 +57,7 @@ impl UringQueue {
         _payload: usize,
         _dev: &Arc<OwnedFd>,
         _lock: bool,
+        _local_wake: bool,
     ) -> io::Result<Vec<Arc<UringQueue>>> {
         Err(unsupported())
     }
