@@ -126,6 +126,12 @@ pub struct RunArgs {
     /// its own (fio's --thread; passed to fio too).
     #[arg(long)]
     pub thread: bool,
+    /// Time the first extraction of the metadata tree on each mount, with
+    /// no untimed extraction and removal before it. Over io_uring the first
+    /// one runs in a scheduler state of its own (callers woken on the CPU
+    /// they slept on, by chance): see the README's "Local wake-ups".
+    #[arg(long)]
+    pub no_warmup: bool,
     /// Record a flame graph (perf record -a -g, cpu-clock) during the first
     /// repetition of each configuration and workload, linked from
     /// report.md; profiles/ holds the SVGs. Without perf (Debian's
@@ -334,6 +340,7 @@ pub fn plan(
         jobs,
         fio_threads: args.thread,
         profile,
+        meta_warmup: !args.no_warmup,
         seed_ramp: args
             .seed_method
             .then(|| args.seed_ramp.unwrap_or(seed::RAMP)),

@@ -131,6 +131,14 @@ impl Workload {
         }
     }
 
+    /// The metadata operation, if a metadata workload.
+    pub fn meta(&self) -> Option<MetaOp> {
+        match &self.kind {
+            Kind::Data(_) => None,
+            Kind::Meta(op) => Some(*op),
+        }
+    }
+
     /// Whether it is one of the seed's rows (sequential writes), where the
     /// two engines must agree and fastfuse must reach the best peer.
     pub fn is_seed_row(&self) -> bool {
