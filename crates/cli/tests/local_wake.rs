@@ -38,6 +38,14 @@ fn pinned_threads(pid: u32) -> Vec<u32> {
     tids
 }
 
+/// Every thread of daemon `pid`, by tid.
+fn all_threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// The scheduling policy of thread `tid` of `pid`: field 41 of its stat,
 /// counted after the parenthesised name (which may hold spaces).
 fn policy(pid: u32, tid: u32) -> Option<u32> {
@@ -130,11 +138,20 @@ fn pinned_threads_run_sched_idle_while_busy_and_sched_other_when_quiet() {
     );
     assert!(stats(served.mnt())["local_wake"]["idle_spells"].as_u64() > Some(0));
     // The guard sleeps after 100 ms without a request, every thread put
-    // back first.
+    // back first: the pinned ones, and any a pinned one started (threads
+    // inherit their creator's policy).
+    let every_thread_other = || {
+        all_threads(pid)
+            .iter()
+            .all(|&t| policy(pid, t).is_none_or(|p| p == SCHED_OTHER))
+    };
     assert!(
-        wait_for(Duration::from_secs(10), all_other),
-        "pinned threads of a quiet mount: {:?}",
-        tids.iter().map(|&t| policy(pid, t)).collect::<Vec<_>>()
+        wait_for(Duration::from_secs(10), every_thread_other),
+        "threads of a quiet mount: {:?}",
+        all_threads(pid)
+            .iter()
+            .map(|&t| (t, policy(pid, t)))
+            .collect::<Vec<_>>()
     );
 }
 

@@ -45,8 +45,11 @@ pub struct Config {
     /// Run each io_uring queue's pinned thread SCHED_IDLE while a guard
     /// sees it get the CPU, so that the kernel wakes a caller on the CPU
     /// it slept on instead of sending an IPI to another; off where the
-    /// process may not leave SCHED_IDLE again (no CAP_SYS_NICE). See the
-    /// README's "Local wake-ups".
+    /// process may not leave SCHED_IDLE again (no CAP_SYS_NICE). A thread
+    /// a request handler starts inherits SCHED_IDLE from a pinned thread
+    /// until the guard puts it back (within 100 ms); while this is on, no
+    /// thread of the process stays SCHED_IDLE. See the README's "Local
+    /// wake-ups".
     pub uring_local_wake: bool,
     /// Let the kernel send several READs of one file at once.
     pub async_read: bool,

@@ -355,3 +355,104 @@ fn a_paused_ring_session_resumes_and_hands_its_entries_over() {
     );
     next.unmount().unwrap();
 }
+
+/// The calling thread's scheduling policy, from field 41 of its stat.
+fn own_policy() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(38)?.parse().ok()
+}
+
+/// A filesystem whose LOOKUP starts a thread the first time it runs under
+/// SCHED_IDLE, as a filesystem may start a helper lazily from a handler.
+/// The thread inherits SCHED_IDLE from the pinned ring thread and reports
+/// the policies it runs under.
+#[derive(Default)]
+struct SpawnsInLookup {
+    /// The policies the spawned thread saw, first to last (deduplicated).
+    seen: std::sync::Arc<Mutex<Vec<i32>>>,
+    spawned: std::sync::atomic::AtomicBool,
+}
+
+impl fastfuse::Filesystem for SpawnsInLookup {
+    fn lookup(
+        &self,
+        _: &fastfuse::Caller,
+        _: fastfuse::NodeId,
+        _: &std::ffi::OsStr,
+    ) -> Result<fastfuse::Entry, fastfuse::Errno> {
+        if own_policy() == Some(libc::SCHED_IDLE)
+            && !self.spawned.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let seen = self.seen.clone();
+            std::thread::spawn(move || {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while std::time::Instant::now() < end {
+                    let p = own_policy().unwrap_or(-1);
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                    if p == libc::SCHED_OTHER {
+                        return;
+                    }
+                    drop(seen);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
+        }
+        Err(fastfuse::Errno::ENOENT)
+    }
+
+    fn getattr(
+        &self,
+        _: &fastfuse::Caller,
+        node: fastfuse::NodeId,
+        _: Option<fastfuse::FileHandle>,
+    ) -> Result<fastfuse::AttrReply, fastfuse::Errno> {
+        if node != fastfuse::NodeId::ROOT {
+            return Err(fastfuse::Errno::ENOENT);
+        }
+        Ok(fastfuse::AttrReply {
+            attr: fastfuse::Attr {
+                ino: 1,
+                mode: libc::S_IFDIR | 0o755,
+                nlink: 2,
+                ..Default::default()
+            },
+            timeout: std::time::Duration::from_secs(1),
+        })
+    }
+}
+
+#[test]
+fn a_thread_a_handler_starts_on_a_pinned_thread_leaves_sched_idle() {
+    let _param = UringParam::set(true);
+    let dir = tempfile::tempdir().unwrap();
+    let fs = SpawnsInLookup::default();
+    let seen = fs.seen.clone();
+    let config = Config {
+        transport: TransportKind::Uring,
+        ..Default::default()
+    };
+    let session = Session::mount(fs, dir.path(), &MountOptions::default(), config)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // LOOKUPs of a missing name, each answered ENOENT and so not cached,
+    // keep the mount busy until the spawned thread has left SCHED_IDLE.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = loop {
+        let _ = std::fs::metadata(dir.path().join("missing"));
+        let seen = seen.lock().unwrap().clone();
+        if seen.last() == Some(&libc::SCHED_OTHER) || std::time::Instant::now() > end {
+            break seen;
+        }
+    };
+    session.unmount().unwrap();
+    assert_eq!(
+        done,
+        vec![libc::SCHED_IDLE, libc::SCHED_OTHER],
+        "policies of a thread started by a handler on a pinned thread (5: SCHED_IDLE, 0: SCHED_OTHER)"
+    );
+}

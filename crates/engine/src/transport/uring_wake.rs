@@ -32,6 +32,14 @@
 //! an idle mount wakes nobody, and no thread is SCHED_IDLE while nobody
 //! watches it.
 //!
+//! A thread inherits the policy of the thread that creates it, and a
+//! filesystem may start one from a request handler that runs on a pinned
+//! thread. The engine's own (helpers, lock waiters, queue kicks) leave
+//! SCHED_IDLE first thing; for any other, the guard puts every thread of
+//! the process it does not watch back to SCHED_OTHER every [`SCAN_TICKS`]
+//! busy ticks and before it sleeps. (So a filesystem cannot keep threads
+//! of its own under SCHED_IDLE while local wake-ups are on.)
+//!
 //! Only where a thread may leave SCHED_IDLE again: without CAP_SYS_NICE
 //! (or an RLIMIT_NICE that allows nice 0) the kernel refuses the way back,
 //! so [`LocalWake::start`] tries both ways on a thread of its own first.
@@ -69,6 +77,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// No request for this long, and the guard sleeps.
 const QUIET: Duration = Duration::from_millis(100);
+
+/// Every this many busy ticks, the guard looks for threads it does not
+/// watch that run SCHED_IDLE: a thread inherits its creator's policy, so
+/// one a request handler spawns on a pinned thread (a filesystem's lazily
+/// started helper) would start under SCHED_IDLE, unwatched.
+const SCAN_TICKS: u32 = 20;
 
 /// The guard of one connection's pinned ring threads. Dropping it stops
 /// the guard and leaves every thread it watched under SCHED_OTHER.
@@ -271,6 +285,7 @@ impl Shared {
         let mut state = lock(&self.state);
         let mut seen = self.activity.load(Ordering::Relaxed);
         let mut quiet_since = Instant::now();
+        let mut busy_ticks = 0u32;
         loop {
             state = self
                 .cond
@@ -292,6 +307,10 @@ impl Shared {
             if busy {
                 seen = activity;
                 quiet_since = now;
+                busy_ticks = busy_ticks.wrapping_add(1);
+                if busy_ticks.is_multiple_of(SCAN_TICKS) {
+                    unwatched_to_other(&state.watched);
+                }
             } else if now.duration_since(quiet_since) >= QUIET {
                 state = self.sleep(state);
                 if state.stop {
@@ -355,6 +374,7 @@ impl Shared {
         for w in &mut state.watched {
             w.set_idle(false);
         }
+        unwatched_to_other(&state.watched);
         let before = self.activity.load(Ordering::SeqCst);
         self.asleep.store(true, Ordering::SeqCst);
         // A wake-up between the last look and the flag would be missed.
@@ -365,5 +385,29 @@ impl Shared {
         self.cond
             .wait_while(state, |s| !s.stop && self.asleep.load(Ordering::SeqCst))
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Puts every thread of the process that `watched` does not hold and that
+/// runs SCHED_IDLE back under SCHED_OTHER.
+fn unwatched_to_other(watched: &[Watched]) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if watched.iter().any(|w| w.tid == tid) || !sys::is_sched_idle(tid).unwrap_or(false) {
+            continue;
+        }
+        match sys::set_sched_idle(tid, false) {
+            Ok(()) => tracing::debug!(tid, "a thread started by a ring thread leaves SCHED_IDLE"),
+            Err(e) => tracing::debug!(tid, "a thread stays SCHED_IDLE: {e}"),
+        }
     }
 }
