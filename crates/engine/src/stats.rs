@@ -119,14 +119,17 @@ pub struct Stats {
     /// What the servers this session took over from had counted
     /// ([`Stats::carry_on`]), and the hand-overs since.
     earlier: Mutex<StatsSnapshot>,
-    /// What the io_uring queues' local-wake guard did.
-    local_wake: [AtomicU64; 2],
+    /// Pinned ring threads put under SCHED_IDLE by the local-wake guard.
+    idle_spells: AtomicU64,
+    /// Pinned ring threads it put back under SCHED_OTHER for a busy CPU.
+    starved: AtomicU64,
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            local_wake: [AtomicU64::new(0), AtomicU64::new(0)],
+            idle_spells: AtomicU64::new(0),
+            starved: AtomicU64::new(0),
             earlier: Mutex::new(StatsSnapshot::default()),
             started: Mutex::new(Instant::now()),
             shards: Mutex::new(Vec::new()),
@@ -173,7 +176,12 @@ impl Stats {
     /// or, starving, back under SCHED_OTHER (true).
     #[cfg(feature = "io-uring")]
     pub(crate) fn record_local_wake(&self, starved: bool) {
-        self.local_wake[usize::from(starved)].fetch_add(1, Ordering::Relaxed);
+        let counter = if starved {
+            &self.starved
+        } else {
+            &self.idle_spells
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How long the oldest request still being served has been, if any.
@@ -280,8 +288,8 @@ impl Stats {
             spliced_writes,
             handovers: earlier.handovers,
             local_wake: LocalWakeStats {
-                idle_spells: self.local_wake[0].load(Ordering::Relaxed),
-                starved: self.local_wake[1].load(Ordering::Relaxed),
+                idle_spells: self.idle_spells.load(Ordering::Relaxed),
+                starved: self.starved.load(Ordering::Relaxed),
             },
         }
     }
