@@ -85,6 +85,11 @@ impl ConfigSpec {
         }
     }
 
+    /// Whether fastfuse is started with `arg` among its arguments.
+    fn has_fastfuse_arg(&self, arg: &str) -> bool {
+        matches!(&self.launch, Launch::Fastfuse(args) if args.iter().any(|a| a == arg))
+    }
+
     /// Whether it is served by fastfuse (its statistics can be read).
     pub fn is_fastfuse(&self) -> bool {
         matches!(self.family, Family::Fastfuse | Family::FastfuseBypass)
@@ -336,8 +341,7 @@ pub fn known(
     for c in ff {
         if !has_fastfuse {
             missing.push((c.name, "no fastfuse binary".into()));
-        } else if let Some(why) = unavailable(&c, c.name.starts_with("fastfuse-passthrough"), root)
-        {
+        } else if let Some(why) = unavailable(&c, c.has_fastfuse_arg("--passthrough"), root) {
             missing.push((c.name, why.into()));
         } else {
             usable.push(c);

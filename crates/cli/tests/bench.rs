@@ -151,17 +151,12 @@ fn quick_run_covers_every_configuration_and_workload() {
         "fastfuse-wt",
         "fastfuse-bypass2",
     ];
-    // libfuse's passthrough_ll and passthrough_hp, where scripts/setup.sh
-    // built them (next to this binary's target directory).
-    let peers = std::path::Path::new(fastfuse_bin())
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("peers"));
-    for (name, program) in [
-        ("libfuse-ll", "passthrough_ll"),
-        ("libfuse-hp", "passthrough_hp"),
-    ] {
-        if peers.as_ref().is_some_and(|p| p.join(program).exists()) {
+    // libfuse's passthrough_ll and passthrough_hp, where the bench finds
+    // them (scripts/setup.sh builds them next to this binary's target
+    // directory).
+    let peers = fastfuse_bench::config::PeerBins::find(Some(std::path::Path::new(fastfuse_bin())));
+    for (name, bin) in [("libfuse-ll", &peers.ll), ("libfuse-hp", &peers.hp)] {
+        if bin.is_some() {
             configs.push(name);
         }
     }

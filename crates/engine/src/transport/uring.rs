@@ -65,7 +65,7 @@ use io_uring::{opcode, squeue, types, IoUring};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::uring_arena::{Arena, ArenaSlot, SlotState};
-use super::uring_wake::{LocalWake, Member};
+use super::uring_wake::{leave_sched_idle, LocalWake, Member};
 use super::Server;
 use crate::deferred::ReplyTo;
 use crate::filesystem::Filesystem;
@@ -443,7 +443,7 @@ fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
         .name(format!("ff-uring{qid}k"))
         .stack_size(64 * 1024)
         .spawn(move || {
-            leave_sched_idle();
+            leave_sched_idle(0);
             if let Err(e) = sys::CpuSet::one(qid as usize).apply() {
                 tracing::debug!(qid, "cannot pin a queue kick: {e}");
             }
@@ -453,17 +453,6 @@ fn kick(mountpoint: Option<&PathBuf>, qid: u16) {
         });
     if let Err(e) = spawned {
         tracing::warn!(qid, "no thread to kick the queue with: {e}");
-    }
-}
-
-/// Puts a thread spawned by a pinned one, which inherits its policy, back
-/// under SCHED_OTHER: only pinned threads are watched by the local-wake
-/// guard.
-fn leave_sched_idle() {
-    if sys::is_sched_idle(0).unwrap_or(false) {
-        if let Err(e) = sys::set_sched_idle(0, false) {
-            tracing::warn!("a ring thread's helper stays SCHED_IDLE: {e}");
-        }
     }
 }
 
@@ -612,7 +601,7 @@ impl<F> QueueShared<'_, F> {
         if let Some(Err(e)) = self.floating.as_ref().map(sys::CpuSet::apply) {
             tracing::debug!(qid = self.qid, "helper stays on the queue's CPU: {e}");
         }
-        leave_sched_idle();
+        leave_sched_idle(0);
     }
 
     fn pick_helper(&self) -> usize {
@@ -1125,9 +1114,14 @@ impl UringQueue {
         let wake = local_wake.then(LocalWake::start).flatten().map(Arc::new);
         (0..possible_cpus())
             .map(|qid| {
-                let q =
-                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?
-                        .with_local_wake(wake.clone());
+                let q = UringQueue::bare(
+                    qid as u16,
+                    depth,
+                    arena.clone(),
+                    dev.clone(),
+                    lock_buffers,
+                    wake.clone(),
+                )?;
                 for idx in 0..depth {
                     if let Some(record) = arena.record(q.qid, idx) {
                         record.set(SlotState::Register);
@@ -1155,22 +1149,29 @@ impl UringQueue {
         let wake = local_wake.then(LocalWake::start).flatten().map(Arc::new);
         (0..possible_cpus())
             .map(|qid| {
-                let q =
-                    UringQueue::bare(qid as u16, depth, arena.clone(), dev.clone(), lock_buffers)?
-                        .with_local_wake(wake.clone());
+                let q = UringQueue::bare(
+                    qid as u16,
+                    depth,
+                    arena.clone(),
+                    dev.clone(),
+                    lock_buffers,
+                    wake.clone(),
+                )?;
                 q.plan_from_records(true)?;
                 Ok(Arc::new(q))
             })
             .collect()
     }
 
-    /// A queue with no entries yet.
+    /// A queue with no entries yet; its pinned thread joins `local_wake`,
+    /// the connection's guard, if there is one.
     fn bare(
         qid: u16,
         depth: usize,
         arena: Arc<Arena>,
         dev: Arc<OwnedFd>,
         lock: bool,
+        local_wake: Option<Arc<LocalWake>>,
     ) -> io::Result<UringQueue> {
         let inboxes: Vec<Arc<Inbox>> = (0..1 + HELPERS_PER_QUEUE)
             .map(|_| Inbox::new().map(Arc::new))
@@ -1198,12 +1199,8 @@ impl UringQueue {
             drain: Drain::new()?,
             next: Mutex::new(None),
             mountpoint: Mutex::new(None),
-            local_wake: None,
+            local_wake,
         })
-    }
-
-    fn with_local_wake(self, local_wake: Option<Arc<LocalWake>>) -> UringQueue {
-        UringQueue { local_wake, ..self }
     }
 
     fn make_rings(&self, entries: usize) -> io::Result<Vec<RingThread>> {

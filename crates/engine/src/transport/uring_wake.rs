@@ -109,13 +109,12 @@ struct Shared {
 #[derive(Default)]
 struct State {
     watched: Vec<Watched>,
-    next_id: u64,
     stop: bool,
 }
 
 /// A pinned ring thread the guard watches.
 struct Watched {
-    id: u64,
+    /// Unique among the watched: a thread leaves the watch before it ends.
     tid: libc::pid_t,
     /// The thread's `/proc/thread-self/schedstat`, opened by the thread
     /// itself: its second field is the run delay in ns.
@@ -212,9 +211,9 @@ impl LocalWake {
         let schedstat = File::open("/proc/thread-self/schedstat")
             .inspect_err(|e| tracing::debug!("ring thread stays SCHED_OTHER: {e}"))
             .ok()?;
+        let tid = sys::gettid();
         let mut w = Watched {
-            id: 0,
-            tid: sys::gettid(),
+            tid,
             schedstat,
             last_delay: 0,
             last_look: Instant::now(),
@@ -224,15 +223,10 @@ impl LocalWake {
             last_starved: None,
         };
         w.last_delay = w.run_delay().ok()?;
-        let mut state = lock(&self.shared.state);
-        w.id = state.next_id;
-        state.next_id += 1;
-        let id = w.id;
-        state.watched.push(w);
-        drop(state);
+        lock(&self.shared.state).watched.push(w);
         Some(Member {
             shared: self.shared.clone(),
-            id,
+            tid,
         })
     }
 }
@@ -251,7 +245,7 @@ impl Drop for LocalWake {
 /// leaves the watch and SCHED_IDLE.
 pub(crate) struct Member {
     shared: Arc<Shared>,
-    id: u64,
+    tid: libc::pid_t,
 }
 
 impl Member {
@@ -272,7 +266,7 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
-        state.watched.retain(|w| w.id != self.id);
+        state.watched.retain(|w| w.tid != self.tid);
         drop(state);
         if let Err(e) = sys::set_sched_idle(0, false) {
             tracing::debug!("ring thread stays as it is: {e}");
@@ -402,12 +396,24 @@ fn unwatched_to_other(watched: &[Watched]) {
         else {
             continue;
         };
-        if watched.iter().any(|w| w.tid == tid) || !sys::is_sched_idle(tid).unwrap_or(false) {
-            continue;
+        if watched.iter().all(|w| w.tid != tid) {
+            leave_sched_idle(tid);
         }
-        match sys::set_sched_idle(tid, false) {
-            Ok(()) => tracing::debug!(tid, "a thread started by a ring thread leaves SCHED_IDLE"),
-            Err(e) => tracing::debug!(tid, "a thread stays SCHED_IDLE: {e}"),
-        }
+    }
+}
+
+/// Puts thread `tid` of the process (0: the calling thread) under
+/// SCHED_OTHER if it runs SCHED_IDLE: a thread started by a pinned one
+/// inherits its policy, and only pinned threads are watched.
+pub(crate) fn leave_sched_idle(tid: libc::pid_t) {
+    if !sys::is_sched_idle(tid).unwrap_or(false) {
+        return;
+    }
+    match sys::set_sched_idle(tid, false) {
+        Ok(()) => tracing::debug!(tid, "a thread started by a ring thread leaves SCHED_IDLE"),
+        Err(e) => tracing::warn!(
+            tid,
+            "a thread started by a ring thread stays SCHED_IDLE: {e}"
+        ),
     }
 }
