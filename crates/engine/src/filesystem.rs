@@ -138,6 +138,17 @@ filesystem_trait! {
     /// away): flush whatever must reach stable storage.
     fn destroy(&self) {}
 
+    /// Called by a /dev/fuse worker that polls for its next request (see
+    /// [`Config::spin_wait`](crate::Config::spin_wait)), between polls, so
+    /// that the CPU time it spends waiting can go to work the filesystem
+    /// expects to be asked for soon (reading ahead, say). One call does one
+    /// small piece of it: a request that comes meanwhile waits for the call
+    /// to return, so it should take microseconds. Returns whether it did
+    /// any work; when it did not, the worker yields the CPU instead.
+    fn idle(&self) -> bool {
+        false
+    }
+
     /// Looks `name` up in directory `parent`. Adds one lookup on success.
     fn lookup(&self, req: &Caller, parent: NodeId, name: &OsStr) -> Result<Entry, Errno> {
         Err(Errno::ENOSYS)

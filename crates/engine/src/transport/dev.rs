@@ -236,6 +236,19 @@ fn sleeping<T>(reading: &Reading, spinner: &mut Option<Spinner>, read: impl FnOn
     r
 }
 
+/// A BATCH_FORGET of more nodes than this takes a worker long enough
+/// (tens of microseconds and up) for the relay to hand the reader's role
+/// on at once (see [`Relay::long_to_serve`]); a smaller one is served
+/// quicker than a standby wakes.
+const LONG_FORGET: u32 = 64;
+
+/// Whether the request of `header` (and `body`, what follows it) is a
+/// BATCH_FORGET of more than [`LONG_FORGET`] nodes.
+fn long_forget(header: &abi::InHeader, body: &[u8]) -> bool {
+    header.opcode == abi::Opcode::BatchForget as u32
+        && abi::BatchForgetIn::read_from_prefix(body).is_ok_and(|(arg, _)| arg.count > LONG_FORGET)
+}
+
 /// Bytes of a WRITE before its data: the header and `fuse_write_in`.
 const WRITE_HEAD: usize = size_of::<abi::InHeader>() + size_of::<abi::WriteIn>();
 
@@ -331,7 +344,7 @@ impl DevWorker {
             Turn::Ended => return Next::Stop,
         }
         if let Some(spinner) = &mut self.spinner {
-            match spinner.wait(self.fd.as_fd(), pausing) {
+            match spinner.wait(self.fd.as_fd(), pausing, || server.dispatcher.fs.idle()) {
                 Polled::Ready => {}
                 Polled::Sleep => relay.sleeping(),
                 Polled::Stopped => {
@@ -369,12 +382,14 @@ impl DevWorker {
             _ => {
                 let r = self.receive();
                 if let Some(relay) = relay {
-                    let caller = r.as_ref().ok().and_then(|&n| {
-                        abi::InHeader::read_from_prefix(&self.request[..n])
-                            .ok()
-                            .map(|(h, _)| h.pid)
-                    });
-                    relay.took(Some(caller.unwrap_or(0)));
+                    let header = r
+                        .as_ref()
+                        .ok()
+                        .and_then(|&n| abi::InHeader::read_from_prefix(&self.request[..n]).ok());
+                    relay.took(Some(header.as_ref().map_or(0, |(h, _)| h.pid)));
+                    if header.is_some_and(|(h, body)| long_forget(&h, body)) {
+                        relay.long_to_serve();
+                    }
                 }
                 match r {
                     Ok(n) => self.serve_read(server, shard, n),
@@ -382,5 +397,28 @@ impl DevWorker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(opcode: abi::Opcode) -> abi::InHeader {
+        abi::InHeader {
+            opcode: opcode as u32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_large_batch_forget_is_long_to_serve() {
+        let batch = |count: u32| abi::BatchForgetIn { count, dummy: 0 };
+        let forget = header(abi::Opcode::BatchForget);
+        assert!(long_forget(&forget, batch(LONG_FORGET + 1).as_bytes()));
+        assert!(!long_forget(&forget, batch(LONG_FORGET).as_bytes()));
+        assert!(!long_forget(&forget, &[0; 3]), "a truncated body");
+        let lookup = header(abi::Opcode::Lookup);
+        assert!(!long_forget(&lookup, batch(u32::MAX).as_bytes()));
     }
 }

@@ -193,6 +193,20 @@ impl Relay {
         }
     }
 
+    /// The request just taken (after [`Relay::took`]) is known to take
+    /// long to serve: a standby takes the role now rather than when its
+    /// watch runs out. Used for a large BATCH_FORGET, which a
+    /// `drop_caches` makes of thousands of nodes: served under the
+    /// watch, every request behind it waited up to [`WATCH`].
+    pub(crate) fn long_to_serve(&self) {
+        let s = self.lock();
+        let tell = s.waiting > 0 && !s.held;
+        drop(s);
+        if tell {
+            self.standby.notify_one();
+        }
+    }
+
     /// Gives the role up unused (a pause stopped the poll).
     pub(crate) fn give_up(&self) {
         let mut s = self.lock();
@@ -282,10 +296,19 @@ impl Spinner {
     /// Polls `fd` until a request is there, the budget runs out, or `stop`
     /// returns true; not at all when disarmed. A poll is `poll(2)` with a
     /// zero timeout, which puts the worker on no wait queue, so the caller
-    /// has nobody to wake; every turn yields the CPU, so a thread that
-    /// wants it (often the caller itself) gets it, and the budget is wall
-    /// time, so a yield that lasts ends the poll.
-    pub(crate) fn wait(&mut self, fd: BorrowedFd<'_>, stop: impl Fn() -> bool) -> Polled {
+    /// has nobody to wake. Between polls, `idle` does a piece of the
+    /// filesystem's own work ([`Filesystem::idle`]); when it has none, the
+    /// turn yields the CPU, so a thread that wants it (often the caller
+    /// itself) gets it. The budget is wall time, so a yield that lasts
+    /// ends the poll.
+    ///
+    /// [`Filesystem::idle`]: crate::Filesystem::idle
+    pub(crate) fn wait(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        stop: impl Fn() -> bool,
+        mut idle: impl FnMut() -> bool,
+    ) -> Polled {
         if !self.armed {
             return Polled::Sleep;
         }
@@ -303,7 +326,9 @@ impl Spinner {
                 self.armed = false;
                 return Polled::Sleep;
             }
-            std::thread::yield_now();
+            if !idle() {
+                std::thread::yield_now();
+            }
         }
     }
 
@@ -332,7 +357,7 @@ mod tests {
         let (r, w) = std::io::pipe().unwrap();
         std::io::Write::write_all(&mut &w, b"x").unwrap();
         let mut s = Spinner::new(Duration::from_secs(1));
-        assert_eq!(s.wait(r.as_fd(), || false), Polled::Ready);
+        assert_eq!(s.wait(r.as_fd(), || false, || false), Polled::Ready);
         assert!(s.armed, "a hit keeps polling on");
     }
 
@@ -340,9 +365,13 @@ mod tests {
     fn a_poll_that_runs_out_disarms_until_a_short_sleep() {
         let (r, _w) = std::io::pipe().unwrap();
         let mut s = Spinner::new(Duration::from_micros(200));
-        assert_eq!(s.wait(r.as_fd(), || false), Polled::Sleep);
+        assert_eq!(s.wait(r.as_fd(), || false, || false), Polled::Sleep);
         assert!(!s.armed);
-        assert_eq!(s.wait(r.as_fd(), || false), Polled::Sleep, "disarmed");
+        assert_eq!(
+            s.wait(r.as_fd(), || false, || false),
+            Polled::Sleep,
+            "disarmed"
+        );
         s.slept(Duration::from_millis(5));
         assert!(!s.armed, "a long sleep leaves it off");
         s.slept(Duration::from_micros(10));
@@ -372,7 +401,7 @@ mod tests {
     fn a_poll_stops_when_told() {
         let (r, _w) = std::io::pipe().unwrap();
         let mut s = Spinner::new(Duration::from_secs(10));
-        assert_eq!(s.wait(r.as_fd(), || true), Polled::Stopped);
+        assert_eq!(s.wait(r.as_fd(), || true, || false), Polled::Stopped);
     }
 
     #[test]
