@@ -31,15 +31,17 @@
 //! directory of more than [`MAX_ENTRIES`] names is not read ahead.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::CString;
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use fastfuse::NodeId;
 
 use crate::dir::{DirStream, Taken};
+use crate::fs::c_string;
 use crate::inode::Inode;
 use crate::sys;
 
@@ -79,10 +81,23 @@ pub(crate) struct Listing {
     pub(crate) entries: Vec<Ahead>,
 }
 
+/// The subdirectories one READDIRPLUS listed, in listing order, less
+/// those read or asked for since.
+type Batch = VecDeque<(NodeId, Arc<Inode>)>;
+
 #[derive(Debug, Default)]
 struct State {
-    /// Directories to read, oldest first.
-    queue: VecDeque<(NodeId, Arc<Inode>)>,
+    /// Directories to read, a batch per listing, the newest last: walks
+    /// are depth-first (`find`, `du`, `ls -R`, a walker with a stack), so
+    /// the newest listing's subdirectories are the next ones asked for.
+    batches: Vec<Batch>,
+    /// Directories in `batches`, at most [`MAX_QUEUED`].
+    queued: usize,
+    /// The walk takes a listing's subdirectories last first (a walker
+    /// that pushes them on a stack and pops them), so the reader does
+    /// too. Learnt from where in its batch a directory that the reader
+    /// had not come to yet was asked for.
+    backward: bool,
     /// Listings read and not yet used.
     ready: HashMap<NodeId, Listing>,
     /// Entries in `ready`.
@@ -91,6 +106,62 @@ struct State {
     idle: bool,
     /// The filesystem is gone: the reader returns.
     ended: bool,
+}
+
+impl State {
+    /// The next directory to read: of the newest batch, in the walk's
+    /// order.
+    fn pop(&mut self) -> Option<(NodeId, Arc<Inode>)> {
+        while let Some(batch) = self.batches.last_mut() {
+            let dir = if self.backward {
+                batch.pop_back()
+            } else {
+                batch.pop_front()
+            };
+            match dir {
+                Some(dir) => {
+                    self.queued -= 1;
+                    return Some(dir);
+                }
+                None => drop(self.batches.pop()),
+            }
+        }
+        None
+    }
+
+    /// Puts `dir` back, to be read next.
+    fn requeue(&mut self, node: NodeId, dir: Arc<Inode>) {
+        if self.ended {
+            return;
+        }
+        self.queued += 1;
+        self.batches.push(VecDeque::from([(node, dir)]));
+    }
+
+    /// A READDIRPLUS asked for `node` before it was read ahead: if it is
+    /// queued, it leaves the queue, and the end of its batch it was at
+    /// tells the reader which way the walk goes.
+    fn asked_before_read(&mut self, node: NodeId) {
+        // The newest batches are the likeliest to hold it.
+        for b in (0..self.batches.len()).rev() {
+            let batch = &mut self.batches[b];
+            let Some(at) = batch.iter().position(|(n, _)| *n == node) else {
+                continue;
+            };
+            let (first, last) = (at == 0, at + 1 == batch.len());
+            batch.remove(at);
+            self.queued -= 1;
+            if first != last {
+                // A walk asks for a batch's directories from one end: the
+                // front going forward, the back going backward.
+                self.backward = last;
+            }
+            if batch.is_empty() {
+                self.batches.remove(b);
+            }
+            return;
+        }
+    }
 }
 
 /// The read-ahead listings of one filesystem, and its reader's work.
@@ -104,6 +175,11 @@ pub(crate) struct Statahead {
     state: Mutex<State>,
     /// The reader waits here for work.
     work: Condvar,
+    /// What the workers' steps read (see [`Statahead::step`]).
+    stepping: Mutex<Stepping>,
+    /// Whether a step may find work: set when directories are queued,
+    /// cleared by a step that found none.
+    to_step: AtomicBool,
 }
 
 impl Statahead {
@@ -114,6 +190,8 @@ impl Statahead {
             max_age,
             state: Mutex::default(),
             work: Condvar::new(),
+            stepping: Mutex::default(),
+            to_step: AtomicBool::new(false),
         }
     }
 
@@ -141,15 +219,27 @@ impl Statahead {
         if s.ready_entries >= MAX_READY {
             self.purge(&mut s);
         }
-        for (node, inode) in dirs {
-            if s.queue.len() >= MAX_QUEUED || s.ready_entries >= MAX_READY {
-                break;
-            }
-            if !s.ready.contains_key(&node) {
-                s.queue.push_back((node, inode));
-            }
+        let batch: Batch = dirs
+            .into_iter()
+            .filter(|(node, _)| !s.ready.contains_key(node))
+            .collect();
+        if batch.is_empty() || s.ready_entries >= MAX_READY {
+            return;
         }
-        if s.idle && !s.queue.is_empty() {
+        s.queued += batch.len();
+        s.batches.push(batch);
+        self.to_step.store(true, Ordering::Relaxed);
+        // Over the bound, the oldest batches go (the walk has moved on),
+        // then the newest's last directories.
+        while s.queued > MAX_QUEUED && s.batches.len() > 1 {
+            let oldest = s.batches.remove(0);
+            s.queued -= oldest.len();
+        }
+        if s.queued > MAX_QUEUED {
+            s.batches[0].truncate(MAX_QUEUED);
+            s.queued = MAX_QUEUED;
+        }
+        if s.idle && s.queued > 0 {
             s.idle = false;
             drop(s);
             self.work.notify_one();
@@ -158,10 +248,15 @@ impl Statahead {
 
     /// The listing of `node` read ahead, if there is one still fresh: no
     /// change since it was read, and younger than the bound. Taken: a
-    /// listing answers one READDIRPLUS.
+    /// listing answers one READDIRPLUS. Without one, a directory still
+    /// queued leaves the queue (the READDIRPLUS reads it itself), and
+    /// where it was in its batch tells the order the walk goes in.
     pub(crate) fn take(&self, node: NodeId) -> Option<Listing> {
         let mut s = self.lock();
-        let listing = s.ready.remove(&node)?;
+        let Some(listing) = s.ready.remove(&node) else {
+            s.asked_before_read(node);
+            return None;
+        };
         s.ready_entries -= listing.entries.len();
         drop(s);
         self.fresh(&listing).then_some(listing)
@@ -191,7 +286,8 @@ impl Statahead {
     pub(crate) fn end(&self) {
         let mut s = self.lock();
         s.ended = true;
-        s.queue.clear();
+        s.batches.clear();
+        s.queued = 0;
         drop(s);
         self.work.notify_one();
     }
@@ -203,7 +299,7 @@ impl Statahead {
             if s.ended {
                 return None;
             }
-            if let Some(dir) = s.queue.pop_front() {
+            if let Some(dir) = s.pop() {
                 return Some(dir);
             }
             s.idle = true;
@@ -242,40 +338,186 @@ impl Statahead {
     /// Reads directory `dir` from the start: every entry with its stat,
     /// or `None` when it cannot be read or is too large.
     fn read(&self, dir: &Inode) -> Option<Listing> {
-        let changes = self.changes.load(Ordering::Acquire);
+        let mut reading = Reading::start(self, dir)?;
+        match reading.advance(dir, usize::MAX) {
+            Progress::Done => Some(reading.finish()),
+            Progress::More | Progress::Failed => None,
+        }
+    }
+
+    /// One step of reading ahead by a worker waiting for a request (see
+    /// [`Filesystem::idle`](fastfuse::Filesystem::idle)): the next
+    /// [`STEP`] entries of the directory a worker is reading, or the next
+    /// directory of the queue opened. Whether there was anything to do.
+    /// Off for [`SLOW_PAUSE`] once a step took longer than [`SLOW_STEP`]:
+    /// on a source that slow, a request would wait for the step, and the
+    /// reader's thread reads instead.
+    pub(crate) fn step(&self) -> bool {
+        // Read first, as the worker polls in a loop: with nothing to read
+        // ahead, a step costs one load.
+        if !self.to_step.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(mut stepping) = self.stepping.try_lock() else {
+            // Another worker steps.
+            return false;
+        };
+        if let Some(until) = stepping.paused_until {
+            if Instant::now() < until {
+                return false;
+            }
+            stepping.paused_until = None;
+        }
+        let begun = Instant::now();
+        let did = match stepping.current.take() {
+            Some((node, dir, mut reading)) => {
+                match reading.advance(&dir, STEP) {
+                    Progress::More => stepping.current = Some((node, dir, reading)),
+                    Progress::Done => self.keep(node, reading.finish()),
+                    Progress::Failed => {}
+                }
+                true
+            }
+            None => {
+                let next = {
+                    let mut s = self.lock();
+                    let next = if s.ended { None } else { s.pop() };
+                    if next.is_none() {
+                        // Under the lock, which `want` sets it under.
+                        self.to_step.store(false, Ordering::Relaxed);
+                    }
+                    next
+                };
+                match next {
+                    Some((node, dir)) => {
+                        if let Some(reading) = Reading::start(self, &dir) {
+                            stepping.current = Some((node, dir, reading));
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
+        };
+        if begun.elapsed() > SLOW_STEP {
+            stepping.paused_until = Some(Instant::now() + SLOW_PAUSE);
+            // Left to the thread, which reads it whole.
+            if let Some((node, dir, _)) = stepping.current.take() {
+                self.lock().requeue(node, dir);
+                self.work.notify_one();
+            }
+        }
+        did
+    }
+}
+
+/// Entries a worker's step of reading ahead stats, at most.
+const STEP: usize = 4;
+
+/// A step that takes longer than this pauses the workers' steps.
+const SLOW_STEP: Duration = Duration::from_millis(1);
+
+/// For this long.
+const SLOW_PAUSE: Duration = Duration::from_secs(1);
+
+/// What the workers' steps are reading (see [`Statahead::step`]).
+#[derive(Debug, Default)]
+struct Stepping {
+    /// The directory being read, and how far.
+    current: Option<(NodeId, Arc<Inode>, Reading)>,
+    /// Steps are off until then.
+    paused_until: Option<Instant>,
+}
+
+/// A directory's listing being read ahead, resumable.
+#[derive(Debug)]
+struct Reading {
+    changes: u64,
+    at: Instant,
+    stream: DirStream,
+    /// The cookie after the last entry read.
+    offset: u64,
+    entries: Vec<Ahead>,
+}
+
+/// How far [`Reading::advance`] got.
+enum Progress {
+    /// The step ended with entries left.
+    More,
+    /// The directory is read to its end.
+    Done,
+    /// It could not be read, or has more than [`MAX_ENTRIES`] entries.
+    Failed,
+}
+
+impl Reading {
+    /// Opens `dir` to be read from its start.
+    fn start(statahead: &Statahead, dir: &Inode) -> Option<Reading> {
+        let changes = statahead.changes.load(Ordering::Acquire);
         let at = Instant::now();
         let fd = sys::open_dir(dir.fd.as_fd()).ok()?;
-        let mut stream = DirStream::new(fd);
-        let mut entries = Vec::new();
-        let mut too_many = false;
-        stream
-            .read_from(0, |e| {
-                if entries.len() == MAX_ENTRIES {
-                    too_many = true;
-                    return Ok(Taken::Full);
-                }
-                let st = if e.is_dot_or_dotdot() {
-                    None
-                } else {
-                    CString::new(e.name).ok().and_then(|name| {
-                        sys::fstatat(dir.fd.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW).ok()
-                    })
-                };
-                entries.push(Ahead {
-                    name: e.name.into(),
-                    ino: e.ino,
-                    next_offset: e.next_offset,
-                    typ: e.typ,
-                    st,
-                });
-                Ok(Taken::Yes)
-            })
-            .ok()?;
-        (!too_many).then_some(Listing {
+        Some(Reading {
             changes,
             at,
-            entries,
+            stream: DirStream::new(fd),
+            offset: 0,
+            entries: Vec::new(),
         })
+    }
+
+    /// Reads up to `max` more entries of `dir` (".." and "." not counted),
+    /// each with its stat.
+    fn advance(&mut self, dir: &Inode, max: usize) -> Progress {
+        let (mut stated, mut stopped, mut too_many) = (0, false, false);
+        let (entries, offset) = (&mut self.entries, &mut self.offset);
+        let read = self.stream.read_from(*offset, |e| {
+            if entries.len() == MAX_ENTRIES {
+                too_many = true;
+                return Ok(Taken::Full);
+            }
+            let st = if e.is_dot_or_dotdot() {
+                None
+            } else {
+                if stated == max {
+                    stopped = true;
+                    return Ok(Taken::Full);
+                }
+                stated += 1;
+                // A worker that polls for its next request yields the CPU
+                // at every turn, and a yield hands it to this thread for
+                // a whole slice (up to a millisecond) if this one does
+                // not yield it back: the request would wait that long.
+                if max == usize::MAX {
+                    std::thread::yield_now();
+                }
+                c_string(OsStr::from_bytes(e.name)).ok().and_then(|name| {
+                    sys::fstatat(dir.fd.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW).ok()
+                })
+            };
+            entries.push(Ahead {
+                name: e.name.into(),
+                ino: e.ino,
+                next_offset: e.next_offset,
+                typ: e.typ,
+                st,
+            });
+            *offset = e.next_offset;
+            Ok(Taken::Yes)
+        });
+        match (read, too_many, stopped) {
+            (Err(_), _, _) | (_, true, _) => Progress::Failed,
+            (Ok(()), false, true) => Progress::More,
+            (Ok(()), false, false) => Progress::Done,
+        }
+    }
+
+    /// The listing read.
+    fn finish(self) -> Listing {
+        Listing {
+            changes: self.changes,
+            at: self.at,
+            entries: self.entries,
+        }
     }
 }
 
@@ -297,6 +539,8 @@ fn reader(ahead: &Weak<Statahead>) {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::CString;
+
     use super::*;
 
     fn dir_inode(path: &std::path::Path) -> Arc<Inode> {
@@ -385,5 +629,91 @@ mod tests {
         assert!(names.contains(&&b"a"[..]));
         s.end();
         assert!(s.lock().ended);
+    }
+
+    /// `n` subdirectories of a new directory, as nodes 100, 101, ...
+    fn subdirs(n: u64) -> (tempfile::TempDir, Vec<(NodeId, Arc<Inode>)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = (0..n)
+            .map(|i| {
+                let path = dir.path().join(format!("d{i}"));
+                std::fs::create_dir(&path).unwrap();
+                (NodeId(100 + i), dir_inode(&path))
+            })
+            .collect();
+        (dir, dirs)
+    }
+
+    fn next_node(s: &Statahead) -> Option<u64> {
+        s.lock().pop().map(|(node, _)| node.0)
+    }
+
+    #[test]
+    fn the_newest_listing_is_read_first_and_in_the_order_the_walk_goes() {
+        let s = Statahead::new(Duration::from_secs(60));
+        let (_a, older) = subdirs(2);
+        s.want(older);
+        let (_b, newer) = subdirs(4);
+        let newer: Vec<_> = newer
+            .into_iter()
+            .map(|(node, inode)| (NodeId(node.0 + 10), inode))
+            .collect();
+        s.want(newer);
+        // Forward: the newest batch from its front.
+        assert_eq!(next_node(&s), Some(110));
+        // The walk asks for the back of the batch before it was read: a
+        // walker popping a stack. The reader turns round.
+        assert!(s.take(NodeId(113)).is_none());
+        assert!(s.lock().backward);
+        assert_eq!(next_node(&s), Some(112));
+        assert_eq!(next_node(&s), Some(111));
+        // The older batch once the newer is done, backward too.
+        assert_eq!(next_node(&s), Some(101));
+        // A walk asking for the front of a batch goes forward.
+        let (_c, more) = subdirs(3);
+        let more: Vec<_> = more
+            .into_iter()
+            .map(|(node, inode)| (NodeId(node.0 + 100), inode))
+            .collect();
+        s.want(more);
+        assert!(s.take(NodeId(200)).is_none(), "nothing was read");
+        assert!(!s.lock().backward);
+        assert_eq!(next_node(&s), Some(201));
+        assert_eq!(next_node(&s), Some(202));
+        assert_eq!(next_node(&s), Some(100));
+        assert_eq!(next_node(&s), None);
+        assert_eq!(s.lock().queued, 0);
+    }
+
+    #[test]
+    fn steps_read_a_queued_directory_as_the_reader_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        for i in 0..(3 * STEP + 1) {
+            std::fs::write(sub.join(format!("f{i}")), b"x").unwrap();
+        }
+        let s = Statahead::new(Duration::from_secs(60));
+        assert!(!s.step(), "nothing queued");
+        s.want(vec![(NodeId(9), dir_inode(&sub))]);
+        let mut steps = 0;
+        while s.step() {
+            steps += 1;
+            assert!(steps < 100, "steps never end");
+        }
+        // One to open it, one per STEP names (and the rest), one finding
+        // the queue empty.
+        assert!(steps > 3, "{steps} steps");
+        let listing = s.take(NodeId(9)).expect("read by the steps");
+        let whole = s.read(&dir_inode(&sub)).unwrap();
+        let names = |l: &Listing| {
+            let mut v: Vec<Vec<u8>> = l.entries.iter().map(|a| a.name.to_vec()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&listing), names(&whole));
+        let stated = listing.entries.iter().filter(|a| a.st.is_some()).count();
+        assert_eq!(stated, 3 * STEP + 1);
+        assert!(!s.step(), "the queue is empty");
     }
 }

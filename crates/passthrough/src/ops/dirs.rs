@@ -1,7 +1,9 @@
-//! Directories: opendir, readdir, readdirplus, releasedir, fsyncdir.
+//! Directories: opendir, readdir, readdirplus, releasedir, fsyncdir, and
+//! the statahead steps of workers waiting for requests.
 
-use std::ffi::CString;
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use fastfuse::{
@@ -9,7 +11,7 @@ use fastfuse::{
 };
 
 use crate::dir::{DirEntry, DirStream, Taken};
-use crate::fs::PassthroughFs;
+use crate::fs::{c_string, PassthroughFs};
 use crate::handle::OpenDir;
 use crate::inode::Inode;
 use crate::journal::NO_SLOT;
@@ -106,18 +108,23 @@ fn nameless(e: &DirEntry<'_>) -> Entry {
 
 /// The lookup READDIRPLUS makes for one listed name: from `st` when its
 /// stat was taken already (a listing read ahead), by a stat of the name
-/// otherwise.
+/// otherwise. The name is made a C string only when it must be opened or
+/// stat'ed: a listing read ahead of inodes the table holds needs neither.
 fn lookup_listed(
     fs: &PassthroughFs,
     dir: &Inode,
     e: &DirEntry<'_>,
     st: Option<&libc::stat>,
 ) -> Entry {
-    let Ok(name) = CString::new(e.name) else {
+    let known = st.and_then(|st| Some((fs.inodes.acquire_known(st)?.0, st)));
+    if let Some((node, st)) = known {
+        return fs.entry(node, st);
+    }
+    let Ok(name) = c_string(OsStr::from_bytes(e.name)) else {
         return nameless(e);
     };
     let found = match st {
-        Some(st) => fs.lookup_stated_child(dir, &name, st),
+        Some(_) => fs.lookup_child(dir, &name),
         None => fs.lookup_known_child(dir, &name),
     };
     found.unwrap_or_else(|_| nameless(e))
@@ -235,4 +242,9 @@ pub(super) fn fsyncdir(
     let stream = dir.lock();
     sys::fsync(stream.fd(), datasync)?;
     Ok(())
+}
+
+/// A waiting worker's turn: a step of reading ahead (see `statahead`).
+pub(super) fn idle(fs: &PassthroughFs) -> bool {
+    fs.statahead.as_ref().is_some_and(|s| s.step())
 }

@@ -11,7 +11,8 @@
 //! - `attr`: getattr, setattr, access, statfs
 //! - `file`: open, create, tmpfile, flush, release, fsync, syncfs
 //! - `io`: read, write, write_spliced, fallocate, lseek, copy_file_range
-//! - `dirs`: opendir, readdir, readdirplus, releasedir, fsyncdir
+//! - `dirs`: opendir, readdir, readdirplus, releasedir, fsyncdir, idle
+//!   (reading ahead)
 //! - `xattr`: the four xattr calls
 //! - `lock`: getlk, setlk (POSIX locks per lock owner, OFD locks, flocks)
 
@@ -33,7 +34,7 @@ use fastfuse::{
 };
 
 use attr::{access, getattr, setattr, statfs};
-use dirs::{fsyncdir, opendir, readdir, readdirplus, releasedir};
+use dirs::{fsyncdir, idle, opendir, readdir, readdirplus, releasedir};
 use entries::{
     batch_forget, forget, link, lookup, mkdir, mknod, readlink, rename, rmdir, symlink, unlink,
 };
@@ -55,6 +56,7 @@ fn may_change(op: &str) -> bool {
         "init"
             | "ready"
             | "destroy"
+            | "idle"
             | "lookup"
             | "forget"
             | "batch_forget"
