@@ -157,7 +157,11 @@ impl DevWorker {
         if let (Some(s), Some(start)) = (&mut self.spinner, start) {
             let listing = [abi::Opcode::Readdir as u32, abi::Opcode::Readdirplus as u32]
                 .contains(&header.opcode);
-            s.served(listing.then(|| start.elapsed()));
+            let sent = match outcome {
+                Outcome::Reply(Ok(n)) => n,
+                _ => 0,
+            };
+            s.served(listing.then(|| (start.elapsed(), sent)));
         }
         next
     }

@@ -248,12 +248,22 @@ pub(crate) enum Polled {
 /// listing took to serve (within the base budget and [`WATCH`]).
 const WORK_MULTIPLE: u32 = 4;
 
+/// And at least this long per byte of the listing sent: what its caller
+/// spends on each name before it asks again. A cold walk's walker took
+/// about 200 µs for a READDIRPLUS of 100 names (16 KiB: the kernel making
+/// a dentry and an inode of each, then an `lstat` of each); this leaves
+/// room for a walker twice as slow.
+const POLL_PER_BYTE: Duration = Duration::from_nanos(25);
+
 /// One worker's polling: how long, and whether requests come close enough
 /// together for it to pay.
 ///
 /// How long: the base budget (`spin_wait`), and after a listing (READDIR,
-/// READDIRPLUS) [`WORK_MULTIPLE`] times as long as it took to serve, up to
-/// [`WATCH`]. A listing hands its caller a batch of names to work
+/// READDIRPLUS) [`WORK_MULTIPLE`] times as long as it took to serve or
+/// [`POLL_PER_BYTE`] for each byte it sent, whichever is longer, up to
+/// [`WATCH`]. (By the time alone, a listing read ahead, served in a
+/// fifth of the time, made the poll end before a cold walk's next
+/// request.) A listing hands its caller a batch of names to work
 /// through (a `find` stats each of them) before it asks again, longer than
 /// the base budget, and a worker that sleeps that long sits on a halted
 /// CPU when the next listing comes: on this project's 2-vCPU VM, a cold
@@ -268,6 +278,8 @@ pub(crate) struct Spinner {
     base: Duration,
     /// How long the last request took to serve, if it was a listing.
     served: Duration,
+    /// The bytes it sent, if it was a listing.
+    sent: usize,
     /// Whether the next wait starts with a poll.
     armed: bool,
 }
@@ -278,19 +290,23 @@ impl Spinner {
         Spinner {
             base,
             served: Duration::ZERO,
+            sent: 0,
             armed: true,
         }
     }
 
     /// How long the next poll may last.
     fn budget(&self) -> Duration {
-        (self.served * WORK_MULTIPLE).clamp(self.base, WATCH.max(self.base))
+        let by_size = POLL_PER_BYTE.saturating_mul(u32::try_from(self.sent).unwrap_or(u32::MAX));
+        (self.served * WORK_MULTIPLE)
+            .max(by_size)
+            .clamp(self.base, WATCH.max(self.base))
     }
 
-    /// The request just served took `listing` to serve, if it was a
-    /// listing (`None`: another request).
-    pub(crate) fn served(&mut self, listing: Option<Duration>) {
-        self.served = listing.unwrap_or_default();
+    /// The request just served took `listing` to serve and sent that many
+    /// bytes, if it was a listing (`None`: another request).
+    pub(crate) fn served(&mut self, listing: Option<(Duration, usize)>) {
+        (self.served, self.sent) = listing.unwrap_or_default();
     }
 
     /// Polls `fd` until a request is there, the budget runs out, or `stop`
@@ -383,16 +399,20 @@ mod tests {
         let base = Duration::from_micros(50);
         let mut s = Spinner::new(base);
         assert_eq!(s.budget(), base);
-        s.served(Some(Duration::from_micros(150)));
+        s.served(Some((Duration::from_micros(150), 0)));
         assert_eq!(s.budget(), Duration::from_micros(600));
-        s.served(Some(Duration::from_micros(5)));
+        s.served(Some((Duration::from_micros(5), 0)));
         assert_eq!(s.budget(), base, "never below the base");
-        s.served(Some(Duration::from_millis(3)));
+        s.served(Some((Duration::from_micros(30), 16 * 1024)));
+        assert_eq!(s.budget(), POLL_PER_BYTE * 16 * 1024, "by what it sent");
+        s.served(Some((Duration::from_millis(3), 0)));
         assert_eq!(s.budget(), WATCH, "never beyond WATCH");
+        s.served(Some((Duration::ZERO, 1 << 20)));
+        assert_eq!(s.budget(), WATCH, "nor for a large listing");
         s.served(None);
         assert_eq!(s.budget(), base, "other requests poll the base");
         // A sleep the longer budget would have caught keeps polling on.
-        s.served(Some(Duration::from_micros(150)));
+        s.served(Some((Duration::from_micros(150), 0)));
         s.slept(Duration::from_micros(400));
         assert!(s.armed);
     }
