@@ -98,6 +98,8 @@ struct State {
     /// too. Learnt from where in its batch a directory that the reader
     /// had not come to yet was asked for.
     backward: bool,
+    /// [`Statahead::changes`] when directories were last queued.
+    queued_at: u64,
     /// Listings read and not yet used.
     ready: HashMap<NodeId, Listing>,
     /// Entries in `ready`.
@@ -110,8 +112,17 @@ struct State {
 
 impl State {
     /// The next directory to read: of the newest batch, in the walk's
-    /// order.
-    fn pop(&mut self) -> Option<(NodeId, Arc<Inode>)> {
+    /// order. None once the source changed since directories were last
+    /// queued (`changes` is [`Statahead::changes`] now): what is queued
+    /// comes from a walk that changes what it walks (`rm -rf`, `chmod
+    /// -R`), whose listings would be stale before they are asked for, so
+    /// the queue goes.
+    fn pop(&mut self, changes: u64) -> Option<(NodeId, Arc<Inode>)> {
+        if changes != self.queued_at {
+            self.batches.clear();
+            self.queued = 0;
+            return None;
+        }
         while let Some(batch) = self.batches.last_mut() {
             let dir = if self.backward {
                 batch.pop_back()
@@ -226,6 +237,13 @@ impl Statahead {
         if batch.is_empty() || s.ready_entries >= MAX_READY {
             return;
         }
+        let changes = self.changes.load(Ordering::Acquire);
+        if changes != s.queued_at {
+            // What is queued was wanted before a change (see `pop`).
+            s.batches.clear();
+            s.queued = 0;
+            s.queued_at = changes;
+        }
         s.queued += batch.len();
         s.batches.push(batch);
         self.to_step.store(true, Ordering::Relaxed);
@@ -299,7 +317,7 @@ impl Statahead {
             if s.ended {
                 return None;
             }
-            if let Some(dir) = s.pop() {
+            if let Some(dir) = s.pop(self.changes.load(Ordering::Acquire)) {
                 return Some(dir);
             }
             s.idle = true;
@@ -381,7 +399,8 @@ impl Statahead {
             None => {
                 let next = {
                     let mut s = self.lock();
-                    let next = if s.ended { None } else { s.pop() };
+                    let changes = self.changes.load(Ordering::Acquire);
+                    let next = if s.ended { None } else { s.pop(changes) };
                     if next.is_none() {
                         // Under the lock, which `want` sets it under.
                         self.to_step.store(false, Ordering::Relaxed);
@@ -645,7 +664,8 @@ mod tests {
     }
 
     fn next_node(s: &Statahead) -> Option<u64> {
-        s.lock().pop().map(|(node, _)| node.0)
+        let changes = s.changes.load(Ordering::Acquire);
+        s.lock().pop(changes).map(|(node, _)| node.0)
     }
 
     #[test]
@@ -683,6 +703,23 @@ mod tests {
         assert_eq!(next_node(&s), Some(100));
         assert_eq!(next_node(&s), None);
         assert_eq!(s.lock().queued, 0);
+    }
+
+    #[test]
+    fn a_change_after_directories_were_queued_empties_the_queue() {
+        let s = Statahead::new(Duration::from_secs(60));
+        let (_a, dirs) = subdirs(3);
+        s.want(dirs);
+        assert_eq!(next_node(&s), Some(100));
+        // `rm -rf` lists a directory, then removes what it listed.
+        s.changed();
+        assert_eq!(next_node(&s), None);
+        assert_eq!(s.lock().queued, 0);
+        assert!(!s.step(), "nothing for the workers either");
+        // A listing wanted after the change is read.
+        let (_b, dirs) = subdirs(1);
+        s.want(dirs);
+        assert_eq!(next_node(&s), Some(100));
     }
 
     #[test]
