@@ -687,6 +687,11 @@ impl<F: Filesystem> DevWorkers<F> {
                 reading.clone(),
                 self.relay.clone().map(|r| (r, self.config.spin_wait)),
             );
+            let worker = if self.queues.is_empty() {
+                worker
+            } else {
+                worker.gathering_forgets()
+            };
             let server = self.server.clone();
             let io_flusher = self.config.io_flusher;
             let theirs = set.clone();

@@ -456,3 +456,112 @@ fn a_thread_a_handler_starts_on_a_pinned_thread_leaves_sched_idle() {
         "policies of a thread started by a handler on a pinned thread (5: SCHED_IDLE, 0: SCHED_OTHER)"
     );
 }
+
+/// MemFs counting the FORGET and BATCH_FORGET requests it is given and
+/// the nodes they name.
+#[derive(Default)]
+struct CountsForgets {
+    fs: memfs::MemFs,
+    requests: std::sync::atomic::AtomicU64,
+    nodes: std::sync::atomic::AtomicU64,
+}
+
+impl fastfuse::Filesystem for CountsForgets {
+    fn lookup(
+        &self,
+        req: &fastfuse::Caller,
+        parent: fastfuse::NodeId,
+        name: &std::ffi::OsStr,
+    ) -> Result<fastfuse::Entry, fastfuse::Errno> {
+        self.fs.lookup(req, parent, name)
+    }
+
+    fn forget(&self, node: fastfuse::NodeId, nlookup: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requests.fetch_add(1, SeqCst);
+        self.nodes.fetch_add(1, SeqCst);
+        self.fs.forget(node, nlookup);
+    }
+
+    fn batch_forget(&self, nodes: &mut dyn Iterator<Item = (fastfuse::NodeId, u64)>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.requests.fetch_add(1, SeqCst);
+        for (node, nlookup) in nodes {
+            self.nodes.fetch_add(1, SeqCst);
+            self.fs.forget(node, nlookup);
+        }
+    }
+
+    fn getattr(
+        &self,
+        req: &fastfuse::Caller,
+        node: fastfuse::NodeId,
+        fh: Option<fastfuse::FileHandle>,
+    ) -> Result<fastfuse::AttrReply, fastfuse::Errno> {
+        self.fs.getattr(req, node, fh)
+    }
+
+    fn create(
+        &self,
+        req: &fastfuse::Caller,
+        parent: fastfuse::NodeId,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        umask: u32,
+        flags: fastfuse::OpenFlags,
+    ) -> Result<(fastfuse::Entry, fastfuse::Opened), fastfuse::Errno> {
+        self.fs.create(req, parent, name, mode, umask, flags)
+    }
+
+    fn unlink(
+        &self,
+        req: &fastfuse::Caller,
+        parent: fastfuse::NodeId,
+        name: &std::ffi::OsStr,
+    ) -> Result<(), fastfuse::Errno> {
+        self.fs.unlink(req, parent, name)
+    }
+}
+
+#[test]
+fn forgets_of_removed_files_gather_into_few_requests() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let _param = UringParam::set(true);
+    let dir = tempfile::tempdir().unwrap();
+    let fs = std::sync::Arc::new(CountsForgets::default());
+    let config = Config {
+        transport: TransportKind::Uring,
+        uring_queue_depth: 4,
+        ..Default::default()
+    };
+    let session = Session::mount(fs.clone(), dir.path(), &MountOptions::default(), config)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let files = 400u64;
+    for i in 0..files {
+        std::fs::File::create(dir.path().join(format!("f{i}"))).unwrap();
+    }
+    let (requests, nodes) = (fs.requests.load(SeqCst), fs.nodes.load(SeqCst));
+    // Each UNLINK drops the file's last reference, and the kernel queues
+    // its FORGET before the unlink returns; read as they came, they were
+    // one request each.
+    for i in 0..files {
+        std::fs::remove_file(dir.path().join(format!("f{i}"))).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs.nodes.load(SeqCst) < nodes + files {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {files} removed files forgotten",
+            fs.nodes.load(SeqCst) - nodes
+        );
+        std::thread::yield_now();
+    }
+    let requests = fs.requests.load(SeqCst) - requests;
+    assert!(
+        requests < files / 4,
+        "{requests} FORGET requests for {files} removed files"
+    );
+    session.unmount().unwrap();
+}

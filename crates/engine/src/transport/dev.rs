@@ -39,7 +39,19 @@ pub(crate) struct DevWorker {
     spinner: Option<Spinner>,
     /// With polling: when this worker may read (taken out by `serve`).
     relay: Option<Arc<Relay>>,
+    /// It serves only what io_uring does not carry: after a FORGET it
+    /// lets more gather before it reads again (see [`FORGET_GATHER`]).
+    gathers_forgets: bool,
 }
+
+/// How long the /dev/fuse worker beside io_uring queues waits after a
+/// FORGET before it reads again. The kernel sends FORGETs down /dev/fuse
+/// whatever the transport, one per inode it drops, and reads them out as
+/// one BATCH_FORGET when several are queued: an `rm -rf` over io_uring
+/// woke this worker for each removed file. Nobody waits for a FORGET; an
+/// INTERRUPT, the other request that comes this way, waits this long at
+/// worst.
+const FORGET_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Splicing costs every request a syscall and the kernel a page, and pays
 /// only for large WRITEs, so a worker splices only while they dominate: a
@@ -101,7 +113,15 @@ impl DevWorker {
             reading,
             spinner: relay.as_ref().map(|(_, budget)| Spinner::new(*budget)),
             relay: relay.map(|(relay, _)| relay),
+            gathers_forgets: false,
         }
+    }
+
+    /// This worker serves beside io_uring queues: it lets FORGETs gather
+    /// (see [`FORGET_GATHER`]).
+    pub(crate) fn gathering_forgets(mut self) -> Self {
+        self.gathers_forgets = true;
+        self
     }
 
     /// Reads one request into the request buffer; its length.
@@ -154,6 +174,11 @@ impl DevWorker {
             Outcome::Reply(result) => send(&self.fd, &mut self.reply, header.unique, result),
             Outcome::None | Outcome::Deferred => Next::Retry,
         };
+        let forget =
+            [abi::Opcode::Forget as u32, abi::Opcode::BatchForget as u32].contains(&header.opcode);
+        if forget && self.gathers_forgets {
+            std::thread::sleep(FORGET_GATHER);
+        }
         if let (Some(s), Some(start)) = (&mut self.spinner, start) {
             let listing = [abi::Opcode::Readdir as u32, abi::Opcode::Readdirplus as u32]
                 .contains(&header.opcode);
