@@ -1,6 +1,7 @@
 //! Statahead: the listings of the directories a tree walk is about to
-//! read, each name with its stat, read ahead by a thread of their own on a
-//! CPU nobody else wants.
+//! read, each name with its stat, read ahead on CPU time nobody else
+//! wants: by a thread of their own, and by workers waiting for a request
+//! (a step at a time, see [`Statahead::step`]).
 //!
 //! Why: a cold walk (`find`, `du`, `ls -lR`) is serial. The walker lists
 //! a directory, the daemon reads it and stats every name for the
@@ -24,11 +25,18 @@
 //!   so a change behind the mount's back shows as late as that, on top of
 //!   the timeout the kernel caches attributes for anyway.
 //!
+//! In what order: the newest listing's subdirectories first (walks are
+//! depth-first), from the end of that listing the walk was seen to take
+//! them from (a walker with a stack takes them last first).
+//!
 //! What it costs: the thread runs under SCHED_IDLE, so it takes only CPU
 //! time no other thread wants, and a walk that never comes leaves the
-//! work undone rather than anyone waiting; at most [`MAX_QUEUED`]
-//! directories wait to be read and [`MAX_READY`] entries are kept, and a
-//! directory of more than [`MAX_ENTRIES`] names is not read ahead.
+//! work undone rather than anyone waiting; a worker's step is a few names
+//! between two polls, in time it would spend polling anyway. At most
+//! [`MAX_QUEUED`] directories wait to be read and [`MAX_READY`] entries
+//! are kept, a directory of more than [`MAX_ENTRIES`] names is not read
+//! ahead, and a change through the mount empties the queue (a walk that
+//! changes what it walks, `rm -rf`, would find every listing stale).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
