@@ -46,3 +46,45 @@ fn same_after_remount_writeback() {
 fn same_after_remount_no_writeback() {
     same_after_remount(&["-o", "no_writeback"]);
 }
+
+/// An open file whose last name went, seen on the source through an fd of
+/// its own. Under the writeback cache the kernel follows every UNLINK
+/// with a SETATTR of the file's mtime, which the passthrough skips when
+/// the source has that mtime already (it would change only the ctime,
+/// which the unlink set): the source keeps what tmpfs would show, and an
+/// mtime that does change still reaches it.
+#[test]
+fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones() {
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let served = Served::start(&[]);
+    let (through, on_source) = (served.mnt().join("f"), served.src().join("f"));
+    std::fs::write(&through, b"data").unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&through)
+        .unwrap();
+    let source = std::fs::File::open(&on_source).unwrap();
+    let before = source.metadata().unwrap();
+    std::fs::remove_file(&through).unwrap();
+    let after = source.metadata().unwrap();
+    assert_eq!(after.nlink(), 0, "the source's file has no name left");
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec()),
+        "an unlink leaves the mtime"
+    );
+    assert!(
+        (after.ctime(), after.ctime_nsec()) >= (before.ctime(), before.ctime_nsec()),
+        "an unlink sets the ctime"
+    );
+    // futimens of the mtime alone, through the open, unlinked file.
+    let mtime = UNIX_EPOCH + Duration::new(1_000_000, 5);
+    file.set_times(std::fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
+    let changed = source.metadata().unwrap();
+    assert_eq!((changed.mtime(), changed.mtime_nsec()), (1_000_000, 5));
+    assert_eq!(file.metadata().unwrap().mtime(), 1_000_000);
+}

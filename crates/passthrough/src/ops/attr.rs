@@ -150,6 +150,9 @@ pub(super) fn setattr(
         Some(f) => Target::Open(f.fd.as_fd()),
         None => Target::Path(&inode),
     };
+    if let Some(st) = unlinked_and_unchanged(&target, changes)? {
+        return Ok(fs.attr_reply(&st));
+    }
     if let Some(mode) = changes.mode {
         target.chmod(fs, mode & 0o7777)?;
     }
@@ -199,6 +202,35 @@ pub(super) fn setattr(
         }
     }
     Ok(fs.attr_reply(&target.stat()?))
+}
+
+/// The source's stat, when `changes` only sets the mtime of a file that
+/// has no name left to what the source already has: the SETATTR the
+/// kernel sends after every UNLINK under the writeback cache
+/// (`fuse_update_ctime` writes the unlinked inode's times back at once).
+/// Setting them would change only the ctime, which the unlink set on the
+/// source just before, as it does on any filesystem; skipping it spares
+/// `rm -rf` a system call per file. `None`: anything else, served as
+/// asked.
+fn unlinked_and_unchanged(
+    target: &Target<'_>,
+    changes: &SetAttr,
+) -> Result<Option<libc::stat>, Errno> {
+    let Some(TimeOrNow::At(mtime)) = changes.mtime else {
+        return Ok(None);
+    };
+    let only_mtime = changes.mode.is_none()
+        && changes.uid.is_none()
+        && changes.gid.is_none()
+        && changes.size.is_none()
+        && changes.atime.is_none()
+        && !changes.kill_suidgid;
+    if !only_mtime {
+        return Ok(None);
+    }
+    let st = target.stat()?;
+    let same = st.st_mtime == mtime.secs && st.st_mtime_nsec == i64::from(mtime.nsecs);
+    Ok((st.st_nlink == 0 && same).then_some(st))
 }
 
 /// ACCESS: faccessat2 with AT_EACCESS on the /proc magic link, as the
