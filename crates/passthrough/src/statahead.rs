@@ -43,7 +43,7 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use fastfuse::NodeId;
@@ -214,8 +214,26 @@ impl Statahead {
         }
     }
 
+    /// The state, waited for: by the reader thread, and where no request
+    /// waits (the end, tests).
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state, if nobody holds it. Workers take it only so: the reader
+    /// holds it too, and under SCHED_IDLE any busy CPU keeps the reader
+    /// off the CPU, holding it or not; a worker that waited for it would
+    /// wait for a starved thread, and a pause for that worker (an upgrade
+    /// test under load once waited 44 s for its workers to pause, which
+    /// this explains; not reproduced since). A worker that finds it held
+    /// goes without: a listing not taken, a hint not given, a step not
+    /// made.
+    fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(s) => Some(s),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// A request that may have changed the source was served: every
@@ -231,7 +249,9 @@ impl Statahead {
         if dirs.is_empty() {
             return;
         }
-        let mut s = self.lock();
+        let Some(mut s) = self.try_lock() else {
+            return;
+        };
         if s.ended {
             return;
         }
@@ -278,7 +298,7 @@ impl Statahead {
     /// queued leaves the queue (the READDIRPLUS reads it itself), and
     /// where it was in its batch tells the order the walk goes in.
     pub(crate) fn take(&self, node: NodeId) -> Option<Listing> {
-        let mut s = self.lock();
+        let mut s = self.try_lock()?;
         let Some(listing) = s.ready.remove(&node) else {
             s.asked_before_read(node);
             return None;
@@ -346,11 +366,16 @@ impl Statahead {
         s.ready_entries = s.ready.values().map(|l| l.entries.len()).sum();
     }
 
-    /// Keeps `listing` of `node` for a READDIRPLUS to take.
+    /// Keeps `listing` of `node` for a READDIRPLUS to take (the reader
+    /// thread's).
     fn keep(&self, node: NodeId, listing: Listing) {
-        let mut s = self.lock();
+        self.keep_in(&mut self.lock(), node, listing);
+    }
+
+    /// [`keep`](Self::keep) under the state `s`.
+    fn keep_in(&self, s: &mut State, node: NodeId, listing: Listing) {
         if s.ready_entries + listing.entries.len() > MAX_READY {
-            self.purge(&mut s);
+            self.purge(s);
         }
         if s.ended || s.ready_entries + listing.entries.len() > MAX_READY {
             return;
@@ -399,14 +424,20 @@ impl Statahead {
             Some((node, dir, mut reading)) => {
                 match reading.advance(&dir, STEP) {
                     Progress::More => stepping.current = Some((node, dir, reading)),
-                    Progress::Done => self.keep(node, reading.finish()),
+                    Progress::Done => {
+                        if let Some(mut s) = self.try_lock() {
+                            self.keep_in(&mut s, node, reading.finish());
+                        }
+                    }
                     Progress::Failed => {}
                 }
                 true
             }
             None => {
                 let next = {
-                    let mut s = self.lock();
+                    let Some(mut s) = self.try_lock() else {
+                        return false;
+                    };
                     let changes = self.changes.load(Ordering::Acquire);
                     let next = if s.ended { None } else { s.pop(changes) };
                     if next.is_none() {
@@ -429,8 +460,10 @@ impl Statahead {
         if begun.elapsed() > SLOW_STEP {
             stepping.paused_until = Some(Instant::now() + SLOW_PAUSE);
             // Left to the thread, which reads it whole.
-            if let Some((node, dir, _)) = stepping.current.take() {
-                self.lock().requeue(node, dir);
+            if let (Some((node, dir, _)), Some(mut s)) = (stepping.current.take(), self.try_lock())
+            {
+                s.requeue(node, dir);
+                drop(s);
                 self.work.notify_one();
             }
         }
