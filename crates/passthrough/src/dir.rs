@@ -99,6 +99,12 @@ impl DirStream {
         }
     }
 
+    /// The cookie right before the first unsent entry: a
+    /// [`read_from`](Self::read_from) there goes on from the buffer.
+    pub(crate) fn position(&self) -> u64 {
+        self.position
+    }
+
     /// What a successor needs to go on (see `saved`): the directory fd,
     /// the cookie right before the first unsent entry and the unsent
     /// records, as getdents64 gave them. The fd's position is that of the

@@ -390,9 +390,16 @@ impl Statahead {
     /// or `None` when it cannot be read or is too large.
     fn read(&self, dir: &Inode) -> Option<Listing> {
         let mut reading = Reading::start(self, dir)?;
-        match reading.advance(dir, usize::MAX) {
-            Progress::Done => Some(reading.finish()),
-            Progress::More | Progress::Failed => None,
+        loop {
+            match reading.advance(dir, 1) {
+                // A worker that polls for its next request yields the CPU
+                // at every turn, and a yield hands it to this thread for a
+                // whole slice (up to a millisecond) if this one does not
+                // yield it back: the request would wait that long.
+                Progress::More => std::thread::yield_now(),
+                Progress::Done => return Some(reading.finish()),
+                Progress::Failed => return None,
+            }
         }
     }
 
@@ -495,8 +502,6 @@ struct Reading {
     changes: u64,
     at: Instant,
     stream: DirStream,
-    /// The cookie after the last entry read.
-    offset: u64,
     entries: Vec<Ahead>,
 }
 
@@ -520,7 +525,6 @@ impl Reading {
             changes,
             at,
             stream: DirStream::new(fd),
-            offset: 0,
             entries: Vec::new(),
         })
     }
@@ -529,8 +533,9 @@ impl Reading {
     /// each with its stat.
     fn advance(&mut self, dir: &Inode, max: usize) -> Progress {
         let (mut stated, mut stopped, mut too_many) = (0, false, false);
-        let (entries, offset) = (&mut self.entries, &mut self.offset);
-        let read = self.stream.read_from(*offset, |e| {
+        let entries = &mut self.entries;
+        // Where the last step stopped: the stream goes on from its buffer.
+        let read = self.stream.read_from(self.stream.position(), |e| {
             if entries.len() == MAX_ENTRIES {
                 too_many = true;
                 return Ok(Taken::Full);
@@ -543,13 +548,6 @@ impl Reading {
                     return Ok(Taken::Full);
                 }
                 stated += 1;
-                // A worker that polls for its next request yields the CPU
-                // at every turn, and a yield hands it to this thread for
-                // a whole slice (up to a millisecond) if this one does
-                // not yield it back: the request would wait that long.
-                if max == usize::MAX {
-                    std::thread::yield_now();
-                }
                 c_string(OsStr::from_bytes(e.name)).ok().and_then(|name| {
                     sys::fstatat(dir.fd.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW).ok()
                 })
@@ -561,7 +559,6 @@ impl Reading {
                 typ: e.typ,
                 st,
             });
-            *offset = e.next_offset;
             Ok(Taken::Yes)
         });
         match (read, too_many, stopped) {
@@ -691,14 +688,15 @@ mod tests {
         assert!(s.lock().ended);
     }
 
-    /// `n` subdirectories of a new directory, as nodes 100, 101, ...
-    fn subdirs(n: u64) -> (tempfile::TempDir, Vec<(NodeId, Arc<Inode>)>) {
+    /// `n` subdirectories of a new directory, as nodes `first`,
+    /// `first + 1`, ...
+    fn subdirs(first: u64, n: u64) -> (tempfile::TempDir, Vec<(NodeId, Arc<Inode>)>) {
         let dir = tempfile::tempdir().unwrap();
         let dirs = (0..n)
             .map(|i| {
                 let path = dir.path().join(format!("d{i}"));
                 std::fs::create_dir(&path).unwrap();
-                (NodeId(100 + i), dir_inode(&path))
+                (NodeId(first + i), dir_inode(&path))
             })
             .collect();
         (dir, dirs)
@@ -712,13 +710,9 @@ mod tests {
     #[test]
     fn the_newest_listing_is_read_first_and_in_the_order_the_walk_goes() {
         let s = Statahead::new(Duration::from_secs(60));
-        let (_a, older) = subdirs(2);
+        let (_a, older) = subdirs(100, 2);
         s.want(older);
-        let (_b, newer) = subdirs(4);
-        let newer: Vec<_> = newer
-            .into_iter()
-            .map(|(node, inode)| (NodeId(node.0 + 10), inode))
-            .collect();
+        let (_b, newer) = subdirs(110, 4);
         s.want(newer);
         // Forward: the newest batch from its front.
         assert_eq!(next_node(&s), Some(110));
@@ -731,11 +725,7 @@ mod tests {
         // The older batch once the newer is done, backward too.
         assert_eq!(next_node(&s), Some(101));
         // A walk asking for the front of a batch goes forward.
-        let (_c, more) = subdirs(3);
-        let more: Vec<_> = more
-            .into_iter()
-            .map(|(node, inode)| (NodeId(node.0 + 100), inode))
-            .collect();
+        let (_c, more) = subdirs(200, 3);
         s.want(more);
         assert!(s.take(NodeId(200)).is_none(), "nothing was read");
         assert!(!s.lock().backward);
@@ -749,7 +739,7 @@ mod tests {
     #[test]
     fn a_change_after_directories_were_queued_empties_the_queue() {
         let s = Statahead::new(Duration::from_secs(60));
-        let (_a, dirs) = subdirs(3);
+        let (_a, dirs) = subdirs(100, 3);
         s.want(dirs);
         assert_eq!(next_node(&s), Some(100));
         // `rm -rf` lists a directory, then removes what it listed.
@@ -758,7 +748,7 @@ mod tests {
         assert_eq!(s.lock().queued, 0);
         assert!(!s.step(), "nothing for the workers either");
         // A listing wanted after the change is read.
-        let (_b, dirs) = subdirs(1);
+        let (_b, dirs) = subdirs(100, 1);
         s.want(dirs);
         assert_eq!(next_node(&s), Some(100));
     }
