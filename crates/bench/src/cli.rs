@@ -73,15 +73,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub quick: bool,
     /// Configurations to run, comma-separated (default: all available
-    /// but the opt-in ones). Known: tmpfs, fastfuse-seed, fastfuse,
-    /// fastfuse-uring, fastfuse-wt, fastfuse-passthrough, fastfuse-bypass1,
+    /// but the opt-in ones). Known: tmpfs, fastfuse-seed, fastfuse and
+    /// fastfuse-uring (the default mount: kernel passthrough as root),
+    /// fastfuse-wt, fastfuse-wb (the writeback cache), fastfuse-bypass1,
     /// fastfuse-bypass2, libfuse-ll (libfuse's passthrough_ll), libfuse-hp
     /// and libfuse-hp-uring (libfuse 3.18.3's passthrough_hp over /dev/fuse
     /// and io_uring; scripts/setup.sh builds both peers), mergerfs-wb,
     /// mergerfs, bindfs, and --peer names; opt-in: fastfuse-nosplice (the
     /// seed's without splicing WRITE data), fastfuse-uring1 (io_uring with
-    /// one ring entry per queue), fastfuse-passthrough-uring (kernel
-    /// passthrough over io_uring, passthrough_hp's mode).
+    /// one ring entry per queue), fastfuse-wb-uring (the writeback cache
+    /// over io_uring).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub configs: Vec<String>,
     /// Workloads to run, comma-separated (default: all). Known:

@@ -122,8 +122,8 @@ pub const KNOWN: [&str; 17] = [
     "fastfuse-uring",
     "fastfuse-uring1",
     "fastfuse-wt",
-    "fastfuse-passthrough",
-    "fastfuse-passthrough-uring",
+    "fastfuse-wb",
+    "fastfuse-wb-uring",
     "fastfuse-bypass1",
     "fastfuse-bypass2",
     "libfuse-ll",
@@ -135,13 +135,9 @@ pub const KNOWN: [&str; 17] = [
 ];
 
 /// Configurations that only run when named in `--configs`: evaluations of
-/// one choice (splicing, io_uring's entries per queue, kernel passthrough
+/// one choice (splicing, io_uring's entries per queue, the writeback cache
 /// over the ring) that would push the default run past 17 minutes.
-pub const OPT_IN: [&str; 3] = [
-    "fastfuse-nosplice",
-    "fastfuse-uring1",
-    "fastfuse-passthrough-uring",
-];
+pub const OPT_IN: [&str; 3] = ["fastfuse-nosplice", "fastfuse-uring1", "fastfuse-wb-uring"];
 
 /// mergerfs 2.33 refuses to create files on a branch with less than
 /// `minfreespace` (4G by default) free, which a small tmpfs is:
@@ -315,17 +311,25 @@ pub fn known(
             Family::Fastfuse,
             &s(&["-o", "no_writeback", "--transport", "dev"]),
         ),
+        // The default mount is kernel passthrough as root (hp's own mode);
+        // these are the writeback cache, the default where passthrough is
+        // not, on each transport.
         fastfuse(
-            "fastfuse-passthrough",
+            "fastfuse-wb",
             Family::Fastfuse,
-            &s(&["--passthrough", "--transport", "dev"]),
+            &s(&[
+                "-o",
+                "writeback",
+                "--num-threads",
+                &threads,
+                "--transport",
+                "dev",
+            ]),
         ),
-        // hp's own mode (kernel passthrough) over the ring, beside
-        // libfuse-hp-uring.
         fastfuse(
-            "fastfuse-passthrough-uring",
+            "fastfuse-wb-uring",
             Family::Fastfuse,
-            &s(&["--passthrough", "--transport", "uring"]),
+            &s(&["-o", "writeback", "--transport", "uring"]),
         ),
         fastfuse(
             "fastfuse-bypass1",

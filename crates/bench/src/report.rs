@@ -241,17 +241,17 @@ pub fn headline(run: &BenchRun) -> String {
 }
 
 /// fastfuse against libfuse's passthrough_hp on the matching transport:
-/// the default mounts side by side (fastfuse's writeback cache against
-/// hp's kernel passthrough), and fastfuse in hp's own mode where it ran.
+/// the default mounts side by side (both kernel passthrough, as root), and
+/// fastfuse with the writeback cache where it ran.
 /// Empty when neither libfuse-hp configuration ran.
 fn against_passthrough_hp(run: &BenchRun) -> String {
     let e = run.engine.as_str();
     let has = |c: &str| run.configs.iter().any(|x| x.name == c);
     let pairs: Vec<(&str, &str)> = [
         ("fastfuse", "libfuse-hp"),
-        ("fastfuse-passthrough", "libfuse-hp"),
+        ("fastfuse-wb", "libfuse-hp"),
         ("fastfuse-uring", "libfuse-hp-uring"),
-        ("fastfuse-passthrough-uring", "libfuse-hp-uring"),
+        ("fastfuse-wb-uring", "libfuse-hp-uring"),
     ]
     .into_iter()
     .filter(|(ours, theirs)| has(ours) && has(theirs))
@@ -260,7 +260,7 @@ fn against_passthrough_hp(run: &BenchRun) -> String {
         return String::new();
     }
     let mut s = String::from(
-        "\n## Against libfuse's passthrough_hp\n\nlibfuse 3.18.3's passthrough_hp as it comes (kernel passthrough, so no writeback cache; timeouts of a day), over /dev/fuse (libfuse-hp) and io_uring (libfuse-hp-uring), against fastfuse on the same transport: its default mount (writeback cache) and, where it ran, kernel passthrough, hp's own mode. Medians; floor on untar, stat and rm: 1.30.\n\n| workload |",
+        "\n## Against libfuse's passthrough_hp\n\nlibfuse 3.18.3's passthrough_hp as it comes (kernel passthrough, so no writeback cache; timeouts of a day), over /dev/fuse (libfuse-hp) and io_uring (libfuse-hp-uring), against fastfuse on the same transport: its default mount (kernel passthrough as root, hp's own mode) and, where it ran, its writeback cache (`-o writeback`). Medians; floor on untar, stat and rm: 1.30.\n\n| workload |",
     );
     for (ours, theirs) in &pairs {
         let _ = write!(s, " {ours} / {theirs} |");
@@ -683,7 +683,8 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
     {
         let b2 = med("fastfuse-bypass2", &w.name, e);
         let b1 = med("fastfuse-bypass1", &w.name, e);
-        let normal = med("fastfuse", &w.name, e);
+        // The bypass levels are the writeback cache without the I/O.
+        let normal = med("fastfuse-wb", &w.name, e);
         if let (Some(b2), Some(b1)) = (b2, b1) {
             if b2 < b1 {
                 out.push(format!(
@@ -698,7 +699,7 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
         if let (Some(b1), Some(n)) = (b1, normal) {
             if b1 < n {
                 out.push(format!(
-                    "{}: bypass1 {} < fastfuse {} MiB/s ({:+.1}%); skipping the I/O cannot be slower",
+                    "{}: bypass1 {} < fastfuse-wb {} MiB/s ({:+.1}%); skipping the I/O cannot be slower",
                     w.name,
                     figure(b1),
                     figure(n),
@@ -750,7 +751,7 @@ pub fn sanity(run: &BenchRun) -> Vec<String> {
         }
     }
     for w in &seed_rows {
-        let ff = ["fastfuse-seed", "fastfuse-nosplice", "fastfuse"]
+        let ff = ["fastfuse-seed", "fastfuse-nosplice", "fastfuse-wb"]
             .iter()
             .filter_map(|c| med(c, w, e).map(|v| (*c, v)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
@@ -1118,7 +1119,7 @@ pub(crate) mod tests {
     fn sanity_flags_a_slower_bypass_and_a_missed_floor() {
         let run = fake_run(
             &[
-                ("fastfuse", "fastfuse"),
+                ("fastfuse-wb", "fastfuse"),
                 ("fastfuse-bypass1", "fastfuse-bypass"),
                 ("fastfuse-bypass2", "fastfuse-bypass"),
                 ("mergerfs-wb", "peer"),
@@ -1129,7 +1130,7 @@ pub(crate) mod tests {
         let w = sanity(&run);
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].contains("bypass2 2000 < bypass1 2500"));
-        assert!(w[1].contains("bypass1 2500 < fastfuse 3000"));
+        assert!(w[1].contains("bypass1 2500 < fastfuse-wb 3000"));
         assert!(w[2].contains("below mergerfs-wb"));
     }
 

@@ -29,7 +29,8 @@ pub struct MountArgs {
     /// Mount and filesystem options, comma-separated; may repeat. Mount:
     /// ro, allow_other, default_permissions, no_default_permissions,
     /// fsname=, subtype=, auto_unmount, suid, dev, noexec, noatime, max_read=.
-    /// Filesystem: source=SRC, writeback (default), no_writeback,
+    /// Filesystem: source=SRC, writeback (the default where kernel
+    /// passthrough is not: see --passthrough), no_writeback,
     /// max_threads=N, timeout=SECS, direct_io, passthrough, clone_fd,
     /// bypass_rw=N, max_pages=N, max_background=N, congestion_threshold=N,
     /// io_uring, transport=dev|uring|auto, xattr, no_xattr, acl (the
@@ -64,11 +65,13 @@ pub struct MountArgs {
     #[arg(long)]
     clone_fd: bool,
     /// Kernel passthrough: the kernel reads and writes the source files
-    /// itself (needs CAP_SYS_ADMIN; turns the writeback cache off).
+    /// itself (needs CAP_SYS_ADMIN; turns the writeback cache off). The
+    /// default as root when no cache mode (`-o writeback`, `-o
+    /// no_writeback`, --direct-io, --bypass-rw, --supervise) is asked
+    /// for; where the kernel does not offer it, the writeback cache.
     #[arg(long, conflicts_with = "nopassthrough")]
     passthrough: bool,
-    /// No kernel passthrough (the default; kept for passthrough_hp's
-    /// command line).
+    /// No kernel passthrough: the writeback cache (as `-o writeback`).
     #[arg(long)]
     nopassthrough: bool,
     /// Testbench: 0 normal; 1 WRITE data is copied but not stored; 2 WRITEs
@@ -160,6 +163,9 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     let mut default_permissions = None;
     let mut bypass = args.bypass_rw;
     let mut supervise = args.supervise;
+    // A cache mode asked for by name; without one, root gets kernel
+    // passthrough where the kernel offers it (see `auto_passthrough`).
+    let mut mode_named = args.passthrough || args.nopassthrough || args.direct_io;
     for opt in args.options.iter().flat_map(|o| o.split(',')) {
         if opt == "default_permissions" {
             default_permissions = Some(true);
@@ -173,14 +179,26 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
         };
         match key {
             "source" => source = value.map(PathBuf::from),
-            "writeback" => config.writeback_cache = true,
-            "no_writeback" => config.writeback_cache = false,
+            "writeback" => {
+                config.writeback_cache = true;
+                mode_named = true;
+            }
+            "no_writeback" => {
+                config.writeback_cache = false;
+                mode_named = true;
+            }
             "max_threads" | "num_threads" => config.threads = parse_num(opt, value)?,
             "timeout" | "attr_timeout" | "entry_timeout" => {
                 fs.timeout = Duration::from_secs_f64(parse_num(opt, value)?)
             }
-            "direct_io" => fs.direct_io = true,
-            "passthrough" => config.passthrough = true,
+            "direct_io" => {
+                fs.direct_io = true;
+                mode_named = true;
+            }
+            "passthrough" => {
+                config.passthrough = true;
+                mode_named = true;
+            }
             "clone_fd" => config.clone_fd = true,
             "bypass_rw" => bypass = parse_num(opt, value)?,
             "max_pages" => config.max_pages = parse_num(opt, value)?,
@@ -251,10 +269,21 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
         fs.timeout = Duration::from_secs_f64(t);
     }
     fs.bypass_rw = BypassRw::try_from(bypass).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let is_root = rustix::process::geteuid().is_root();
     if config.passthrough {
         // The kernel refuses passthrough on a writeback-cache mount.
         config.writeback_cache = false;
         fs.kernel_passthrough = true;
+    } else if auto_passthrough(mode_named, fs.bypass_rw, supervise, is_root) {
+        // Both asked for: INIT keeps passthrough where the kernel offers
+        // it and the writeback cache where it does not (`negotiate`); with
+        // no attribute timeout, which the writeback cache cannot do
+        // without, writethrough where it does not.
+        config.passthrough = true;
+        fs.kernel_passthrough = true;
+        if fs.timeout.is_zero() {
+            config.writeback_cache = false;
+        }
     }
     if config.writeback_cache && fs.timeout.is_zero() {
         bail!("the writeback cache needs a non-zero timeout (or use -o no_writeback)");
@@ -270,7 +299,6 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     if mount.fsname == "fastfuse" {
         mount.fsname = source.display().to_string();
     }
-    let is_root = rustix::process::geteuid().is_root();
     fs.switch_credentials = is_root && mount.allow_other;
     if supervise {
         match config.transport {
@@ -297,6 +325,19 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
         fs,
         supervise,
     })
+}
+
+/// Whether a mount that named no cache mode gets kernel passthrough: as
+/// root (the kernel's backing files need CAP_SYS_ADMIN), serving I/O for
+/// real (the testbench's bypass levels answer WRITEs in the daemon), and
+/// not supervised (a restarted server would inherit backing files it did
+/// not register; untested). Kernel passthrough leaves reads and writes to
+/// the kernel, and spares round trips: under the writeback cache written
+/// data reaches the source in WRITEs, and every unlink also writes the
+/// inode's times back (a SETATTR the kernel waits for), since the kernel
+/// keeps a regular file's times itself (see the README's "Default mode").
+fn auto_passthrough(mode_named: bool, bypass: BypassRw, supervise: bool, is_root: bool) -> bool {
+    !mode_named && bypass == BypassRw::Off && !supervise && is_root
 }
 
 /// Runs a mount: in the foreground until unmounted, or daemonized.
@@ -411,9 +452,13 @@ fn mount(
         );
     }
     if plan.fs.kernel_passthrough && !n.passthrough() {
-        tracing::warn!(
-            "the kernel did not agree to passthrough; serving reads and writes in the daemon"
-        );
+        if n.writeback_cache() {
+            tracing::info!("the kernel does not offer passthrough; the writeback cache is on");
+        } else {
+            tracing::warn!(
+                "the kernel did not agree to passthrough; serving reads and writes in the daemon"
+            );
+        }
     }
     tracing::info!(
         writeback_cache = n.writeback_cache(),
@@ -502,7 +547,7 @@ mod tests {
                 .cache_dirs
         );
         assert!(parse(&["-o", "bogus", "/s", "/m"]).is_err());
-        assert!(parse(&["-o", "timeout=0", "/s", "/m"]).is_err());
+        assert!(parse(&["-o", "writeback,timeout=0", "/s", "/m"]).is_err());
         assert!(parse(&["/m"]).is_err());
         let p = parse(&["--transport", "uring", "/s", "/m"]).unwrap();
         assert_eq!(p.config.transport, TransportKind::Uring);

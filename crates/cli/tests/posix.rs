@@ -9,6 +9,8 @@ mod posix_suite;
 use common::Served;
 use posix_suite::{fsx, fsx_ops, pjdfstest_same_as_tmpfs};
 
+/// In the default mode (kernel passthrough, as root); `uring_suites.rs`
+/// runs it with the writeback cache.
 #[test]
 fn pjdfstest_passes_through_fastfuse_what_passes_on_tmpfs() {
     let served = Served::start(&["-o", "allow_other,default_permissions"]);
@@ -17,7 +19,15 @@ fn pjdfstest_passes_through_fastfuse_what_passes_on_tmpfs() {
 
 #[test]
 fn fsx_100k_ops_writeback_without_splice() {
-    let args = ["-o", "no_splice_write"];
+    let args = ["-o", "writeback,no_splice_write"];
+    fsx(&Served::start(&args), &args);
+}
+
+/// The default mount as root: kernel passthrough, the kernel reading and
+/// writing the source file itself.
+#[test]
+fn fsx_100k_ops_default_passthrough() {
+    let args = ["--transport", "dev"];
     fsx(&Served::start(&args), &args);
 }
 
@@ -32,7 +42,7 @@ fn fsx_100k_ops_writethrough() {
 /// went that way.
 #[test]
 fn fsx_100k_ops_writeback_spliced() {
-    let args = ["--transport", "dev"];
+    let args = ["-o", "writeback", "--transport", "dev"];
     let served = Served::start(&args);
     fsx(&served, &args);
     let snap = fastfuse::stats::query(served.mnt()).unwrap();

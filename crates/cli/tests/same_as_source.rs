@@ -1,6 +1,7 @@
 //! "Same as the source" over /dev/fuse: the scripted comparison of
-//! `source_script` against three mounts, the default (writeback cache),
-//! `-o no_writeback`, and `-o allow_other` (which turns
+//! `source_script` against four mounts, the default (kernel passthrough,
+//! as these tests run as root), `-o writeback`, `-o no_writeback`, and
+//! `-o allow_other` with the writeback cache (which turns
 //! default_permissions on and lets the script act as other users).
 //! `uring_suites.rs` runs the same over io_uring.
 
@@ -16,8 +17,13 @@ fn same_as_source(args: &[&str]) {
 }
 
 #[test]
-fn same_as_source_writeback() {
+fn same_as_source_default_passthrough() {
     same_as_source(&[]);
+}
+
+#[test]
+fn same_as_source_writeback() {
+    same_as_source(&["-o", "writeback"]);
 }
 
 #[test]
@@ -27,7 +33,7 @@ fn same_as_source_no_writeback() {
 
 #[test]
 fn same_as_source_allow_other() {
-    same_as_source(&["-o", "allow_other"]);
+    same_as_source(&["-o", "allow_other,writeback"]);
 }
 
 /// Mounts with `args`, writes, unmounts, mounts again and compares what
@@ -38,8 +44,13 @@ fn same_after_remount(args: &[&str]) {
 }
 
 #[test]
-fn same_after_remount_writeback() {
+fn same_after_remount_default_passthrough() {
     same_after_remount(&[]);
+}
+
+#[test]
+fn same_after_remount_writeback() {
+    same_after_remount(&["-o", "writeback"]);
 }
 
 #[test]
@@ -52,13 +63,13 @@ fn same_after_remount_no_writeback() {
 /// with a SETATTR of the file's mtime, which the passthrough skips when
 /// the source has that mtime already (it would change only the ctime,
 /// which the unlink set): the source keeps what tmpfs would show, and an
-/// mtime that does change still reaches it.
-#[test]
-fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones() {
+/// mtime that does change still reaches it. The same holds in the default
+/// mount (kernel passthrough), where no SETATTR follows the UNLINK.
+fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones(args: &[&str]) {
     use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, UNIX_EPOCH};
 
-    let served = Served::start(&[]);
+    let served = Served::start(args);
     let (through, on_source) = (served.mnt().join("f"), served.src().join("f"));
     std::fs::write(&through, b"data").unwrap();
     let file = std::fs::OpenOptions::new()
@@ -87,4 +98,14 @@ fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones() {
     let changed = source.metadata().unwrap();
     assert_eq!((changed.mtime(), changed.mtime_nsec()), (1_000_000, 5));
     assert_eq!(file.metadata().unwrap().mtime(), 1_000_000);
+}
+
+#[test]
+fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones_writeback() {
+    an_unlinked_open_file_keeps_its_times_and_takes_new_ones(&["-o", "writeback"]);
+}
+
+#[test]
+fn an_unlinked_open_file_keeps_its_times_and_takes_new_ones_default() {
+    an_unlinked_open_file_keeps_its_times_and_takes_new_ones(&[]);
 }

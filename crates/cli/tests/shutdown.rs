@@ -22,6 +22,11 @@ use common::*;
 use rustix::fs::{Mode, OFlags};
 use support::*;
 
+/// The mount the writers write through: the writeback cache, whose dirty
+/// pages only the daemon can bring to the source (in the default mount,
+/// kernel passthrough, the kernel writes the source itself).
+const WRITEBACK: &[&str] = &["-o", "writeback"];
+
 /// A file a writer closed without error.
 #[derive(Debug)]
 struct Closed {
@@ -223,7 +228,7 @@ fn assert_closed_files_on_source(src: &Path, logs: &[Log]) -> (usize, usize, usi
 /// descriptor of the detached mount.
 #[test]
 fn sigterm_with_dirty_pages_loses_nothing() {
-    let mut served = Served::start_on(Tmpfs::new("2g"), &[]);
+    let mut served = Served::start_on(Tmpfs::new("2g"), WRITEBACK);
     let mnt = served.mnt().to_path_buf();
     let _watchdog = Watchdog::start(
         Duration::from_secs(60),
@@ -274,7 +279,7 @@ fn sigterm_with_dirty_pages_loses_nothing() {
 /// gone, the writers' next open fails (the path no longer reaches it),
 /// never a silent success.
 fn unmount_while_writing_loses_nothing(unmount: &[&str]) {
-    let mut served = Served::start_on(Tmpfs::new("2g"), &[]);
+    let mut served = Served::start_on(Tmpfs::new("2g"), WRITEBACK);
     let mnt = served.mnt().to_path_buf();
     let _watchdog = Watchdog::start(
         Duration::from_secs(60),

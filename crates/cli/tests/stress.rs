@@ -144,7 +144,18 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, (u32, u64, u64, Vec<u8>)> {
 
 #[test]
 fn random_operations_from_eight_threads_leave_the_mount_equal_to_the_source() {
-    let served = Served::start(&[]);
+    random_operations_from_eight_threads(&[]);
+}
+
+#[test]
+fn random_operations_from_eight_threads_with_the_writeback_cache() {
+    random_operations_from_eight_threads(&["-o", "writeback"]);
+}
+
+/// Eight threads of random operations on a mount with `args`, then the
+/// mount and the source compared.
+fn random_operations_from_eight_threads(args: &[&str]) {
+    let served = Served::start(args);
     let (mnt, src, pid) = (
         served.mnt().to_path_buf(),
         served.src().to_path_buf(),
