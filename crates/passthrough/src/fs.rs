@@ -169,11 +169,30 @@ impl PassthroughFs {
         })
     }
 
-    /// A request that may have changed the source was served (see
-    /// `statahead`).
+    /// A request that may have changed the source was served, where is
+    /// not known (see `statahead`). Called after the change.
     pub(crate) fn source_changed(&self) {
         if let Some(s) = &self.statahead {
             s.changed();
+        }
+    }
+
+    /// Names in `dir` changed through the mount: listings of it, and those
+    /// holding its stat, are stale (see `statahead`). `unlinked`: a name
+    /// of a non-directory went, whose link count other listings may show.
+    /// Called after the change.
+    pub(crate) fn names_changed(&self, dir: &Inode, unlinked: bool) {
+        if let Some(s) = &self.statahead {
+            s.touched(dir.key, unlinked);
+        }
+    }
+
+    /// The attributes of `inode` changed through the mount: listings
+    /// holding its stat are stale (see `statahead`). Called after the
+    /// change.
+    pub(crate) fn inode_changed(&self, inode: &Inode) {
+        if let Some(s) = &self.statahead {
+            s.touched(inode.key, false);
         }
     }
 

@@ -84,7 +84,7 @@ type Map<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 pub(crate) const KEEP_OPEN: Duration = Duration::from_secs(1);
 
 /// What identifies a source inode: (st_dev, st_ino).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct InodeKey {
     dev: u64,
     ino: u64,
@@ -174,6 +174,8 @@ pub(crate) struct Inode {
     pub(crate) fd: OwnedFd,
     /// The file type bits (`st_mode & S_IFMT`), which never change.
     pub(crate) kind: libc::mode_t,
+    /// (st_dev, st_ino), which the fd pins.
+    pub(crate) key: InodeKey,
     /// The kernel passthrough backing file shared by every open of this
     /// inode (the kernel refuses two different backing files for one
     /// inode, with EBUSY).
@@ -199,6 +201,7 @@ impl Inode {
         Inode {
             fd,
             kind: st.st_mode & libc::S_IFMT,
+            key: InodeKey::of(st),
             backing: Mutex::new(None),
             posix_locks: Mutex::new(HashMap::new()),
             kept_mtime: KeptMtime::default(),

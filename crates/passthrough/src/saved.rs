@@ -446,6 +446,7 @@ fn restore_inode(
     let inode = Inode {
         fd,
         kind: saved.kind,
+        key,
         backing: Mutex::new(saved.backing.map(|b| Backing {
             id: b.id,
             users: b.users,

@@ -16,11 +16,18 @@
 //! that reading, taking only the lookups (the inode table) itself.
 //!
 //! What a listing read ahead may say: what the source held when it was
-//! read, so a reply made from it can be older than one read at once. Two
+//! read, so a reply made from it can be older than one read at once. Three
 //! rules bound that:
-//! - any request that may change the source (everything but lookups,
-//!   reads, listings and the like, see `ops`) makes every listing read
-//!   before it unusable, so a change through the mount is never missed;
+//! - a request that changes names or attributes and says where (unlink,
+//!   rmdir, mkdir, mknod, symlink, link, setattr: see `ops`) makes stale
+//!   the listings read before it of the directory whose names changed,
+//!   and those holding the stat of the inode that changed; an unlink, which
+//!   changes the link count of every other name of a file, also those
+//!   holding a file of several names. These changes go into a log of the
+//!   last [`LOG_LEN`]; a listing older than the log is stale;
+//! - any other request that may change the source (everything but
+//!   lookups, reads, listings and the like) makes every listing read
+//!   before it stale, so a change through the mount is never missed;
 //! - a listing older than a quarter of the attribute timeout is not used,
 //!   so a change behind the mount's back shows as late as that, on top of
 //!   the timeout the kernel caches attributes for anyway.
@@ -35,8 +42,8 @@
 //! between two polls, in time it would spend polling anyway. At most
 //! [`MAX_QUEUED`] directories wait to be read and [`MAX_READY`] entries
 //! are kept, a directory of more than [`MAX_ENTRIES`] names is not read
-//! ahead, and a change through the mount empties the queue (a walk that
-//! changes what it walks, `rm -rf`, would find every listing stale).
+//! ahead, and a change through the mount that does not say where empties
+//! the queue (every listing read for it would be stale).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -50,7 +57,7 @@ use fastfuse::NodeId;
 
 use crate::dir::{DirStream, Taken};
 use crate::fs::c_string;
-use crate::inode::Inode;
+use crate::inode::{Inode, InodeKey};
 use crate::sys;
 
 /// Directories waiting to be read ahead, at most.
@@ -61,6 +68,11 @@ const MAX_READY: usize = 1 << 16;
 
 /// A directory with more entries than this is left to be read when asked.
 const MAX_ENTRIES: usize = 1024;
+
+/// Changes the log keeps (see the module doc): an `rm -rf` of directories
+/// of [`MAX_ENTRIES`] names makes two per name (UNLINK, and SETATTR under
+/// the writeback cache) before it comes to the next directory.
+const LOG_LEN: usize = 4 * MAX_ENTRIES;
 
 /// One name of a listing read ahead.
 #[derive(Debug)]
@@ -81,12 +93,52 @@ pub(crate) struct Ahead {
 /// A directory's listing read ahead.
 #[derive(Debug)]
 pub(crate) struct Listing {
-    /// [`Statahead::changes`] before it was read.
-    changes: u64,
+    /// [`Statahead::changes`] and [`Statahead::logged`] before it was read.
+    seen: Seen,
     /// When its reading began.
     at: Instant,
     /// Every entry, from the start to the end of the directory.
     pub(crate) entries: Vec<Ahead>,
+    /// The directory's key and those of the entries stated, sorted: a
+    /// logged change of one of them makes the listing stale.
+    keys: Vec<InodeKey>,
+    /// It holds a non-directory of more than one name (see the module
+    /// doc).
+    shared: bool,
+}
+
+/// A listing kept for the READDIRPLUS to come.
+#[derive(Debug)]
+struct Ready {
+    listing: Arc<Listing>,
+    /// A READDIRPLUS answered from it: the walk has been there, so it is
+    /// the first to go when room is short.
+    used: bool,
+}
+
+/// Where the changes stood when a reading began.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// [`Statahead::changes`].
+    changes: u64,
+    /// [`Statahead::logged`].
+    logged: u64,
+}
+
+/// One change the log keeps: an inode whose names or attributes changed.
+#[derive(Debug, Clone, Copy)]
+struct Touched {
+    key: InodeKey,
+    /// A name of a non-directory went (UNLINK).
+    unlinked: bool,
+}
+
+/// The last [`LOG_LEN`] changes that said where; the newest is number
+/// `first + touched.len() - 1`, the first ever 1.
+#[derive(Debug, Default)]
+struct Log {
+    touched: VecDeque<Touched>,
+    first: u64,
 }
 
 /// The subdirectories one READDIRPLUS listed, in listing order, less
@@ -108,8 +160,8 @@ struct State {
     backward: bool,
     /// [`Statahead::changes`] when directories were last queued.
     queued_at: u64,
-    /// Listings read and not yet used.
-    ready: HashMap<NodeId, Listing>,
+    /// Listings read, used or not.
+    ready: HashMap<NodeId, Ready>,
     /// Entries in `ready`.
     ready_entries: usize,
     /// The reader is asleep, waiting for work.
@@ -186,9 +238,18 @@ impl State {
 /// The read-ahead listings of one filesystem, and its reader's work.
 #[derive(Debug)]
 pub(crate) struct Statahead {
-    /// Requests that may have changed the source, counted (see the module
-    /// doc).
+    /// Requests that may have changed the source without saying where,
+    /// counted (see the module doc).
     changes: AtomicU64,
+    /// The changes that said where. Taken by workers only, never by the
+    /// reader thread: under SCHED_IDLE it could be kept off the CPU while
+    /// holding it, and every worker that changes something would wait.
+    log: Mutex<Log>,
+    /// The number of the newest change in the log (0: none yet).
+    logged: AtomicU64,
+    /// The number of the oldest change the log still has: a listing read
+    /// before the one ahead of it cannot be checked.
+    log_first: AtomicU64,
     /// How old a listing may be when used.
     max_age: Duration,
     state: Mutex<State>,
@@ -206,6 +267,12 @@ impl Statahead {
     pub(crate) fn new(max_age: Duration) -> Statahead {
         Statahead {
             changes: AtomicU64::new(0),
+            log: Mutex::new(Log {
+                touched: VecDeque::with_capacity(LOG_LEN),
+                first: 1,
+            }),
+            logged: AtomicU64::new(0),
+            log_first: AtomicU64::new(1),
             max_age,
             state: Mutex::default(),
             work: Condvar::new(),
@@ -241,6 +308,30 @@ impl Statahead {
     /// a listing read from then on sees it.
     pub(crate) fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The names (in a directory) or the attributes of the inode `key`
+    /// changed; `unlinked`: a name of a non-directory went. Listings read
+    /// before now that hold it are stale (see the module doc). Called
+    /// after the change, so that a listing read from then on sees it.
+    pub(crate) fn touched(&self, key: InodeKey, unlinked: bool) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.touched.len() == LOG_LEN {
+            log.touched.pop_front();
+            log.first += 1;
+            self.log_first.store(log.first, Ordering::Release);
+        }
+        log.touched.push_back(Touched { key, unlinked });
+        let newest = log.first + log.touched.len() as u64 - 1;
+        self.logged.store(newest, Ordering::Release);
+    }
+
+    /// Where the changes stand now.
+    fn seen(&self) -> Seen {
+        Seen {
+            changes: self.changes.load(Ordering::Acquire),
+            logged: self.logged.load(Ordering::Acquire),
+        }
     }
 
     /// Asks for `dirs` to be read ahead (those not queued or read yet,
@@ -293,19 +384,34 @@ impl Statahead {
     }
 
     /// The listing of `node` read ahead, if there is one still fresh: no
-    /// change since it was read, and younger than the bound. Taken: a
-    /// listing answers one READDIRPLUS. Without one, a directory still
+    /// change to it since it was read, and younger than the bound. It
+    /// stays for the next READDIRPLUS from the start while fresh: `rm -rf`
+    /// reads every directory twice, once to see whether it is empty. Without one, a directory still
     /// queued leaves the queue (the READDIRPLUS reads it itself), and
     /// where it was in its batch tells the order the walk goes in.
-    pub(crate) fn take(&self, node: NodeId) -> Option<Listing> {
+    pub(crate) fn take(&self, node: NodeId) -> Option<Arc<Listing>> {
         let mut s = self.try_lock()?;
-        let Some(listing) = s.ready.remove(&node) else {
+        let Some(ready) = s.ready.get_mut(&node) else {
             s.asked_before_read(node);
             return None;
         };
-        s.ready_entries -= listing.entries.len();
+        ready.used = true;
+        let listing = Arc::clone(&ready.listing);
         drop(s);
-        self.fresh(&listing).then_some(listing)
+        if self.usable(&listing) && self.untouched(&listing) {
+            return Some(listing);
+        }
+        // Stale: it goes, unless a newer reading has replaced it since.
+        if let Some(mut s) = self.try_lock() {
+            if s.ready
+                .get(&node)
+                .is_some_and(|r| Arc::ptr_eq(&r.listing, &listing))
+            {
+                s.ready.remove(&node);
+                s.ready_entries -= listing.entries.len();
+            }
+        }
+        None
     }
 
     /// Starts the reader thread; it returns once the filesystem (which
@@ -353,17 +459,36 @@ impl Statahead {
         }
     }
 
-    /// Whether `listing` may still answer a READDIRPLUS.
-    fn fresh(&self, listing: &Listing) -> bool {
-        listing.changes == self.changes.load(Ordering::Acquire)
+    /// Whether `listing` may still answer a READDIRPLUS, as far as can be
+    /// told without the log: no change that did not say where since it
+    /// was read, the log still reaching back to it, and younger than the
+    /// bound.
+    fn usable(&self, listing: &Listing) -> bool {
+        listing.seen.changes == self.changes.load(Ordering::Acquire)
+            && listing.seen.logged + 1 >= self.log_first.load(Ordering::Acquire)
             && listing.at.elapsed() <= self.max_age
     }
 
-    /// Drops the listings that can no longer be used (a walk that went
-    /// elsewhere, or a change), to make room.
+    /// Whether no change logged since `listing` was read touches it (see
+    /// the module doc). Workers only (see [`Statahead::log`]).
+    fn untouched(&self, listing: &Listing) -> bool {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(skip) = (listing.seen.logged + 1).checked_sub(log.first) else {
+            // The log has lost changes made since.
+            return false;
+        };
+        log.touched
+            .iter()
+            .skip(skip as usize)
+            .all(|t| !(t.unlinked && listing.shared) && listing.keys.binary_search(&t.key).is_err())
+    }
+
+    /// Drops the listings used already and those that can no longer be
+    /// used (a walk that went elsewhere, or a change), to make room. What
+    /// the log says is left to `take`: the reader thread calls this too.
     fn purge(&self, s: &mut State) {
-        s.ready.retain(|_, listing| self.fresh(listing));
-        s.ready_entries = s.ready.values().map(|l| l.entries.len()).sum();
+        s.ready.retain(|_, r| !r.used && self.usable(&r.listing));
+        s.ready_entries = s.ready.values().map(|r| r.listing.entries.len()).sum();
     }
 
     /// Keeps `listing` of `node` for a READDIRPLUS to take (the reader
@@ -381,8 +506,12 @@ impl Statahead {
             return;
         }
         s.ready_entries += listing.entries.len();
-        if let Some(old) = s.ready.insert(node, listing) {
-            s.ready_entries -= old.entries.len();
+        let ready = Ready {
+            listing: Arc::new(listing),
+            used: false,
+        };
+        if let Some(old) = s.ready.insert(node, ready) {
+            s.ready_entries -= old.listing.entries.len();
         }
     }
 
@@ -499,8 +628,9 @@ struct Stepping {
 /// A directory's listing being read ahead, resumable.
 #[derive(Debug)]
 struct Reading {
-    changes: u64,
+    seen: Seen,
     at: Instant,
+    dir: InodeKey,
     stream: DirStream,
     entries: Vec<Ahead>,
 }
@@ -518,12 +648,13 @@ enum Progress {
 impl Reading {
     /// Opens `dir` to be read from its start.
     fn start(statahead: &Statahead, dir: &Inode) -> Option<Reading> {
-        let changes = statahead.changes.load(Ordering::Acquire);
+        let seen = statahead.seen();
         let at = Instant::now();
         let fd = sys::open_dir(dir.fd.as_fd()).ok()?;
         Some(Reading {
-            changes,
+            seen,
             at,
+            dir: dir.key,
             stream: DirStream::new(fd),
             entries: Vec::new(),
         })
@@ -570,10 +701,27 @@ impl Reading {
 
     /// The listing read.
     fn finish(self) -> Listing {
+        let mut keys: Vec<InodeKey> = std::iter::once(self.dir)
+            .chain(
+                self.entries
+                    .iter()
+                    .filter_map(|a| a.st.as_ref())
+                    .map(InodeKey::of),
+            )
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let shared = self
+            .entries
+            .iter()
+            .filter_map(|a| a.st.as_ref())
+            .any(|st| st.st_mode & libc::S_IFMT != libc::S_IFDIR && st.st_nlink > 1);
         Listing {
-            changes: self.changes,
+            seen: self.seen,
             at: self.at,
             entries: self.entries,
+            keys,
+            shared,
         }
     }
 }
@@ -608,7 +756,7 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_is_whole_and_used_once_while_nothing_changed() {
+    fn a_listing_is_whole_and_answers_while_nothing_changed() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..10 {
             std::fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
@@ -622,13 +770,98 @@ mod tests {
         let node = NodeId(7);
         s.keep(node, listing);
         assert!(s.take(node).is_some());
-        assert!(s.take(node).is_none(), "taken once");
+        assert!(s.take(node).is_some(), "rm lists a directory twice");
 
         // A change after the reading makes it stale.
         s.keep(node, s.read(&inode).unwrap());
         s.changed();
         assert!(s.take(node).is_none(), "read before a change");
         assert_eq!(s.lock().ready_entries, 0);
+    }
+
+    fn key_of(path: &std::path::Path) -> InodeKey {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).unwrap();
+        InodeKey::from_parts(m.dev(), m.ino())
+    }
+
+    #[test]
+    fn a_change_elsewhere_keeps_a_listing_and_a_change_to_it_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("file"), b"x").unwrap();
+        std::fs::create_dir(a.join("sub")).unwrap();
+        std::fs::write(b.join("other"), b"x").unwrap();
+        let s = Statahead::new(Duration::from_secs(60));
+        let inode = dir_inode(&a);
+        let node = NodeId(7);
+        // `rm -rf` removing names of another directory, under the
+        // writeback cache with a SETATTR of each removed file.
+        s.keep(node, s.read(&inode).unwrap());
+        s.touched(key_of(&b), true);
+        s.touched(key_of(&b.join("other")), false);
+        assert!(s.take(node).is_some(), "a change elsewhere");
+        // Names in the listed directory, or attributes of what it lists
+        // (a file, a subdirectory's mtime and link count).
+        for changed in [a.clone(), a.join("file"), a.join("sub")] {
+            s.keep(node, s.read(&inode).unwrap());
+            s.touched(key_of(&changed), false);
+            assert!(s.take(node).is_none(), "{} changed", changed.display());
+        }
+        // Read after the change: fresh.
+        s.keep(node, s.read(&inode).unwrap());
+        assert!(s.take(node).is_some());
+    }
+
+    #[test]
+    fn an_unlink_elsewhere_makes_a_listing_with_a_file_of_two_names_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("file"), b"x").unwrap();
+        std::fs::hard_link(a.join("file"), b.join("link")).unwrap();
+        let s = Statahead::new(Duration::from_secs(60));
+        let inode = dir_inode(&a);
+        // Removing `b/link` changes `a/file`'s link count, and which file
+        // lost a name is not known.
+        s.keep(NodeId(7), s.read(&inode).unwrap());
+        s.touched(key_of(&b), true);
+        assert!(s.take(NodeId(7)).is_none());
+        // A name made there changes no link count of what `a` lists.
+        s.keep(NodeId(7), s.read(&inode).unwrap());
+        s.touched(key_of(&b), false);
+        assert!(s.take(NodeId(7)).is_some());
+    }
+
+    #[test]
+    fn a_listing_older_than_the_log_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Statahead::new(Duration::from_secs(60));
+        let inode = dir_inode(dir.path());
+        let elsewhere = InodeKey::from_parts(u64::MAX, 1);
+        s.keep(NodeId(7), s.read(&inode).unwrap());
+        for _ in 0..LOG_LEN {
+            s.touched(elsewhere, false);
+        }
+        assert!(s.take(NodeId(7)).is_some(), "the log still reaches back");
+        s.keep(NodeId(7), s.read(&inode).unwrap());
+        for _ in 0..=LOG_LEN {
+            s.touched(elsewhere, false);
+        }
+        assert!(s.take(NodeId(7)).is_none(), "changes since were lost");
+    }
+
+    #[test]
+    fn changes_that_say_where_keep_the_queue() {
+        let s = Statahead::new(Duration::from_secs(60));
+        let (_a, dirs) = subdirs(100, 2);
+        s.want(dirs);
+        s.touched(InodeKey::from_parts(u64::MAX, 1), true);
+        assert_eq!(next_node(&s), Some(100));
+        assert_eq!(next_node(&s), Some(101));
     }
 
     #[test]

@@ -153,6 +153,22 @@ pub(super) fn setattr(
     if let Some(st) = unlinked_and_unchanged(&target, changes)? {
         return Ok(fs.attr_reply(&st));
     }
+    let done = apply_setattr(fs, req, &inode, &target, changes);
+    // After the change, whether it went through whole or not.
+    fs.inode_changed(&inode);
+    done
+}
+
+/// What SETATTR asks of `target` (the node `inode`, or a file open on it),
+/// in the order the source needs: the mode, the owner, the size, the
+/// times, then the set-id bits a write or chown must lose.
+fn apply_setattr(
+    fs: &PassthroughFs,
+    req: &Caller<'_>,
+    inode: &Inode,
+    target: &Target<'_>,
+    changes: &SetAttr,
+) -> Result<AttrReply, Errno> {
     if let Some(mode) = changes.mode {
         target.chmod(fs, mode & 0o7777)?;
     }

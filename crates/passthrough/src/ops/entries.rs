@@ -89,6 +89,7 @@ pub(super) fn symlink(
     fs.create_as(req, 0, || {
         Ok(sys::symlinkat(&target, dir.fd.as_fd(), &name)?)
     })?;
+    fs.names_changed(&dir, false);
     fs.lookup_child(&dir, &name)
 }
 
@@ -116,6 +117,7 @@ pub(super) fn mknod(
             libc::dev_t::from(rdev),
         )?)
     })?;
+    fs.names_changed(&dir, false);
     fs.lookup_child(&dir, &name)
 }
 
@@ -133,6 +135,7 @@ pub(super) fn mkdir(
     fs.create_as(req, umask, || {
         Ok(sys::mkdirat(dir.fd.as_fd(), &name, mode)?)
     })?;
+    fs.names_changed(&dir, false);
     fs.lookup_child(&dir, &name)
 }
 
@@ -176,6 +179,8 @@ fn remove(
 ) -> Result<(), Errno> {
     let dir = fs.inode(parent)?;
     sys::unlinkat(dir.fd.as_fd(), &component(name)?, flags)?;
+    // A directory has no other name whose link count it changes.
+    fs.names_changed(&dir, flags == 0);
     fs.inodes.name_removed();
     Ok(())
 }
@@ -230,6 +235,8 @@ pub(super) fn link(
             libc::AT_SYMLINK_FOLLOW,
         )?;
     }
+    fs.names_changed(&dir, false);
+    fs.inode_changed(&inode);
     let st = sys::stat_fd(inode.fd.as_fd())?;
     fs.inodes.acquire_existing(node)?;
     Ok(fs.entry(node, &st))

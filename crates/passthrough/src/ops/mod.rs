@@ -80,10 +80,22 @@ fn may_change(op: &str) -> bool {
     )
 }
 
+/// Whether the operation named `op` tells the statahead itself what it
+/// changed (`PassthroughFs::names_changed`, `inode_changed`), so that a
+/// walk that changes what it walks (`rm -rf`) keeps the listings read
+/// ahead of the directories it has not come to. The others that may
+/// change the source make every listing read before them stale.
+fn tells_its_changes(op: &str) -> bool {
+    matches!(
+        op,
+        "unlink" | "rmdir" | "mkdir" | "mknod" | "symlink" | "link" | "setattr"
+    )
+}
+
 /// `impl Filesystem for PassthroughFs` from the engine's method list: each
 /// method calls the function of the same name with `self` and its
-/// arguments, and, after one that may change the source, tells the
-/// statahead. A method the engine adds fails to compile here until this
+/// arguments, and, after one that may change the source and does not say
+/// what it changed, tells the statahead. A method the engine adds fails to compile here until this
 /// crate has a function for it.
 macro_rules! forward_to_ops {
     ($( fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?; )*) => {
@@ -92,7 +104,7 @@ macro_rules! forward_to_ops {
                 #[allow(clippy::too_many_arguments)]
                 fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
                     let done = $name(self $(, $arg)*);
-                    if may_change(stringify!($name)) {
+                    if may_change(stringify!($name)) && !tells_its_changes(stringify!($name)) {
                         self.source_changed();
                     }
                     done
