@@ -274,7 +274,7 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
         // The kernel refuses passthrough on a writeback-cache mount.
         config.writeback_cache = false;
         fs.kernel_passthrough = true;
-    } else if auto_passthrough(mode_named, fs.bypass_rw, supervise, is_root) {
+    } else if auto_passthrough(mode_named, fs.bypass_rw, supervise) {
         // Both asked for: INIT keeps passthrough where the kernel offers
         // it and the writeback cache where it does not (`negotiate`); with
         // no attribute timeout, which the writeback cache cannot do
@@ -327,17 +327,31 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
     })
 }
 
-/// Whether a mount that named no cache mode gets kernel passthrough: as
-/// root (the kernel's backing files need CAP_SYS_ADMIN), serving I/O for
-/// real (the testbench's bypass levels answer WRITEs in the daemon), and
-/// not supervised (a restarted server would inherit backing files it did
-/// not register; untested). Kernel passthrough leaves reads and writes to
+/// Whether a mount that named no cache mode gets kernel passthrough:
+/// where the kernel will register backing files for it
+/// ([`may_register_backing_files`]), serving I/O for real (the
+/// testbench's bypass levels answer WRITEs in the daemon), and not
+/// supervised (a restarted server would inherit backing files it did not
+/// register; untested). Kernel passthrough leaves reads and writes to
 /// the kernel, and spares round trips: under the writeback cache written
 /// data reaches the source in WRITEs, and every unlink also writes the
 /// inode's times back (a SETATTR the kernel waits for), since the kernel
 /// keeps a regular file's times itself (see the README's "Default mode").
-fn auto_passthrough(mode_named: bool, bypass: BypassRw, supervise: bool, is_root: bool) -> bool {
-    !mode_named && bypass == BypassRw::Off && !supervise && is_root
+fn auto_passthrough(mode_named: bool, bypass: BypassRw, supervise: bool) -> bool {
+    !mode_named && bypass == BypassRw::Off && !supervise && may_register_backing_files()
+}
+
+/// Whether FUSE_DEV_IOC_BACKING_OPEN can succeed for this process: the
+/// kernel asks for CAP_SYS_ADMIN in the initial user namespace. Root in a
+/// container's own namespace has the capability only there, and every
+/// open would fail over to the daemon, without the writeback cache.
+fn may_register_backing_files() -> bool {
+    use rustix::thread::{capabilities, CapabilitySet};
+    let admin = capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_ADMIN));
+    // The initial namespace maps every uid to itself.
+    let initial_ns = std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]);
+    admin && initial_ns
 }
 
 /// Runs a mount: in the foreground until unmounted, or daemonized.
@@ -557,6 +571,37 @@ mod tests {
             parse(&["/s", "/m"]).unwrap().config.transport,
             TransportKind::Auto
         );
+    }
+
+    #[test]
+    fn a_mount_that_names_no_mode_gets_passthrough_where_it_can() {
+        let p = parse(&["/s", "/m"]).unwrap();
+        assert_eq!(p.config.passthrough, may_register_backing_files());
+        assert_eq!(p.fs.kernel_passthrough, may_register_backing_files());
+        // Where the kernel does not offer passthrough, INIT keeps this.
+        assert!(p.config.writeback_cache);
+        for named in [
+            &["-o", "writeback"][..],
+            &["-o", "no_writeback"],
+            &["-o", "direct_io"],
+            &["--direct-io"],
+            &["--nopassthrough"],
+            &["--bypass-rw", "1"],
+        ] {
+            let line: Vec<&str> = named.iter().copied().chain(["/s", "/m"]).collect();
+            let p = parse(&line).unwrap();
+            assert!(
+                !p.config.passthrough && !p.fs.kernel_passthrough,
+                "{named:?}"
+            );
+        }
+        // No attribute timeout: passthrough, or writethrough where the
+        // kernel does not offer it; the writeback cache cannot do without.
+        let p = parse(&["-o", "timeout=0", "/s", "/m"]);
+        assert_eq!(p.is_ok(), may_register_backing_files());
+        if let Ok(p) = p {
+            assert!(p.config.passthrough && !p.config.writeback_cache);
+        }
     }
 
     #[test]
