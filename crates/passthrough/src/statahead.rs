@@ -385,10 +385,12 @@ impl Statahead {
 
     /// The listing of `node` read ahead, if there is one still fresh: no
     /// change to it since it was read, and younger than the bound. It
-    /// stays for the next READDIRPLUS from the start while fresh: `rm -rf`
-    /// reads every directory twice, once to see whether it is empty. Without one, a directory still
-    /// queued leaves the queue (the READDIRPLUS reads it itself), and
-    /// where it was in its batch tells the order the walk goes in.
+    /// stays for the next READDIRPLUS from the start while fresh: `rm
+    /// -rf` opens every directory twice, once to see whether it is empty
+    /// (a getdents64 that the kernel turns into a READDIRPLUS of a whole
+    /// buffer). Without one, a directory still queued leaves the queue
+    /// (the READDIRPLUS reads it itself), and where it was in its batch
+    /// tells the order the walk goes in.
     pub(crate) fn take(&self, node: NodeId) -> Option<Arc<Listing>> {
         let mut s = self.try_lock()?;
         let Some(ready) = s.ready.get_mut(&node) else {
