@@ -177,28 +177,20 @@ fn plan(args: &MountArgs) -> anyhow::Result<Plan> {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        mode_named |= matches!(
+            key,
+            "writeback" | "no_writeback" | "direct_io" | "passthrough"
+        );
         match key {
             "source" => source = value.map(PathBuf::from),
-            "writeback" => {
-                config.writeback_cache = true;
-                mode_named = true;
-            }
-            "no_writeback" => {
-                config.writeback_cache = false;
-                mode_named = true;
-            }
+            "writeback" => config.writeback_cache = true,
+            "no_writeback" => config.writeback_cache = false,
             "max_threads" | "num_threads" => config.threads = parse_num(opt, value)?,
             "timeout" | "attr_timeout" | "entry_timeout" => {
                 fs.timeout = Duration::from_secs_f64(parse_num(opt, value)?)
             }
-            "direct_io" => {
-                fs.direct_io = true;
-                mode_named = true;
-            }
-            "passthrough" => {
-                config.passthrough = true;
-                mode_named = true;
-            }
+            "direct_io" => fs.direct_io = true,
+            "passthrough" => config.passthrough = true,
             "clone_fd" => config.clone_fd = true,
             "bypass_rw" => bypass = parse_num(opt, value)?,
             "max_pages" => config.max_pages = parse_num(opt, value)?,

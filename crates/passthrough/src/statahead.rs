@@ -747,10 +747,11 @@ fn reader(ahead: &Weak<Statahead>) {
 #[cfg(test)]
 mod tests {
     use std::ffi::CString;
+    use std::path::{Path, PathBuf};
 
     use super::*;
 
-    fn dir_inode(path: &std::path::Path) -> Arc<Inode> {
+    fn dir_inode(path: &Path) -> Arc<Inode> {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         let fd = sys::open(&c, libc::O_PATH | libc::O_DIRECTORY).unwrap();
         let st = sys::stat_fd(fd.as_fd()).unwrap();
@@ -781,19 +782,25 @@ mod tests {
         assert_eq!(s.lock().ready_entries, 0);
     }
 
-    fn key_of(path: &std::path::Path) -> InodeKey {
+    fn key_of(path: &Path) -> InodeKey {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(path).unwrap();
         InodeKey::from_parts(m.dev(), m.ino())
     }
 
-    #[test]
-    fn a_change_elsewhere_keeps_a_listing_and_a_change_to_it_does_not() {
+    /// A new directory with two subdirectories, `a` holding `a/file`.
+    fn a_and_b() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::create_dir(&a).unwrap();
         std::fs::create_dir(&b).unwrap();
         std::fs::write(a.join("file"), b"x").unwrap();
+        (dir, a, b)
+    }
+
+    #[test]
+    fn a_change_elsewhere_keeps_a_listing_and_a_change_to_it_does_not() {
+        let (_dir, a, b) = a_and_b();
         std::fs::create_dir(a.join("sub")).unwrap();
         std::fs::write(b.join("other"), b"x").unwrap();
         let s = Statahead::new(Duration::from_secs(60));
@@ -819,11 +826,7 @@ mod tests {
 
     #[test]
     fn an_unlink_elsewhere_makes_a_listing_with_a_file_of_two_names_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        std::fs::create_dir(&a).unwrap();
-        std::fs::create_dir(&b).unwrap();
-        std::fs::write(a.join("file"), b"x").unwrap();
+        let (_dir, a, b) = a_and_b();
         std::fs::hard_link(a.join("file"), b.join("link")).unwrap();
         let s = Statahead::new(Duration::from_secs(60));
         let inode = dir_inode(&a);

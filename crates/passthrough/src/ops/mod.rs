@@ -95,8 +95,8 @@ fn tells_its_changes(op: &str) -> bool {
 /// `impl Filesystem for PassthroughFs` from the engine's method list: each
 /// method calls the function of the same name with `self` and its
 /// arguments, and, after one that may change the source and does not say
-/// what it changed, tells the statahead. A method the engine adds fails to compile here until this
-/// crate has a function for it.
+/// what it changed, tells the statahead. A method the engine adds fails to
+/// compile here until this crate has a function for it.
 macro_rules! forward_to_ops {
     ($( fn $name:ident(&$s:ident $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?; )*) => {
         impl Filesystem for PassthroughFs {
