@@ -334,8 +334,12 @@ impl Statahead {
         }
     }
 
-    /// Asks for `dirs` to be read ahead (those not queued or read yet,
-    /// within the bounds).
+    /// Asks for `dirs` to be read ahead (within the bounds): those not
+    /// read yet, and those whose listing a READDIRPLUS used already. A
+    /// walk that comes again (a second `find`, a stat walk after the
+    /// kernel dropped its caches) would otherwise find the listings of
+    /// its first pass, which age out in the middle of it and are not
+    /// read again.
     pub(crate) fn want(&self, dirs: Vec<(NodeId, Arc<Inode>)>) {
         if dirs.is_empty() {
             return;
@@ -351,7 +355,7 @@ impl Statahead {
         }
         let batch: Batch = dirs
             .into_iter()
-            .filter(|(node, _)| !s.ready.contains_key(node))
+            .filter(|(node, _)| s.ready.get(node).is_none_or(|r| r.used))
             .collect();
         if batch.is_empty() || s.ready_entries >= MAX_READY {
             return;
@@ -972,6 +976,28 @@ mod tests {
         assert_eq!(next_node(&s), Some(100));
         assert_eq!(next_node(&s), None);
         assert_eq!(s.lock().queued, 0);
+    }
+
+    #[test]
+    fn a_walk_that_comes_again_has_its_directories_read_again() {
+        let s = Statahead::new(Duration::from_secs(60));
+        let (_a, dirs) = subdirs(100, 2);
+        s.want(dirs.clone());
+        let (node, dir) = s.lock().pop(0).unwrap();
+        s.keep(node, s.read(&dir).unwrap());
+        assert_eq!(next_node(&s), Some(101));
+        // Read and not used yet: a second hint does not queue it again.
+        s.want(dirs.clone());
+        assert_eq!(next_node(&s), Some(101), "only the one not read");
+        assert_eq!(next_node(&s), None);
+        // Used by the first walk: the next walk's hint reads it afresh,
+        // before the first reading ages out under it.
+        let first = s.take(node).unwrap();
+        s.want(dirs);
+        assert_eq!(next_node(&s), Some(100));
+        s.keep(node, s.read(&dir).unwrap());
+        let second = s.take(node).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "the new reading answers");
     }
 
     #[test]
