@@ -119,8 +119,11 @@ impl Tree {
 }
 
 /// Cold walks of the tree in one sample of the stat workload, each after
-/// dropping dentries and inodes; only the walks are timed.
-pub const STAT_WALKS: u64 = 5;
+/// dropping dentries and inodes; only the walks are timed. With 5 (a
+/// quarter of a second), one rep's stat against passthrough_hp's ranged
+/// 0.59-1.66 on this project's 2-vCPU VM within one run; with 15,
+/// 1.18-1.51.
+pub const STAT_WALKS: u64 = 15;
 
 /// `lstat`s every entry under `dir/tree` (reading each directory first, as
 /// `find` or `ls -lR` would). Returns the entries seen and the seconds.

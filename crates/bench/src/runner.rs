@@ -482,7 +482,8 @@ impl Step<'_> {
             MetaOp::Untar => (tree.entries(), tree.untar(dir).context("tar")?),
             MetaOp::Stat => {
                 // One cold walk takes ~50 ms, which a 2-CPU VM's noise
-                // moved by +-20% between samples: a sample is several.
+                // moved by +-20% between samples: a sample is several
+                // (`STAT_WALKS`).
                 let (mut seen, mut secs) = (0, 0.0);
                 for _ in 0..meta::STAT_WALKS {
                     drop_caches(meta::Drop::Dentries)?;
