@@ -252,7 +252,11 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
 /// aborts its FUSE connection, so blocked calls return), detaches
 /// `mounts` (the mountpoint first, then the source) and exits the test
 /// process with a failure. Cleanup normally done by destructors cannot run
-/// then, so it is done here.
+/// then, so it is done here, and what the other tests of the process
+/// started (their daemons, their loads) goes too: every child of the
+/// process gets SIGKILL. Before any of that it prints the threads of the
+/// daemon and of the test process, with their kernel stacks, so that a
+/// hang says where it was.
 pub struct Watchdog {
     done: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -283,13 +287,28 @@ impl Watchdog {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            eprintln!("watchdog: {what} still running after {limit:?}; ending it");
-            if let Some(pid) = pid() {
+            let daemon = pid();
+            // Straight to fd 2: the test harness captures what `eprintln!`
+            // prints and would drop it at the exit below.
+            let mut report = format!("watchdog: {what} still running after {limit:?}; ending it\n");
+            if let Some(pid) = daemon {
+                report += &threads_report("the daemon", pid);
+            }
+            report += &threads_report("this test process", std::process::id());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
+            if let Some(pid) = daemon {
                 // SAFETY: kill(2) on the daemon's pid, which this test started.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
             for m in &mounts {
                 let _ = Command::new("umount").arg("-l").arg(m).status();
+            }
+            // The exit ends every test of this process, but not what they
+            // started: their daemons and loads would keep serving and
+            // using mounts nobody unmounts.
+            for child in own_children() {
+                // SAFETY: kill(2) of a child of this process, by its pid.
+                unsafe { libc::kill(child, libc::SIGKILL) };
             }
             std::process::exit(101);
         });
@@ -298,6 +317,57 @@ impl Watchdog {
             thread: Some(thread),
         }
     }
+}
+
+/// Each thread of process `pid`: its name, state, where it sleeps in the
+/// kernel (`wchan`) and its kernel stack, as far as /proc tells.
+fn threads_report(whose: &str, pid: u32) -> String {
+    let mut out = format!("watchdog: threads of {whose} (pid {pid}):\n");
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out + "  (gone)\n";
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let stat = read("stat");
+        // The state is the field after the parenthesised name.
+        let state = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.split(' ').next());
+        out += &format!(
+            "  {} {} {} {}\n",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            state.unwrap_or("?"),
+            read("wchan").trim()
+        );
+        for frame in read("stack").lines().take(8) {
+            out += &format!("      {frame}\n");
+        }
+    }
+    out
+}
+
+/// The pids of this process's children.
+fn own_children() -> Vec<libc::pid_t> {
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // ppid is the second field after the parenthesised name.
+            stat.rsplit(") ")
+                .next()
+                .and_then(|rest| rest.split(' ').nth(1))
+                .and_then(|ppid| ppid.parse::<u32>().ok())
+                == Some(me)
+        })
+        .collect()
 }
 
 impl Drop for Watchdog {
