@@ -349,23 +349,19 @@ fn threads_report(whose: &str, pid: u32) -> String {
     out
 }
 
-/// The pids of this process's children.
+/// The pids of this process's children: those of each of its threads,
+/// as /proc lists them (`task/TID/children`).
 fn own_children() -> Vec<libc::pid_t> {
-    let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
-    procs
+    tasks
         .flatten()
-        .filter_map(|p| p.file_name().to_str()?.parse::<libc::pid_t>().ok())
-        .filter(|&pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // ppid is the second field after the parenthesised name.
-            stat.rsplit(") ")
-                .next()
-                .and_then(|rest| rest.split(' ').nth(1))
-                .and_then(|ppid| ppid.parse::<u32>().ok())
-                == Some(me)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
